@@ -1,0 +1,24 @@
+"""MNIST data: IDX files, the download cache, and the bundled subset."""
+
+from mnist_xp.data.datasets import (
+    FILE_NAMES,
+    MNIST,
+    default_cache_dir,
+    download_mnist,
+    load_bundled,
+    load_idx_dir,
+    load_mnist,
+)
+from mnist_xp.data.idx import read_idx, write_idx
+
+__all__ = [
+    "read_idx",
+    "write_idx",
+    "MNIST",
+    "load_mnist",
+    "load_bundled",
+    "load_idx_dir",
+    "download_mnist",
+    "default_cache_dir",
+    "FILE_NAMES",
+]
