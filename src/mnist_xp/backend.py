@@ -1,0 +1,354 @@
+"""Backends: which array module (`xp`) and device the math runs on.
+
+This is the only module that imports CuPy, and it does so lazily, inside functions: a
+plain ``import mnist_xp`` never pulls CuPy in. Everything else receives a `Backend` and
+uses ``backend.xp`` for math, ``backend.asarray`` to move data in and
+``backend.to_numpy`` to move results out.
+
+Device strings
+--------------
+``"auto"``
+    CUDA device 0 when CuPy imports and a device answers, else the CPU.
+``"cpu"``
+    NumPy.
+``"cuda"`` / ``"cuda:N"``
+    CuPy on device 0 / N. When it cannot be used, the CPU is used instead and the
+    reason is reported once (or `DeviceError` is raised with ``require=True``).
+``"array_api_strict"``
+    The generic code path on `array_api_strict`, a NumPy wrapper that refuses anything
+    outside the Python array API standard. For tests; slow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import DeviceError, DeviceFallbackWarning
+
+__all__ = [
+    "Backend",
+    "get_backend",
+    "parse_device",
+    "cuda_status",
+    "backend_name_of",
+    "to_numpy",
+    "as_array_of",
+    "DEVICE_FORMS",
+]
+
+DEVICE_FORMS = "auto, cpu, cuda or cuda:N (N a device number, e.g. cuda:0)"
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|array_api_strict)(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array module and the device it computes on.
+
+    Attributes
+    ----------
+    name : {"numpy", "cupy", "array_api_strict"}
+        Which array library `xp` is.
+    xp : module
+        The array namespace the generic math is written against.
+    device : str
+        ``"cpu"`` or ``"cuda:N"``.
+    reason : str
+        Why this backend was chosen when it is not the one asked for (empty otherwise).
+    """
+
+    name: str
+    xp: Any = field(repr=False)
+    device: str
+    reason: str = ""
+
+    @property
+    def is_cuda(self) -> bool:
+        """True when arrays live in GPU memory."""
+        return self.name == "cupy"
+
+    def asarray(self, a, dtype=None):
+        """Copy `a` (a NumPy array or anything NumPy accepts) onto this backend's device.
+
+        Parameters
+        ----------
+        a : array_like
+            Host data, or an array already on this backend (then no copy is made
+            unless `dtype` differs).
+        dtype : numpy dtype or str, optional
+            Target dtype; by default the input's.
+
+        Returns
+        -------
+        array of `xp`, on this backend's device.
+        """
+        if self.name == "numpy":
+            return np.asarray(a, dtype=dtype)
+        if self.name == "cupy":
+            with self.activate():
+                return self.xp.asarray(a, dtype=dtype)
+        # array_api_strict takes NumPy dtypes only as its own dtype objects.
+        host = np.asarray(to_numpy(a), dtype=dtype)
+        return self.xp.asarray(host)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """Copy an array of this (or any known) backend to a NumPy array on the host.
+
+        On CUDA this waits for the work that produces `a`: it is a sync point.
+        """
+        return to_numpy(a)
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished all queued work (no-op on the CPU)."""
+        if self.name == "cupy":
+            self.xp.cuda.Device(self.device_index).synchronize()
+
+    @property
+    def device_index(self) -> int:
+        """The CUDA device number (0 on the CPU, where it means nothing)."""
+        return int(self.device.partition(":")[2] or 0)
+
+    def activate(self):
+        """Context manager making this backend's device current (CuPy only).
+
+        CuPy allocates on the *current* device, so every block that creates device
+        arrays runs under this; it nests and restores the previous device on exit.
+        """
+        if self.name == "cupy":
+            return self.xp.cuda.Device(self.device_index)
+        return contextlib.nullcontext()
+
+    def owns(self, a) -> bool:
+        """True when `a` is an array of this backend (and, on CUDA, on its device)."""
+        if backend_name_of(a) != self.name:
+            return False
+        if self.name == "cupy":
+            return a.device.id == self.device_index
+        return True
+
+    def describe(self) -> str:
+        """One human line: library, version and device (with the GPU's name on CUDA)."""
+        version = getattr(self.xp, "__version__", "")
+        if self.name == "cupy":
+            props = self.xp.cuda.runtime.getDeviceProperties(self.device_index)
+            gpu = props["name"]
+            gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
+            return f"{self.device} ({gpu}, CuPy {version})"
+        if self.name == "array_api_strict":
+            return f"cpu (array_api_strict {version})"
+        return f"cpu (NumPy {version})"
+
+
+def parse_device(spec: str) -> tuple[str, int | None]:
+    """Split a device string into its kind and index.
+
+    Parameters
+    ----------
+    spec : str
+        One of ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``array_api_strict``.
+
+    Returns
+    -------
+    kind : str
+    index : int or None
+        The ``N`` of ``cuda:N``; None where none was given.
+
+    Raises
+    ------
+    DeviceError
+        When `spec` is not one of the accepted forms.
+    """
+    m = _DEVICE_RE.match(spec.strip().lower()) if isinstance(spec, str) else None
+    if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+        raise DeviceError(f"device {spec!r} is not understood; use {DEVICE_FORMS}")
+    kind, index = m.group(1), m.group(2)
+    return kind, None if index is None else int(index)
+
+
+def _import_cupy():
+    """Import CuPy (a separate function so tests can simulate its absence or failure)."""
+    import cupy
+
+    return cupy
+
+
+def cuda_status(index: int = 0) -> tuple[Any, str]:
+    """Check whether CUDA device `index` is usable through CuPy.
+
+    Parameters
+    ----------
+    index : int
+        CUDA device number.
+
+    Returns
+    -------
+    cupy : module or None
+        The CuPy module when the device answers, else None.
+    reason : str
+        Empty when usable, else one line with the real reason (the original
+        exception's text is kept).
+    """
+    try:
+        cupy = _import_cupy()
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "cupy":
+            return None, (
+                "CuPy is not installed (pip install 'mnist-xp[cuda12]' or "
+                "'mnist-xp[cuda13]', matching your CUDA driver)"
+            )
+        return None, f"CuPy failed to import: {_one_line(exc)}"
+    except Exception as exc:  # a broken CuPy install raises all sorts
+        return None, f"CuPy failed to import: {_one_line(exc)}"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+        if count == 0:
+            return None, "no CUDA device found"
+        if index >= count:
+            return None, f"there is no CUDA device {index} (this machine has {count})"
+        with cupy.cuda.Device(index):
+            # Creating the context is what fails on a broken driver or a busy GPU.
+            cupy.cuda.runtime.memGetInfo()
+    except Exception as exc:  # CUDARuntimeError, driver errors, ...
+        return None, f"CUDA is not usable: {_one_line(exc)}"
+    return cupy, ""
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and first line of text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _numpy_backend(reason: str = "") -> Backend:
+    return Backend("numpy", np, "cpu", reason)
+
+
+def get_backend(
+    device: str | Backend = "auto",
+    *,
+    require: bool = False,
+    on_fallback: Callable[[str], None] | None = None,
+) -> Backend:
+    """Resolve a device string to a `Backend`.
+
+    Parameters
+    ----------
+    device : str or Backend
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``array_api_strict``; a `Backend`
+        is returned as it is.
+    require : bool
+        When True, an explicit CUDA device that cannot be used raises `DeviceError`
+        instead of falling back to the CPU.
+    on_fallback : callable, optional
+        Called with one line (``"cuda unavailable (<reason>); using cpu"``) when an
+        explicitly requested CUDA device falls back to the CPU. By default the line
+        is issued as a `DeviceFallbackWarning`.
+
+    Returns
+    -------
+    Backend
+
+    Raises
+    ------
+    DeviceError
+        `device` does not parse, or it cannot be used and `require` is True.
+    """
+    if isinstance(device, Backend):
+        return device
+    kind, index = parse_device(device)
+    if kind == "cpu":
+        return _numpy_backend()
+    if kind == "array_api_strict":
+        import array_api_strict
+
+        return Backend("array_api_strict", array_api_strict, "cpu")
+    index = index or 0
+    cupy, reason = cuda_status(index)
+    if cupy is not None:
+        return Backend("cupy", cupy, f"cuda:{index}")
+    if kind == "auto":
+        return _numpy_backend(f"cuda unavailable ({reason})")
+    if require:
+        raise DeviceError(f"device {device!r} cannot be used: {reason}")
+    line = f"{device} unavailable ({reason}); using cpu"
+    if on_fallback is None:
+        warnings.warn(line, DeviceFallbackWarning, stacklevel=2)
+    else:
+        on_fallback(line)
+    return _numpy_backend(line)
+
+
+def backend_name_of(a) -> str | None:
+    """The backend name of array `a` (``numpy``, ``cupy``, ``array_api_strict``), or None.
+
+    Looks at ``sys.modules`` rather than importing anything, so asking never imports
+    CuPy.
+    """
+    if isinstance(a, (np.ndarray, np.generic)):
+        return "numpy"
+    cupy = sys.modules.get("cupy")
+    if cupy is not None and isinstance(a, cupy.ndarray):
+        return "cupy"
+    strict = sys.modules.get("array_api_strict")
+    if strict is not None and isinstance(a, strict._array_object.Array):
+        return "array_api_strict"
+    return None
+
+
+def to_numpy(a) -> np.ndarray:
+    """Copy an array of any known backend to a NumPy array (CuPy: a device sync).
+
+    Parameters
+    ----------
+    a : array
+        NumPy, CuPy or array_api_strict array, or anything NumPy accepts.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    name = backend_name_of(a)
+    if name == "cupy":
+        return a.get()  # sync point: device -> host copy
+    if name == "array_api_strict":
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+def as_array_of(result, template):
+    """`result` as an array of the same library (and CUDA device) as `template`.
+
+    Lets functions hand results back on the caller's side: NumPy in, NumPy out;
+    CuPy in, CuPy out. Copies only when the libraries differ.
+
+    Parameters
+    ----------
+    result : array
+        NumPy, CuPy or array_api_strict array.
+    template : array
+        Any array; anything that is not CuPy or array_api_strict counts as NumPy.
+
+    Returns
+    -------
+    array
+    """
+    target = backend_name_of(template) or "numpy"
+    if backend_name_of(result) == target and (
+        target != "cupy" or result.device.id == template.device.id
+    ):
+        return result
+    host = to_numpy(result)
+    if target == "cupy":
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(template.device.id):
+            return cupy.asarray(host)
+    if target == "array_api_strict":
+        return sys.modules["array_api_strict"].asarray(host)
+    return host
