@@ -236,7 +236,8 @@ def test_auto_fallback_logs_to_stderr_by_default(tmp_path, capsys, no_download):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
-    assert captured.err.startswith("using the bundled MNIST subset")
+    assert captured.err.startswith("full MNIST unavailable (")
+    assert "using the bundled MNIST subset" in captured.err
 
 
 def test_auto_fallback_says_which_cached_file_is_broken(tmp_path, no_download):

@@ -145,7 +145,7 @@ def test_bad_download_is_never_cached(server, dataset, tmp_path, spoil):
     message = str(info.value)
     assert message.startswith(f"{cache / 'train-labels-idx1-ubyte.gz'}: ")
     assert "\n" not in message
-    assert f"{mirror}train-labels-idx1-ubyte.gz: {reason}" in message
+    assert f"{mirror}: {reason}" in message
     # Files before the bad one stay (they verified); the bad one and its temp file do not.
     assert cache_listing(cache) == ["train-images-idx3-ubyte.gz"]
 
@@ -176,8 +176,8 @@ def test_every_mirror_failing_lists_each_reason(server, dataset, tmp_path):
     message = str(info.value)
     name = GZ_NAMES[0]
     assert message.startswith(f"{tmp_path / 'cache' / name}: every mirror failed (")
-    assert f"{first}{name}: HTTP 404 Not Found; {second}{name}: HTTP 404 Not Found" in message
-    assert "--data-dir DIR" in message and "\n" not in message
+    assert f"{first}: HTTP 404 Not Found; {second}: HTTP 404 Not Found" in message
+    assert "\n" not in message
     assert cache_listing(tmp_path / "cache") == []
 
 

@@ -314,10 +314,12 @@ def load_mnist(
         return _load_full(cache_dir, download, timeout, log)
     except (DataError, DownloadError) as e:
         if source == "full":
-            raise
-        bundled = load_bundled()
-        log(f"using the {bundled.source} instead of the full MNIST: {e}")
-        return bundled
+            raise type(e)(f"{e}; {_how_to_supply(cache_dir)}") from None
+        reason = e
+    bundled = load_bundled()
+    log(f"full MNIST unavailable ({reason}); using the {bundled.source}; for the full set "
+        f"pass --data-dir DIR, or put its four files in {cache_dir} or set MNIST_XP_DATA")
+    return bundled
 
 
 def _load_full(
@@ -329,7 +331,7 @@ def _load_full(
             missing = ", ".join(_locate(cache_dir)[1])
             raise DataError(
                 f"{cache_dir}: the full MNIST is not there (missing {missing}) and "
-                f"downloading is off; {_how_to_supply(cache_dir)}"
+                "downloading is off"
             )
         download_mnist(cache_dir, timeout=timeout, log=log)
     mnist = load_idx_dir(cache_dir)
@@ -429,11 +431,8 @@ def _download_from_any(
             ValueError,  # malformed URL or Content-Length
             _BadDownload,
         ) as e:
-            reasons.append(f"{url}: {_reason(e)}")
-    raise DownloadError(
-        f"{target}: every mirror failed ({'; '.join(reasons)}); check the network, or "
-        f"{_how_to_supply(target.parent)}"
-    )
+            reasons.append(f"{mirror}: {_reason(e)}")
+    raise DownloadError(f"{target}: every mirror failed ({'; '.join(reasons)})")
 
 
 def _download_verified(url: str, target: Path, sha256: str, timeout: float) -> int:

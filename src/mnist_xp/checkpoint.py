@@ -1,0 +1,197 @@
+"""Saving and loading trained models: ``.npz`` arrays plus JSON metadata, no pickle.
+
+A model file is an ordinary NumPy ``.npz`` archive holding the four parameter arrays
+``W1, b1, W2, b2``, the class labels ``classes`` and ``metadata``: a 0-d unicode array
+holding a JSON object (format name and version, architecture, dtype, the estimator's
+settings, and whatever the caller adds, such as the test accuracy). It is written
+atomically and read with ``allow_pickle=False``, so loading never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._files import atomic_write
+from .backend import get_backend, to_numpy
+from .errors import ModelFileError
+from .estimator import MLPClassifier
+from .model import PARAM_NAMES, Architecture
+
+__all__ = ["save", "load", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "mnist_xp.model"
+FORMAT_VERSION = 1
+
+
+def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
+    """Write a fitted model to `path` (an ``.npz`` file), atomically.
+
+    Parameters
+    ----------
+    model : MLPClassifier
+        A fitted estimator; its parameters may live on any device.
+    path : str or path-like
+        Destination; written exactly as given (no suffix is added). An existing file
+        is replaced only once the new one is complete.
+    metadata : dict, optional
+        Extra JSON-serialisable facts to store under ``"extra"`` (e.g. test accuracy,
+        data source).
+
+    Returns
+    -------
+    pathlib.Path
+        `path`.
+    """
+    model._check_fitted()
+    classes = np.asarray(model.classes_)
+    if classes.dtype.kind not in "biuU":
+        raise ValueError(f"only integer or string class labels can be saved, got {classes.dtype}")
+    arrays = {k: to_numpy(v) for k, v in model.params_.items()}
+    arch = model._arch()
+    # Settings that JSON cannot hold (a Generator as random_state) are stored as null.
+    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else None
+              for k, v in model.get_params().items() if k != "device"}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "mnist_xp_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "architecture": {
+            "n_inputs": arch.n_inputs, "n_hidden": arch.n_hidden, "n_outputs": arch.n_outputs,
+            "activation": arch.activation, "loss": arch.loss,
+        },
+        "dtype": str(arrays["W1"].dtype),
+        "estimator_params": params,
+        "trained_on_device": model.backend_.device,
+        "extra": metadata or {},
+    }
+    text = json.dumps(meta)
+    path = Path(path)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays, classes=classes, metadata=np.array(text))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata dict of the model file at `path` (checked like `load` does)."""
+    return _read(Path(path))[2]
+
+
+def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
+    """Load a model saved by `save`.
+
+    Parameters
+    ----------
+    path : str or path-like
+    device : str or Backend, default "auto"
+        Where to put the parameters; a model trained on either device loads on
+        either.
+
+    Returns
+    -------
+    MLPClassifier
+        Fitted; its constructor settings are those it was trained with (``device``
+        is the one given here).
+
+    Raises
+    ------
+    ModelFileError
+        Missing, unreadable, corrupt, foreign or newer-format file, or arrays that do
+        not match the metadata. The message starts with the path.
+    """
+    path = Path(path)
+    arrays, classes, meta = _read(path)
+    params = dict(meta.get("estimator_params") or {})
+    arch = meta["architecture"]
+    # The architecture record, checked against the arrays, wins over the settings.
+    params.update(n_hidden=arch["n_hidden"], activation=arch["activation"], loss=arch["loss"],
+                  dtype=meta["dtype"], device=device)
+    try:
+        model = MLPClassifier(**params)
+    except TypeError as exc:
+        raise ModelFileError(f"{path}: metadata has settings this version does not know ({exc})") from None
+    model.classes_ = classes
+    model.n_features_in_ = arrays["W1"].shape[0]
+    model._place(get_backend(device), arrays)
+    model.history_ = []
+    return model
+
+
+def _read(path: Path):
+    """Open, validate and return (arrays, classes, metadata) of a model file."""
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = set(npz.files)
+            missing = {*PARAM_NAMES, "classes", "metadata"} - names
+            if missing:
+                raise ModelFileError(
+                    f"{path}: not an mnist_xp model (missing {', '.join(sorted(missing))})")
+            arrays = {k: npz[k] for k in PARAM_NAMES}
+            classes, text = npz["classes"], npz["metadata"]
+    except ModelFileError:
+        raise
+    except PermissionError:
+        raise ModelFileError(f"{path}: permission denied") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise ModelFileError(f"{path}: holds pickled objects, which are never loaded") from None
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    meta = _parse_metadata(path, text)
+    _check_arrays(path, arrays, classes, meta)
+    return arrays, classes, meta
+
+
+def _parse_metadata(path: Path, text: np.ndarray) -> dict:
+    """Decode and check the format fields of the metadata JSON."""
+    if text.dtype.kind != "U" or text.shape != ():
+        raise ModelFileError(f"{path}: metadata is not a JSON string")
+    try:
+        meta = json.loads(str(text))
+    except ValueError:
+        raise ModelFileError(f"{path}: metadata is not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an mnist_xp model (format is {meta.get('format')!r})"
+                             if isinstance(meta, dict) else f"{path}: metadata is not a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(
+            f"{path}: model format version {version} is newer than this mnist_xp reads "
+            f"({FORMAT_VERSION}); upgrade mnist-xp")
+    return meta
+
+
+def _check_arrays(path: Path, arrays: dict, classes: np.ndarray, meta: dict) -> None:
+    """The arrays must have the architecture's shapes and the recorded float dtype."""
+    try:
+        arch = Architecture(**meta["architecture"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: bad architecture in metadata ({exc})") from None
+    dtype = meta.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise ModelFileError(f"{path}: unsupported dtype {dtype!r} in metadata")
+    for name, shape in arch.shapes.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise ModelFileError(
+                f"{path}: array {name} is {a.dtype}{list(a.shape)}, metadata says "
+                f"{dtype}{list(shape)}")
+        if not np.all(np.isfinite(a)):
+            raise ModelFileError(f"{path}: array {name} holds NaN or infinite values")
+    if classes.shape != (arch.n_outputs,) or classes.dtype.kind not in "biuU":
+        raise ModelFileError(f"{path}: classes should be {arch.n_outputs} labels, "
+                             f"got {classes.dtype}{list(classes.shape)}")

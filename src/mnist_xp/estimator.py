@@ -1,0 +1,343 @@
+"""`MLPClassifier`: the network behind a scikit-learn-style estimator.
+
+scikit-learn is not a dependency: the estimator protocol (``get_params``,
+``set_params``, ``fit``/``predict``/``score``, fitted attributes ending in ``_``) is
+implemented here, and the scikit-learn tags are built only when scikit-learn asks.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from .backend import Backend, as_array_of, backend_name_of, get_backend, to_numpy
+from .progress import EpochProgress, format_epoch
+from .model import Architecture, init_params, probabilities
+from .train import TrainConfig, predict_scores, train
+
+__all__ = ["MLPClassifier", "PRESETS"]
+
+#: Named settings. ``default`` is the recommended recipe; ``classic`` is the textbook
+#: network (sigmoid units, squared error, plain SGD, Nielsen's chapter 1 settings).
+PRESETS = {
+    "default": dict(activation="relu", loss="cross_entropy", learning_rate=0.1, momentum=0.9,
+                    batch_size=128, epochs=15, schedule="cosine", shift=1),
+    "classic": dict(activation="sigmoid", loss="squared_error", learning_rate=3.0, momentum=0.0,
+                    batch_size=10, epochs=30, schedule="constant", shift=0),
+}
+
+_DTYPES = ("float32", "float64")
+
+
+class MLPClassifier:
+    """A one-hidden-layer perceptron classifier on NumPy or CuPy.
+
+    The constructor only stores its arguments (scikit-learn's convention); they are
+    checked by `fit`.
+
+    Parameters
+    ----------
+    n_hidden : int, default 100
+        Width of the hidden layer.
+    activation : {"relu", "sigmoid"}, default "relu"
+        Hidden-layer non-linearity.
+    loss : {"cross_entropy", "squared_error"}, default "cross_entropy"
+        Softmax outputs with cross-entropy, or sigmoid outputs with half the squared
+        error to one-hot targets (the textbook network).
+    learning_rate : float, default 0.1
+        Step size of SGD (the peak of the schedule).
+    momentum : float, default 0.9
+        SGD momentum in [0, 1); 0 is plain SGD.
+    batch_size : int, default 128
+        Minibatch size; clipped to the number of samples.
+    epochs : int, default 15
+        Passes over the training data.
+    schedule : {"cosine", "constant"}, default "cosine"
+        Learning-rate schedule over the whole run.
+    weight_decay : float, default 0.0
+        L2 penalty on the weight matrices.
+    shift : int, default 1
+        Random translation of each training image by up to this many pixels per
+        epoch (augmentation); needs square images (a row of ``side**2`` pixels);
+        0 turns it off.
+    dtype : {"float32", "float64"}, default "float32"
+        Floating type of parameters and arithmetic.
+    device : str or Backend, default "auto"
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; see `mnist_xp.get_backend`. An
+        unusable explicit CUDA device falls back to the CPU with a
+        `DeviceFallbackWarning`.
+    random_state : int or None, default None
+        Seed of the initial weights, shuffles and augmentation.
+    verbose : bool, default False
+        Draw a progress line on standard error (on a terminal) and print one line
+        per epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, sorted.
+    n_features_in_ : int
+        Number of input features seen in `fit`.
+    params_ : dict of arrays
+        ``W1 (n_features_in_, n_hidden)``, ``b1 (n_hidden,)``,
+        ``W2 (n_hidden, n_classes)``, ``b2 (n_classes,)`` on the backend's device.
+    backend_ : Backend
+        Where the parameters live and the math runs.
+    history_ : list of dict
+        Per-epoch ``train_loss``, ``train_accuracy``, ``test_accuracy``, ``seconds``.
+
+    Notes
+    -----
+    Inputs: uint8 arrays are read as pixel intensities in [0, 255] and scaled by
+    1/255 on the device; floating arrays are used as given. NumPy, CuPy and
+    array_api_strict arrays are accepted; `predict` and `predict_proba` return
+    arrays of the same library as their input.
+    """
+
+    _estimator_type = "classifier"  # for scikit-learn < 1.6
+
+    def __init__(self, n_hidden=100, *, activation="relu", loss="cross_entropy",
+                 learning_rate=0.1, momentum=0.9, batch_size=128, epochs=15,
+                 schedule="cosine", weight_decay=0.0, shift=1, dtype="float32",
+                 device="auto", random_state=None, verbose=False):
+        self.n_hidden = n_hidden
+        self.activation = activation
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.momentum = momentum
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.schedule = schedule
+        self.weight_decay = weight_decay
+        self.shift = shift
+        self.dtype = dtype
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "MLPClassifier":
+        """An estimator with the settings of preset `name` ("default" or "classic"), then `overrides`."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    # -- scikit-learn estimator protocol -------------------------------------------
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p for p in sig.parameters if p != "self")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments, as a dict (scikit-learn protocol)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params) -> "MLPClassifier":
+        """Set constructor arguments by name; returns self (scikit-learn protocol)."""
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for MLPClassifier; valid: {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags(), input_tags=InputTags())
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "params_")
+
+    def __repr__(self) -> str:
+        defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if k in defaults and not _same(v, defaults[k])]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __getstate__(self):
+        # Modules cannot be pickled: store parameters on the host, rebuild on load.
+        state = dict(self.__dict__)
+        if "params_" in state:
+            state["params_"] = {k: to_numpy(v) for k, v in state["params_"].items()}
+            state["backend_"] = state["backend_"].device
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "params_" in state:
+            self._place(get_backend(state["backend_"]), state["params_"])
+
+    # -- fitting --------------------------------------------------------------------
+
+    def _architecture(self, n_features: int, n_classes: int) -> Architecture:
+        return Architecture(n_features, self.n_hidden, n_classes, self.activation, self.loss)
+
+    def _train_config(self, n_samples: int) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, n_samples),
+                           learning_rate=self.learning_rate, momentum=self.momentum,
+                           weight_decay=self.weight_decay, schedule=self.schedule,
+                           shift=self.shift)
+
+    def _place(self, backend: Backend, host_params: dict) -> None:
+        """Move host parameters onto `backend` and remember both."""
+        self.backend_ = backend
+        self.params_ = {k: backend.asarray(v) for k, v in host_params.items()}
+
+    def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None) -> "MLPClassifier":
+        """Train from scratch on `X`, `y`.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+            uint8 pixels or floats (NumPy, or CuPy on a CUDA backend).
+        y : array, shape (n_samples,)
+            Class labels (any sortable values).
+        eval_set : tuple (X_eval, y_eval), optional
+            Scored after every epoch into ``history_[i]["test_accuracy"]``; labels
+            must be among those of `y`.
+        on_epoch : callable, optional
+            Called with each epoch's record (a dict) as soon as it is known.
+        progress : EpochProgress, optional
+            Live display; by default one is drawn when ``verbose`` is true.
+
+        Returns
+        -------
+        self
+        """
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        backend = get_backend(self.device)
+        dtype = np.dtype(self.dtype)
+        x_dev, n_features = self._upload_inputs(X, backend, dtype)
+        y_host = to_numpy(y)
+        if y_host.ndim != 1 or y_host.shape[0] != x_dev.shape[0]:
+            raise ValueError(f"y must have shape ({x_dev.shape[0]},), got {y_host.shape}")
+        self.classes_, y_index = np.unique(y_host, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"need at least 2 classes in y, got {len(self.classes_)}")
+        arch = self._architecture(n_features, len(self.classes_))
+        config = self._train_config(x_dev.shape[0])
+        rng = np.random.default_rng(self.random_state)
+        self._place(backend, init_params(arch, dtype, rng))
+        self.n_features_in_ = n_features
+        eval_dev = None
+        if eval_set is not None:
+            ex, ey = eval_set
+            eval_dev = (self._upload_inputs(ex, backend, dtype, n_features)[0],
+                        backend.asarray(self._class_indices(to_numpy(ey))))
+        if progress is None and self.verbose:
+            progress = EpochProgress(config.epochs)
+        if on_epoch is None and self.verbose:
+            on_epoch = _print_epoch
+        self.history_ = train(self.params_, x_dev, backend.asarray(y_index.astype(np.int64)),
+                              arch=arch, config=config, backend=backend, rng=rng,
+                              eval_set=eval_dev, on_epoch=on_epoch, progress=progress)
+        return self
+
+    def _upload_inputs(self, X, backend: Backend, dtype, n_features: int | None = None):
+        """Check X's shape and move it to the device: uint8 stays uint8, else `dtype`."""
+        shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
+        if len(shape) != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
+        if shape[0] == 0:
+            raise ValueError("X has no samples")
+        if n_features is not None and shape[1] != n_features:
+            raise ValueError(f"X has {shape[1]} features, but the model was fitted with {n_features}")
+        if backend_name_of(X) != backend.name:
+            X = to_numpy(X)  # a host (or cross-device) copy, once
+        keep_pixels = str(X.dtype).endswith("uint8")
+        return backend.asarray(X, dtype=None if keep_pixels else dtype), shape[1]
+
+    def _class_indices(self, labels: np.ndarray) -> np.ndarray:
+        """Positions of `labels` in ``classes_`` (int64); unknown labels are an error."""
+        index = np.searchsorted(self.classes_, labels)
+        index = np.clip(index, 0, len(self.classes_) - 1)
+        if not np.array_equal(self.classes_[index], labels):
+            raise ValueError("labels contain classes not seen in fit")
+        return index.astype(np.int64)
+
+    # -- prediction -----------------------------------------------------------------
+
+    def _check_fitted(self):
+        if not hasattr(self, "params_"):
+            raise AttributeError(
+                "This MLPClassifier instance is not fitted yet; call 'fit' first "
+                "(or mnist_xp.load a saved model)."
+            )
+
+    def _arch(self) -> Architecture:
+        return self._architecture(self.n_features_in_, len(self.classes_))
+
+    def _scores(self, X):
+        """Output scores on the device for X, shape (n_samples, n_classes)."""
+        self._check_fitted()
+        backend = self.backend_
+        with backend.activate():
+            x_dev, _ = self._upload_inputs(X, backend, self.params_["W1"].dtype, self.n_features_in_)
+            return predict_scores(self.params_, x_dev, self._arch(), self.params_["W1"].dtype, backend)
+
+    def predict_proba(self, X):
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+
+        Returns
+        -------
+        array, shape (n_samples, n_classes), the model's dtype, of X's array library
+            Column ``j`` is the probability of ``classes_[j]``.
+        """
+        self._check_fitted()
+        with self.backend_.activate():
+            proba = probabilities(self._scores(X), self._arch(), self.backend_.xp)
+        return as_array_of(proba, X)
+
+    def predict(self, X):
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+
+        Returns
+        -------
+        array, shape (n_samples,), dtype of ``classes_``
+            Of X's array library when the labels are numbers, else NumPy.
+        """
+        self._check_fitted()
+        with self.backend_.activate():
+            index = self.backend_.xp.argmax(self._scores(X), axis=1)
+        labels = self.classes_[to_numpy(index)]  # sync point: labels are mapped on the host
+        return as_array_of(labels, X) if labels.dtype.kind in "biuf" else labels
+
+    def score(self, X, y) -> float:
+        """Mean accuracy of ``predict(X)`` against `y`.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+        y : array, shape (n_samples,)
+
+        Returns
+        -------
+        float
+        """
+        predicted = to_numpy(self.predict(X))
+        return float(np.mean(predicted == to_numpy(y)))
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return a is b
+
+
+def _print_epoch(record: dict) -> None:
+    """Print one epoch's summary line to standard output."""
+    print(format_epoch(record), flush=True)
