@@ -94,8 +94,8 @@ class Backend:
         if self.name == "cupy":
             with self.activate():
                 return self.xp.asarray(a, dtype=dtype)
-        # array_api_strict takes NumPy dtypes only as its own dtype objects.
-        host = np.asarray(to_numpy(a), dtype=dtype)
+        # array_api_strict: convert on the host; its dtype objects wrap NumPy's.
+        host = np.asarray(to_numpy(a), dtype=getattr(dtype, "_np_dtype", dtype))
         return self.xp.asarray(host)
 
     def to_numpy(self, a) -> np.ndarray:

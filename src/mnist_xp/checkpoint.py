@@ -131,6 +131,9 @@ def _read(path: Path):
     if path.is_dir():
         raise ModelFileError(f"{path}: is a directory, not a model file")
     try:
+        # np.load reads anything that is not a zip as .npy or pickle: rule that out first.
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(f"{path}: not a readable .npz model file (not a zip archive)")
         with np.load(path, allow_pickle=False) as npz:
             names = set(npz.files)
             missing = {*PARAM_NAMES, "classes", "metadata"} - names

@@ -1,0 +1,213 @@
+"""Epoch time of 784-100-10 training on the CPU, mnist_xp beside its peers, in one process.
+
+Every implementation trains the same network (784-100-10, ReLU, softmax cross-entropy,
+float32, plain SGD, lr 0.1) on the same uint8 images, normalised per batch, one epoch
+at a time; only training is timed. Reported: the median of the timed epochs after one
+warm-up epoch, samples per second, and each peer's time over mnist_xp's (a ratio > 1
+means the peer is slower). The float32 GEMM roofline is the epoch's arithmetic over the
+measured peak of a large float32 matrix product.
+
+    python benchmarks/epoch_time.py --data-dir ../shared/data/mnist
+
+Peers run only when installed (``pip install -e '.[bench]'``): PyTorch eager on the
+CPU and scikit-learn's MLPClassifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, median_time, write_result  # noqa: E402
+
+import mnist_xp  # noqa: E402
+from mnist_xp.backend import get_backend  # noqa: E402
+from mnist_xp.model import Architecture, init_params  # noqa: E402
+from mnist_xp.optim import SGD  # noqa: E402
+from mnist_xp.train import train_epoch  # noqa: E402
+
+LR = 0.1
+HIDDEN = 100
+
+
+def epoch_flops(n: int, n_in=784, n_hidden=HIDDEN, n_out=10) -> float:
+    """Multiply-adds x2 of one epoch: forward 2(784*100 + 100*10), backward 2*784*100 + 4*100*10."""
+    forward = 2 * (n_in * n_hidden + n_hidden * n_out)
+    backward = 2 * n_in * n_hidden + 4 * n_hidden * n_out
+    return float(n * (forward + backward))
+
+
+def gemm_peak_flops(size: int = 2048, repeats: int = 7) -> float:
+    """Measured float32 GEMM rate (FLOP/s) of a size x size x size product."""
+    rng = np.random.default_rng(0)
+    a = rng.random((size, size), dtype=np.float32)
+    b = rng.random((size, size), dtype=np.float32)
+    seconds = median_time(lambda: a @ b, repeats=repeats, warmup=1)
+    return 2.0 * size**3 / seconds
+
+
+# -- implementations: each returns a function that runs one epoch -----------------------
+
+def make_mnist_xp(x, y, batch, seed):
+    backend = get_backend("cpu")
+    arch = Architecture(784, HIDDEN, 10)
+    rng = np.random.default_rng(seed)
+    params = init_params(arch, np.float32, rng)
+    opt = SGD(LR)
+    xd, yd = x.reshape(len(x), -1), y.astype(np.int64)
+
+    def fetch(start, idx):
+        return np.take(xd, idx, axis=0)
+
+    def epoch():
+        order = rng.permutation(len(xd))
+        train_epoch(params, opt, {}, fetch, yd, order, arch, np.float32, batch, 1 / 255,
+                    backend, lr_at=lambda i: LR)
+    return epoch
+
+
+def make_numpy_reference(x, y, batch, seed):
+    """The obvious NumPy loop, as a user would write it."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((784, HIDDEN)) * np.sqrt(2 / 784)).astype(np.float32)
+    b1 = np.zeros(HIDDEN, np.float32)
+    w2 = (rng.standard_normal((HIDDEN, 10)) * np.sqrt(1 / HIDDEN)).astype(np.float32)
+    b2 = np.zeros(10, np.float32)
+    xd, eye = x.reshape(len(x), -1), np.eye(10, dtype=np.float32)
+
+    def epoch():
+        nonlocal w1, b1, w2, b2
+        order = rng.permutation(len(xd))
+        for s in range(0, len(xd), batch):
+            idx = order[s:s + batch]
+            xb = xd[idx].astype(np.float32) / 255
+            h = np.maximum(xb @ w1 + b1, 0)
+            z = h @ w2 + b2
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            dz = (p - eye[y[idx]]) / len(idx)
+            dh = (dz @ w2.T) * (h > 0)
+            w2 -= LR * (h.T @ dz)
+            b2 -= LR * dz.sum(axis=0)
+            w1 -= LR * (xb.T @ dh)
+            b1 -= LR * dh.sum(axis=0)
+    return epoch
+
+
+def make_torch(x, y, batch, seed):
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(784, HIDDEN), torch.nn.ReLU(),
+                                torch.nn.Linear(HIDDEN, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xd = torch.from_numpy(x.reshape(len(x), -1))
+    yd = torch.from_numpy(y.astype(np.int64))
+    gen = torch.Generator().manual_seed(seed)
+
+    def epoch():
+        order = torch.randperm(len(xd), generator=gen)
+        for s in range(0, len(xd), batch):
+            idx = order[s:s + batch]
+            xb = xd[idx].float().div_(255)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yd[idx])
+            loss.backward()
+            opt.step()
+    return epoch
+
+
+def make_sklearn(x, y, batch, seed):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), solver="sgd", batch_size=batch,
+                        learning_rate_init=LR, momentum=0.0, alpha=0.0, random_state=seed)
+    xd = x.reshape(len(x), -1)
+    classes = np.arange(10)
+
+    def epoch():
+        # partial_fit does one pass of minibatches; scikit-learn normalises nothing,
+        # so the per-batch /255 of the others is done up front here (and timed).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.partial_fit(xd.astype(np.float32) / 255, y, classes=classes)
+    return epoch
+
+
+PEERS = {
+    "mnist_xp": (make_mnist_xp, None),
+    "numpy reference": (make_numpy_reference, None),
+    "pytorch eager": (make_torch, "torch"),
+    "scikit-learn": (make_sklearn, "sklearn"),
+}
+
+
+def available(module: str | None) -> bool:
+    if module is None:
+        return True
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, help="MNIST IDX directory (default: bundled subset)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
+    parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+
+    data = mnist_xp.load_mnist("bundled", data_dir=args.data_dir)
+    x, y = data.x_train, data.y_train
+    n = len(x)
+    peak = gemm_peak_flops()
+    roofline = epoch_flops(n) / peak
+    print(f"data: {data.source}")
+    print(f"float32 GEMM peak {peak / 1e9:.1f} GFLOP/s; epoch = {epoch_flops(n) / 1e9:.2f} GFLOP "
+          f"-> roofline {roofline * 1e3:.1f} ms/epoch")
+
+    rows = []
+    for batch in args.batch_sizes:
+        base = None
+        for name in args.peers:
+            make, module = PEERS[name]
+            if not available(module):
+                print(f"  {name}: skipped ({module} not installed)")
+                continue
+            seconds = median_time(make(x, y, batch, seed=0), repeats=args.epochs, warmup=1)
+            if name == "mnist_xp":
+                base = seconds
+            rows.append({"implementation": name, "batch_size": batch, "seconds_per_epoch": seconds,
+                         "samples_per_second": n / seconds,
+                         "ratio_to_mnist_xp": None if base is None else seconds / base,
+                         "ratio_to_roofline": seconds / roofline})
+
+    header = f"{'implementation':<18}{'batch':>6}{'s/epoch':>10}{'samples/s':>12}{'vs mnist_xp':>13}{'vs roofline':>13}"
+    print(header)
+    for r in rows:
+        ratio = "" if r["ratio_to_mnist_xp"] is None else f"{r['ratio_to_mnist_xp']:.2f}x"
+        print(f"{r['implementation']:<18}{r['batch_size']:>6}{r['seconds_per_epoch']:>10.3f}"
+              f"{r['samples_per_second']:>12,.0f}{ratio:>13}{r['ratio_to_roofline']:>12.2f}x")
+    path = write_result(args.out, "epoch_time", {
+        "data": data.source, "n_train": n, "epochs_timed": args.epochs,
+        "gemm_peak_gflops": peak / 1e9, "epoch_gflop": epoch_flops(n) / 1e9,
+        "roofline_seconds": roofline, "rows": rows, "machine": machine_info()})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Model files: round trips on every backend, metadata, atomic writes, refusal of bad files."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import mnist_xp.checkpoint as checkpoint
+from mnist_xp import MLPClassifier, load, read_metadata, save
+from mnist_xp.errors import ModelFileError
+
+from helpers_backend import assert_close
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(120, 36)).astype(np.uint8)
+    y = rng.integers(0, 3, 120)
+    clf = MLPClassifier(n_hidden=8, epochs=2, batch_size=16, device="cpu", random_state=0).fit(x, y)
+    return clf, x
+
+
+def test_round_trip_on_every_backend_gives_the_same_predictions(fitted, backend, tmp_path):
+    clf, x = fitted
+    path = save(clf, tmp_path / "m.npz", metadata={"test_accuracy": 0.5})
+    loaded = load(path, device=backend)
+    assert loaded.backend_.name == backend.name
+    for k, v in clf.params_.items():
+        assert_close(loaded.params_[k], v, backend, rtol=0, atol=0)
+    np.testing.assert_array_equal(loaded.classes_, clf.classes_)
+    assert loaded.n_features_in_ == 36
+    assert loaded.get_params()["n_hidden"] == 8 and loaded.shift == clf.shift
+    np.testing.assert_allclose(backend.to_numpy(loaded.predict_proba(backend.asarray(x))),
+                               clf.predict_proba(x), rtol=1e-5, atol=1e-6)
+
+
+def test_metadata_records_the_format_architecture_and_extras(fitted, tmp_path):
+    clf, _ = fitted
+    path = save(clf, tmp_path / "m.npz", metadata={"test_accuracy": 0.75, "data": "x"})
+    meta = read_metadata(path)
+    assert meta["format"] == "mnist_xp.model" and meta["format_version"] == 1
+    assert meta["architecture"] == {"n_inputs": 36, "n_hidden": 8, "n_outputs": 3,
+                                    "activation": "relu", "loss": "cross_entropy"}
+    assert meta["dtype"] == "float32"
+    assert meta["extra"] == {"test_accuracy": 0.75, "data": "x"}
+    assert "device" not in meta["estimator_params"]
+
+
+def test_file_is_a_plain_npz_without_pickles(fitted, tmp_path):
+    clf, _ = fitted
+    path = save(clf, tmp_path / "m.npz")
+    with np.load(path, allow_pickle=False) as npz:
+        assert sorted(npz.files) == ["W1", "W2", "b1", "b2", "classes", "metadata"]
+        assert npz["W1"].dtype == np.float32
+
+
+def test_saving_replaces_the_old_file_only_when_complete(fitted, tmp_path, monkeypatch):
+    clf, _ = fitted
+    path = tmp_path / "m.npz"
+    path.write_bytes(b"previous model")
+
+    def broken_savez(f, **arrays):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save(clf, path)
+    assert path.read_bytes() == b"previous model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+
+
+def test_unfitted_model_cannot_be_saved(tmp_path):
+    with pytest.raises(AttributeError, match="not fitted"):
+        save(MLPClassifier(), tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+# -- bad files ----------------------------------------------------------------------------------
+
+def _rewrite(src, dst, change):
+    """Copy model file `src` to `dst`, with `change(arrays, meta)` applied."""
+    with np.load(src, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    meta = json.loads(str(arrays.pop("metadata")))
+    change(arrays, meta)
+    np.savez(dst, **arrays, metadata=np.array(json.dumps(meta)))
+    return dst
+
+
+def _set_meta(key, value):
+    def change(arrays, meta):
+        meta[key] = value
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set_meta("format_version", 2), "format version 2 is newer than this mnist_xp reads"),
+        (_set_meta("format", "other.tool"), "not an mnist_xp model (format is 'other.tool')"),
+        (_set_meta("dtype", "float16"), "unsupported dtype 'float16'"),
+        (lambda a, m: a.update(W1=a["W1"][:, :4]), "array W1 is float32[36, 4], metadata says float32[36, 8]"),
+        (lambda a, m: a.update(b2=a["b2"].astype(np.float64)), "array b2 is float64[3]"),
+        (lambda a, m: a.update(W2=np.full_like(a["W2"], np.nan)), "array W2 holds NaN"),
+        (lambda a, m: a.pop("b1"), "missing b1"),
+        (lambda a, m: m["architecture"].update(activation="tanh"), "bad architecture"),
+        (lambda a, m: a.update(classes=a["classes"][:2]), "classes should be 3 labels"),
+    ],
+)
+def test_inconsistent_files_are_refused_naming_the_problem(fitted, tmp_path, change, message):
+    clf, _ = fitted
+    good = save(clf, tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", change)
+    with pytest.raises(ModelFileError) as info:
+        load(bad, device="cpu")
+    assert str(info.value).startswith(f"{bad}: ")
+    assert message in str(info.value)
+
+
+def test_pickled_objects_are_never_loaded(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, W1=np.array([{"x": 1}], dtype=object), b1=np.zeros(1), W2=np.zeros(1),
+             b2=np.zeros(1), classes=np.arange(1), metadata=np.array("{}"))
+    with pytest.raises(ModelFileError, match="pickled objects, which are never loaded"):
+        load(path, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "write, message",
+    [
+        (lambda p: None, "no such model file"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"not a zip at all"), "not a readable .npz model file"),
+        (lambda p: p.write_bytes(b""), "not a readable .npz model file"),
+        (lambda p: np.savez(p, a=np.zeros(3)), "not an mnist_xp model (missing"),
+    ],
+)
+def test_unreadable_or_foreign_files_are_refused(tmp_path, write, message):
+    path = tmp_path / "m.npz"
+    write(path)
+    with pytest.raises(ModelFileError) as info:
+        load(path, device="cpu")
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_truncated_file_is_refused(fitted, tmp_path):
+    clf, _ = fitted
+    path = save(clf, tmp_path / "m.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="not a readable .npz model file"):
+        load(path, device="cpu")
+
+
+def test_corrupt_member_is_refused(fitted, tmp_path):
+    clf, _ = fitted
+    path = save(clf, tmp_path / "m.npz")
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["W1.npy"] = members["W1.npy"][:200]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    with pytest.raises(ModelFileError):
+        load(path, device="cpu")

@@ -1,0 +1,208 @@
+"""MLPClassifier: scikit-learn conventions, devices, input and output libraries."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+import mnist_xp.backend as backend_module
+from mnist_xp import MLPClassifier, PRESETS, load_mnist
+from mnist_xp.errors import DeviceFallbackWarning, MnistXPError
+
+from helpers_backend import assert_close
+
+
+def blobs(n=240, n_features=16, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 3, size=(n_classes, n_features))
+    y = rng.integers(0, n_classes, n)
+    x = (centres[y] + rng.normal(0, 1, size=(n, n_features))).astype(np.float64)
+    return x, y
+
+
+def small(**kw):
+    """A fast estimator for small tabular data (no image shifts)."""
+    settings = dict(n_hidden=16, epochs=5, batch_size=32, shift=0, device="cpu", random_state=0)
+    settings.update(kw)
+    return MLPClassifier(**settings)
+
+
+def test_constructor_only_stores_its_arguments():
+    clf = MLPClassifier(n_hidden=-5, activation="nonsense", device="gpu")
+    assert clf.get_params()["n_hidden"] == -5 and clf.device == "gpu"
+    assert not hasattr(clf, "classes_")
+    with pytest.raises((ValueError, MnistXPError)):
+        clf.fit(*blobs())
+
+
+def test_get_and_set_params_round_trip():
+    clf = MLPClassifier()
+    params = clf.get_params()
+    assert params["n_hidden"] == 100 and params["activation"] == "relu"
+    assert clf.set_params(n_hidden=7, epochs=2) is clf
+    assert clf.n_hidden == 7 and clf.epochs == 2
+    with pytest.raises(ValueError, match="invalid parameter 'hiden'"):
+        clf.set_params(hiden=3)
+    assert repr(MLPClassifier(n_hidden=50)) == "MLPClassifier(n_hidden=50)"
+
+
+def test_defaults_are_the_default_preset():
+    clf = MLPClassifier()
+    for name, value in PRESETS["default"].items():
+        assert getattr(clf, name) == value, name
+    classic = MLPClassifier.from_preset("classic", epochs=3)
+    assert (classic.activation, classic.loss, classic.momentum, classic.epochs) == (
+        "sigmoid", "squared_error", 0.0, 3)
+    with pytest.raises(ValueError, match="unknown preset"):
+        MLPClassifier.from_preset("fancy")
+
+
+def test_fit_predict_score_on_arbitrary_labels():
+    x, y = blobs()
+    labels = np.array(["cat", "dog", "eel"])[y]
+    clf = small().fit(x, labels)
+    np.testing.assert_array_equal(clf.classes_, ["cat", "dog", "eel"])
+    assert clf.n_features_in_ == 16
+    assert clf.params_["W1"].shape == (16, 16) and clf.params_["W2"].shape == (16, 3)
+    pred = clf.predict(x)
+    assert pred.dtype == labels.dtype and set(pred) <= {"cat", "dog", "eel"}
+    assert clf.score(x, labels) > 0.95
+    assert clf.score(x, labels) == np.mean(pred == labels)
+    proba = clf.predict_proba(x)
+    assert proba.shape == (240, 3) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    np.testing.assert_array_equal(clf.classes_[proba.argmax(axis=1)], pred)
+    assert len(clf.history_) == 5
+
+
+def test_unfitted_model_says_so():
+    with pytest.raises(AttributeError, match="not fitted"):
+        MLPClassifier().predict(np.zeros((1, 4)))
+
+
+@pytest.mark.parametrize("bad_x", [np.zeros((5,)), np.zeros((0, 4)), np.zeros((2, 3, 4))])
+def test_fit_rejects_badly_shaped_inputs(bad_x):
+    with pytest.raises(ValueError):
+        small().fit(bad_x, np.zeros(len(bad_x)))
+
+
+def test_predict_checks_the_feature_count_and_fit_the_label_count():
+    x, y = blobs()
+    clf = small().fit(x, y)
+    with pytest.raises(ValueError, match="fitted with 16"):
+        clf.predict(x[:, :5])
+    with pytest.raises(ValueError, match="y must have shape"):
+        small().fit(x, y[:-1])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        small().fit(x, np.zeros(len(x)))
+
+
+def test_float64_dtype_is_used_throughout():
+    x, y = blobs()
+    clf = small(dtype="float64").fit(x, y)
+    assert all(v.dtype == np.float64 for v in clf.params_.values())
+    assert clf.predict_proba(x).dtype == np.float64
+
+
+def test_same_random_state_same_model():
+    x, y = blobs()
+    a, b = small().fit(x, y), small().fit(x, y)
+    np.testing.assert_array_equal(a.params_["W1"], b.params_["W1"])
+    c = small(random_state=1).fit(x, y)
+    assert not np.array_equal(a.params_["W1"], c.params_["W1"])
+
+
+def test_every_backend_gives_the_same_model_and_answers_in_the_callers_library(backend):
+    x, y = blobs()
+    ref = small().fit(x, y)
+    clf = small(device=backend).fit(backend.asarray(x), backend.asarray(y))
+    for k, v in ref.params_.items():
+        assert_close(clf.params_[k], v, backend, rtol=1e-4, atol=1e-5)
+    x_dev = backend.asarray(x)
+    assert_close(clf.predict_proba(x_dev), ref.predict_proba(x), backend, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(backend.to_numpy(clf.predict(x_dev)), ref.predict(x))
+    # NumPy in, NumPy out, wherever the model lives
+    assert isinstance(clf.predict(x), np.ndarray)
+    assert isinstance(clf.predict_proba(x), np.ndarray)
+
+
+def test_unusable_cuda_device_falls_back_with_a_warning(monkeypatch):
+    def missing():
+        raise ModuleNotFoundError("No module named 'cupy'", name="cupy")
+
+    monkeypatch.setattr(backend_module, "_import_cupy", missing)
+    x, y = blobs()
+    with pytest.warns(DeviceFallbackWarning, match="CuPy is not installed"):
+        clf = small(device="cuda").fit(x, y)
+    assert clf.backend_.name == "numpy"
+
+
+def test_pickle_round_trip_keeps_predictions():
+    x, y = blobs()
+    clf = small().fit(x, y)
+    clone = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(clone.predict_proba(x), clf.predict_proba(x))
+    assert clone.backend_.device == "cpu"
+
+
+def test_eval_set_fills_test_accuracy_and_on_epoch_sees_every_record():
+    x, y = blobs()
+    seen = []
+    clf = small().fit(x[:200], y[:200], eval_set=(x[200:], y[200:]), on_epoch=seen.append)
+    assert seen == clf.history_
+    assert all(r["test_accuracy"] is not None for r in seen)
+    assert seen[-1]["test_accuracy"] == clf.score(x[200:], y[200:])
+
+
+def test_verbose_prints_one_line_per_epoch(capsys):
+    small(verbose=True, epochs=3).fit(*blobs())
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in out] == [["epoch", "1"], ["epoch", "2"], ["epoch", "3"]]
+
+
+# -- scikit-learn interoperability -------------------------------------------------------------
+
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed")
+
+
+def test_sklearn_clone_pipeline_and_cross_validation():
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = blobs()
+    clf = small()
+    assert is_classifier(clf)
+    twin = clone(clf)
+    assert twin is not clf and twin.get_params() == clf.get_params()
+    pipe = make_pipeline(StandardScaler(), small()).fit(x, y)
+    assert pipe.score(x, y) > 0.95
+    scores = cross_val_score(small(), x, y, cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.9
+    search = GridSearchCV(small(), {"n_hidden": [4, 16]}, cv=2).fit(x, y)
+    assert search.best_params_["n_hidden"] in (4, 16)
+
+
+def test_sklearn_check_is_fitted():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    with pytest.raises(NotFittedError):
+        check_is_fitted(small())
+    check_is_fitted(small().fit(*blobs()))
+
+
+# -- the real thing ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_default_settings_reach_96_percent_on_the_bundled_subset():
+    data = load_mnist("bundled")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = MLPClassifier(device="cpu", random_state=0)
+        clf.fit(data.x_train.reshape(-1, 784), data.y_train)
+    assert clf.score(data.x_test.reshape(-1, 784), data.y_test) >= 0.96
