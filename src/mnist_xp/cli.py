@@ -197,9 +197,14 @@ def _check_writable(path: Path | None, flag: str) -> None:
         raise UsageError(f"{flag} {path}: directory {parent} is not writable")
 
 
+def _plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _flatten(images: np.ndarray) -> np.ndarray:
     """(n, 28, 28) images as (n, 784) rows, without copying."""
-    return images.reshape(images.shape[0], -1)
+    return images.reshape(images.shape[0], int(np.prod(images.shape[1:])))
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -215,19 +220,19 @@ def cmd_train(args) -> int:
             settings[name] = getattr(args, name)
     if args.hidden is not None:
         settings["n_hidden"] = args.hidden
+    backend = _backend(args)
     data = _data(args)
     n_train = data.x_train.shape[0]
     if settings["batch_size"] > n_train:
         raise UsageError(f"--batch-size {settings['batch_size']} is larger than the training "
                          f"set ({n_train:,} images); use at most {n_train}")
-    backend = _backend(args)
     model = MLPClassifier(**settings, device=backend, random_state=args.seed)
     arch = Architecture(data.x_train[0].size, model.n_hidden, 10, model.activation, model.loss)
     print(f"data: {data.source}")
     print(f"device: {backend.describe()}")
     print(f"model: {arch.n_inputs}-{arch.n_hidden}-{arch.n_outputs} {arch.activation}, "
           f"{arch.loss.replace('_', ' ')}, {model.dtype} ({arch.n_parameters:,} parameters); "
-          f"{model.epochs} epochs, batch {model.batch_size}, lr {model.learning_rate:g} "
+          f"{_plural(model.epochs, 'epoch')}, batch {model.batch_size}, lr {model.learning_rate:g} "
           f"({model.schedule}), momentum {model.momentum:g}, shift {model.shift}", flush=True)
 
     records: list[dict] = []
@@ -247,7 +252,7 @@ def cmd_train(args) -> int:
     n_test = data.x_test.shape[0]
     seconds = sum(r["seconds"] for r in records)
     print(f"test accuracy: {final['test_accuracy']:.2%} "
-          f"({round(final['test_accuracy'] * n_test)}/{n_test}) after {len(records)} epochs, "
+          f"({round(final['test_accuracy'] * n_test)}/{n_test}) after {_plural(len(records), 'epoch')}, "
           f"{seconds:.1f} s of training on {backend.device}")
     if args.save is not None:
         save(model, args.save, metadata={"data": data.source, "test_accuracy": final["test_accuracy"],
@@ -295,6 +300,8 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
         except PermissionError:
             raise DataError(f"{path}: permission denied") from None
         except (ValueError, OSError, EOFError) as exc:
+            if "pickle" in str(exc):
+                raise DataError(f"{path}: holds pickled objects, which are never loaded") from None
             raise DataError(f"{path}: not a readable .npy array ({exc})") from None
     else:
         images = read_idx(path)
@@ -303,13 +310,24 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
                         "or floats in [0, 1]")
     side = math.isqrt(n_features)
     if images.shape == (side, side):
-        return images.reshape(1, -1)
-    if images.ndim == 3 and images.shape[1:] == (side, side):
-        return images.reshape(images.shape[0], -1)
-    if images.ndim == 2 and images.shape[1] == n_features:
-        return images
-    raise DataError(f"{path}: shape {images.shape} is not ({side}, {side}), (n, {side}, {side}) "
-                    f"or (n, {n_features})")
+        rows = images.reshape(1, -1)
+    elif images.ndim == 3 and images.shape[1:] == (side, side):
+        rows = images.reshape(images.shape[0], n_features)
+    elif images.ndim == 2 and images.shape[1] == n_features:
+        rows = images
+    else:
+        raise DataError(f"{path}: shape {images.shape} is not ({side}, {side}), "
+                        f"(n, {side}, {side}) or (n, {n_features})")
+    if rows.shape[0] == 0:
+        raise DataError(f"{path}: holds no images")
+    if rows.dtype.kind == "f":
+        if not np.all(np.isfinite(rows)):
+            raise DataError(f"{path}: holds NaN or infinite pixel values")
+        low, high = float(rows.min()), float(rows.max())
+        if low < 0 or high > 1:
+            raise DataError(f"{path}: float pixels must be in [0, 1], found {low:g}..{high:g}; "
+                            "divide by 255 or save uint8 pixels")
+    return rows
 
 
 def cmd_predict(args) -> int:
@@ -385,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        _say("interrupted; nothing was saved")
+        _say("interrupted; no model was saved")
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error worth a traceback.

@@ -378,6 +378,8 @@ def _check_images(path: Path, images: np.ndarray) -> None:
             f"{path}: expected uint8 images of shape (n, 28, 28), found {images.dtype} "
             f"of shape {images.shape}; is this an image file?"
         )
+    if images.shape[0] == 0:
+        raise DataError(f"{path}: holds no images")
 
 
 def _check_labels(path: Path, labels: np.ndarray) -> None:
