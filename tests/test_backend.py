@@ -215,3 +215,10 @@ def test_backend_is_frozen():
     b = Backend("numpy", np, "cpu")
     with pytest.raises(AttributeError):
         b.name = "cupy"
+
+
+def test_backends_pickle_as_their_device_string(backend):
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(backend))
+    assert clone == backend and clone.xp is backend.xp

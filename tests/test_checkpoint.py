@@ -168,3 +168,12 @@ def test_corrupt_member_is_refused(fitted, tmp_path):
             z.writestr(name, blob)
     with pytest.raises(ModelFileError):
         load(path, device="cpu")
+
+
+def test_numpy_scalars_in_metadata_are_stored_as_numbers(fitted, tmp_path):
+    clf, _ = fitted
+    path = save(clf, tmp_path / "m.npz", metadata={"acc": np.float32(0.5), "n": np.int64(3)})
+    assert read_metadata(path)["extra"] == {"acc": 0.5, "n": 3}
+    with pytest.raises(ValueError, match="JSON-serialisable"):
+        save(clf, tmp_path / "other.npz", metadata={"bad": object()})
+    assert not (tmp_path / "other.npz").exists()

@@ -372,6 +372,10 @@ def _bad_input(kind: str, directory: Path) -> tuple[Path, str]:
         path = directory / "notes.idx"
         path.write_text("these are not pixels\n")
         return path, "not an IDX file"
+    if kind == "text as npy":
+        path = directory / "notes.npy"
+        path.write_text("garbage\n")
+        return path, "not a .npy file"
     if kind == "pickled npy":
         marker = directory / "unpickled"
         path = directory / "trap.npy"
@@ -383,7 +387,7 @@ def _bad_input(kind: str, directory: Path) -> tuple[Path, str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind, as_json", [
     ("missing", False), ("wrong shape", False), ("int64", False), ("not idx", False),
-    ("pickled npy", False), ("missing", True), ("wrong shape", True)])
+    ("pickled npy", False), ("text as npy", False), ("missing", True), ("wrong shape", True)])
 def test_predict_reports_a_bad_input_and_still_prints_the_good_ones(
         trained, bundled_images, tmp_path, kind, as_json):
     first, last = tmp_path / "first.npy", tmp_path / "last.npy"
@@ -641,11 +645,19 @@ def _damage(kind: str, directory: Path) -> tuple[str, ...]:
     if kind == "labels as images":
         shutil.copy(path["train_labels"], path["train_images"])
         return (str(path["train_images"]),)
+    if kind == "one training digit":
+        write_idx(path["train_labels"], np.full(N_TRAIN, 3, np.uint8))
+        return str(directory), "only the digit 3"
+    if kind == "test digit never trained":
+        labels = np.arange(N_TRAIN, dtype=np.uint8) % 9  # no 9 in training
+        write_idx(path["train_labels"], labels)
+        write_idx(path["test_labels"], np.full(N_TEST, 9, np.uint8))
+        return str(directory), "training labels lack", "(9)"
     raise AssertionError(kind)
 
 
 DAMAGES = ["file missing", "wrong magic", "truncated images", "truncated gzip", "label 10",
-           "count mismatch", "labels as images"]
+           "count mismatch", "labels as images", "one training digit", "test digit never trained"]
 
 
 @pytest.fixture(scope="module")
@@ -706,6 +718,8 @@ BAD_FLAGS = [
     (["--momentum", "1"], "--momentum"),
     (["--weight-decay", "inf"], "--weight-decay"),
     (["--preset", "fancy"], "--preset"),
+    (["--shift", "28"], "--shift 28"),
+    (["--shift", "-1"], "--shift"),
     (["--data-dir"], "--data-dir"),
 ]
 

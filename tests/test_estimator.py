@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import warnings
 
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 
 import mnist_xp.backend as backend_module
-from mnist_xp import MLPClassifier, PRESETS, load_mnist
-from mnist_xp.errors import DeviceFallbackWarning, MnistXPError
+from mnist_xp import MLPClassifier, PRESETS, get_backend, load_mnist
+from mnist_xp.errors import DeviceFallbackWarning, MnistXPError, NotFittedError
 
 from helpers_backend import assert_close
 
@@ -49,10 +50,11 @@ def test_get_and_set_params_round_trip():
     assert repr(MLPClassifier(n_hidden=50)) == "MLPClassifier(n_hidden=50)"
 
 
-def test_defaults_are_the_default_preset():
+def test_defaults_are_the_default_preset_without_image_shifts():
     clf = MLPClassifier()
     for name, value in PRESETS["default"].items():
-        assert getattr(clf, name) == value, name
+        assert getattr(clf, name) == (0 if name == "shift" else value), name
+    assert MLPClassifier.from_preset("default").shift == 1
     classic = MLPClassifier.from_preset("classic", epochs=3)
     assert (classic.activation, classic.loss, classic.momentum, classic.epochs) == (
         "sigmoid", "squared_error", 0.0, 3)
@@ -79,8 +81,54 @@ def test_fit_predict_score_on_arbitrary_labels():
 
 
 def test_unfitted_model_says_so():
-    with pytest.raises(AttributeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         MLPClassifier().predict(np.zeros((1, 4)))
+    # scikit-learn's NotFittedError has the same two bases
+    assert issubclass(NotFittedError, AttributeError) and issubclass(NotFittedError, ValueError)
+
+
+def test_defaults_suit_tabular_data_whose_width_is_a_perfect_square():
+    # 4 features would be a "2x2 image": the default must not shift them around.
+    x, y = blobs(n_features=4)
+    assert MLPClassifier(n_hidden=16, device="cpu", random_state=0).fit(x, y).score(x, y) > 0.95
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was():
+    x, y = blobs()
+    clf = small()
+    with pytest.raises(ValueError, match="not seen in fit"):
+        clf.fit(x, y, eval_set=(x, y + 10))
+    assert not hasattr(clf, "params_") and not hasattr(clf, "classes_")
+    clf.fit(x, y)
+    before = clf.predict_proba(x)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        clf.fit(x, np.zeros(len(x)))
+    np.testing.assert_array_equal(clf.classes_, [0, 1, 2])
+    np.testing.assert_array_equal(clf.predict_proba(x), before)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x, y: (np.where(x > 2, np.nan, x), y), "NaN or infinite"),
+    (lambda x, y: (np.where(x > 2, np.inf, x), y), "NaN or infinite"),
+    (lambda x, y: (x, y + 0.5), "non-integral"),
+    (lambda x, y: (x.astype(str), y), "must hold numbers"),
+])
+def test_fit_refuses_unusable_values(bad, message):
+    with pytest.raises(ValueError, match=message):
+        small().fit(*bad(*blobs()))
+
+
+def test_integral_float_labels_are_classes():
+    x, y = blobs()
+    clf = small().fit(x, y.astype(np.float64))
+    np.testing.assert_array_equal(clf.classes_, [0.0, 1.0, 2.0])
+
+
+def test_score_checks_the_shape_of_y():
+    x, y = blobs()
+    clf = small().fit(x, y)
+    with pytest.raises(ValueError, match="y must have shape"):
+        clf.score(x, y[:, None])
 
 
 @pytest.mark.parametrize("bad_x", [np.zeros((5,)), np.zeros((0, 4)), np.zeros((2, 3, 4))])
@@ -140,12 +188,14 @@ def test_unusable_cuda_device_falls_back_with_a_warning(monkeypatch):
     assert clf.backend_.name == "numpy"
 
 
-def test_pickle_round_trip_keeps_predictions():
+def test_pickle_round_trip_keeps_predictions_and_backend(backend):
     x, y = blobs()
-    clf = small().fit(x, y)
+    clf = small(device=backend).fit(x, y)
     clone = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(clone.predict_proba(x), clf.predict_proba(x))
-    assert clone.backend_.device == "cpu"
+    assert clone.backend_ == clf.backend_
+    assert clone.device == backend  # a Backend given as device survives too
+    assert copy.deepcopy(clf).backend_ == clf.backend_
 
 
 def test_eval_set_fills_test_accuracy_and_on_epoch_sees_every_record():
@@ -175,7 +225,7 @@ def test_sklearn_clone_pipeline_and_cross_validation():
     from sklearn.preprocessing import StandardScaler
 
     x, y = blobs()
-    clf = small()
+    clf = small(device=get_backend("cpu"))
     assert is_classifier(clf)
     twin = clone(clf)
     assert twin is not clf and twin.get_params() == clf.get_params()
@@ -203,6 +253,6 @@ def test_default_settings_reach_96_percent_on_the_bundled_subset():
     data = load_mnist("bundled")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        clf = MLPClassifier(device="cpu", random_state=0)
+        clf = MLPClassifier.from_preset("default", device="cpu", random_state=0)
         clf.fit(data.x_train.reshape(-1, 784), data.y_train)
     assert clf.score(data.x_test.reshape(-1, 784), data.y_test) >= 0.96

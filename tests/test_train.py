@@ -203,3 +203,28 @@ def test_image_side():
     assert image_side(785) is None
     with pytest.raises(ValueError):
         RandomShift(5, 5)
+
+
+def test_cuda_batch_loop_never_waits_for_the_device(cuda_backend):
+    # cupyx.allow_synchronize(False) makes any device->host sync inside the block raise.
+    import cupyx
+
+    b = cuda_backend
+    x, y = blobs(n=200, n_features=36)
+    arch = Architecture(36, 8, 3)
+    rng = np.random.default_rng(0)
+    with b.activate():
+        params = {k: b.asarray(v) for k, v in init_params(arch, np.float32, rng).items()}
+        xd, yd = b.asarray(x), b.asarray(y)
+        order = b.asarray(rng.permutation(200))
+        from mnist_xp.optim import SGD
+        from mnist_xp.train import train_epoch
+
+        opt = SGD(0.1, momentum=0.9)
+        state = opt.init_state(params, b.xp)
+        b.synchronize()
+        with cupyx.allow_synchronize(False):
+            loss, correct = train_epoch(params, opt, state, lambda s, idx: b.xp.take(xd, idx, axis=0),
+                                        yd, order, arch, params["W1"].dtype, 32, 1 / 255, b,
+                                        lr_at=lambda i: 0.1)
+        assert np.isfinite(float(b.to_numpy(loss)))

@@ -25,6 +25,7 @@ from .errors import (  # noqa: E402
     DownloadError,
     MnistXPError,
     ModelFileError,
+    NotFittedError,
 )
 from .estimator import PRESETS, MLPClassifier  # noqa: E402
 
@@ -48,4 +49,5 @@ __all__ = [
     "ModelFileError",
     "DeviceError",
     "DeviceFallbackWarning",
+    "NotFittedError",
 ]

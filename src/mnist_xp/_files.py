@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator
+
+
+def _create_temp(directory: Path, name: str) -> tuple[int, Path]:
+    """Create a new, unique, empty file beside `name`; return (fd, path).
+
+    Opened with mode 0666 so the kernel applies the umask, as for any file the user
+    creates (tempfile.mkstemp would make it private, 0600).
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -15,13 +30,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
 
     An exception (or interruption) inside the block removes the temporary file and leaves
     whatever was at `path` untouched, so a reader never sees a half-written file.
+    `mode` is "wb", "w" or "w+b".
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = _create_temp(directory, path.name)
     try:
-        # mkstemp makes the file private (0600); give it the mode open() would have.
-        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -31,10 +45,3 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    """The process umask (reading it requires setting it, so set it straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

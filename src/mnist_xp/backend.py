@@ -39,6 +39,7 @@ __all__ = [
     "cuda_status",
     "backend_name_of",
     "to_numpy",
+    "numpy_dtype",
     "as_array_of",
     "DEVICE_FORMS",
 ]
@@ -70,6 +71,16 @@ class Backend:
     reason: str = ""
 
     @property
+    def spec(self) -> str:
+        """The device string that resolves to this backend (``cpu``, ``cuda:N``, ...)."""
+        return "array_api_strict" if self.name == "array_api_strict" else self.device
+
+    def __reduce__(self):
+        # Modules do not pickle: a backend travels as its device string and is
+        # resolved again on arrival (falling back there if that device is unusable).
+        return get_backend, (self.spec,)
+
+    @property
     def is_cuda(self) -> bool:
         """True when arrays live in GPU memory."""
         return self.name == "cupy"
@@ -95,7 +106,7 @@ class Backend:
             with self.activate():
                 return self.xp.asarray(a, dtype=dtype)
         # array_api_strict: convert on the host; its dtype objects wrap NumPy's.
-        host = np.asarray(to_numpy(a), dtype=getattr(dtype, "_np_dtype", dtype))
+        host = np.asarray(to_numpy(a), dtype=None if dtype is None else numpy_dtype(dtype))
         return self.xp.asarray(host)
 
     def to_numpy(self, a) -> np.ndarray:
@@ -300,6 +311,12 @@ def backend_name_of(a) -> str | None:
     if strict is not None and isinstance(a, strict._array_object.Array):
         return "array_api_strict"
     return None
+
+
+def numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype equal to a NumPy, CuPy or array_api_strict dtype."""
+    # array_api_strict's dtype objects wrap a NumPy dtype; CuPy uses NumPy's.
+    return np.dtype(getattr(dtype, "_np_dtype", dtype))
 
 
 def to_numpy(a) -> np.ndarray:

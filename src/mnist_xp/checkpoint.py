@@ -72,11 +72,21 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
         "trained_on_device": model.backend_.device,
         "extra": metadata or {},
     }
-    text = json.dumps(meta)
+    try:
+        text = json.dumps(meta, default=_json_scalar)
+    except TypeError as exc:
+        raise ValueError(f"metadata must be JSON-serialisable: {exc}") from None
     path = Path(path)
     with atomic_write(path) as f:
         np.savez(f, **arrays, classes=classes, metadata=np.array(text))
     return path
+
+
+def _json_scalar(value):
+    """NumPy scalars as Python numbers for JSON; anything else is refused."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

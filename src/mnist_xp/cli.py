@@ -217,14 +217,19 @@ def cmd_train(args) -> int:
             settings[name] = getattr(args, name)
     if args.hidden is not None:
         settings["n_hidden"] = args.hidden
+    side = 28
+    if settings["shift"] >= side:
+        raise UsageError(f"--shift {settings['shift']} must be less than the image side ({side})")
     backend = _backend(args)
     data = _data(args)
     n_train = data.x_train.shape[0]
     if settings["batch_size"] > n_train:
         raise UsageError(f"--batch-size {settings['batch_size']} is larger than the training "
                          f"set ({n_train:,} images); use at most {n_train}")
+    classes = _check_classes(data)
     model = MLPClassifier(**settings, device=backend, random_state=args.seed)
-    arch = Architecture(data.x_train[0].size, model.n_hidden, 10, model.activation, model.loss)
+    arch = Architecture(data.x_train[0].size, model.n_hidden, len(classes), model.activation,
+                        model.loss)
     print(f"data: {data.source}")
     print(f"device: {backend.describe()}")
     print(f"model: {arch.n_inputs}-{arch.n_hidden}-{arch.n_outputs} {arch.activation}, "
@@ -258,6 +263,19 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _check_classes(data) -> np.ndarray:
+    """The training set's digits; it needs two or more, and every digit the test set has."""
+    classes = np.unique(data.y_train)
+    if len(classes) < 2:
+        raise DataError(f"{data.source}: the training labels hold only the digit {classes[0]}; "
+                        "training needs at least two")
+    unseen = np.setdiff1d(np.unique(data.y_test), classes)
+    if unseen.size:
+        raise DataError(f"{data.source}: the test labels hold digits the training labels lack "
+                        f"({', '.join(map(str, unseen))}); a model can never predict them")
+    return classes
+
+
 def _load_model(args):
     backend = _backend(args)
     return load(args.model, device=backend), backend
@@ -289,6 +307,9 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
 
     if path.suffix == ".npy":
         try:
+            with open(path, "rb") as f:
+                if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                    raise DataError(f"{path}: not a .npy file (no NumPy array header)")
             images = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise DataError(f"{path}: no such file") from None
@@ -400,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        _say("interrupted; no model was saved")
+        _say("interrupted; no model was saved" if args.command == "train" else "interrupted")
         return 130
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error worth a traceback.

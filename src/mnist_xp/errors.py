@@ -14,6 +14,7 @@ __all__ = [
     "ModelFileError",
     "DeviceError",
     "DeviceFallbackWarning",
+    "NotFittedError",
 ]
 
 
@@ -39,3 +40,7 @@ class DeviceError(MnistXPError, RuntimeError):
 
 class DeviceFallbackWarning(UserWarning):
     """An explicitly requested CUDA device was unusable, so the CPU is used instead."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A model was used before `fit` (the same bases as scikit-learn's NotFittedError)."""

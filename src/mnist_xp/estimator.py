@@ -11,7 +11,8 @@ import inspect
 
 import numpy as np
 
-from .backend import Backend, as_array_of, backend_name_of, get_backend, to_numpy
+from .backend import Backend, as_array_of, get_backend, numpy_dtype, to_numpy
+from .errors import NotFittedError
 from .progress import EpochProgress, format_epoch
 from .model import Architecture, init_params, probabilities
 from .train import TrainConfig, predict_scores, train
@@ -57,10 +58,11 @@ class MLPClassifier:
         Learning-rate schedule over the whole run.
     weight_decay : float, default 0.0
         L2 penalty on the weight matrices.
-    shift : int, default 1
+    shift : int, default 0
         Random translation of each training image by up to this many pixels per
-        epoch (augmentation); needs square images (a row of ``side**2`` pixels);
-        0 turns it off.
+        epoch (augmentation); needs square images flattened row by row (a row of
+        ``side**2`` pixels). 0, the default, is off, as suits tabular data; the
+        ``default`` preset, made for MNIST, uses 1.
     dtype : {"float32", "float64"}, default "float32"
         Floating type of parameters and arithmetic.
     device : str or Backend, default "auto"
@@ -90,7 +92,8 @@ class MLPClassifier:
     Notes
     -----
     Inputs: uint8 arrays are read as pixel intensities in [0, 255] and scaled by
-    1/255 on the device; floating arrays are used as given. NumPy, CuPy and
+    1/255 on the device; arrays of any other numeric dtype (other integers
+    included) are converted to `dtype` and used as given, so scale them yourself. NumPy, CuPy and
     array_api_strict arrays are accepted; `predict` and `predict_proba` return
     arrays of the same library as their input.
     """
@@ -99,7 +102,7 @@ class MLPClassifier:
 
     def __init__(self, n_hidden=100, *, activation="relu", loss="cross_entropy",
                  learning_rate=0.1, momentum=0.9, batch_size=128, epochs=15,
-                 schedule="cosine", weight_decay=0.0, shift=1, dtype="float32",
+                 schedule="cosine", weight_decay=0.0, shift=0, dtype="float32",
                  device="auto", random_state=None, verbose=False):
         self.n_hidden = n_hidden
         self.activation = activation
@@ -159,17 +162,16 @@ class MLPClassifier:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     def __getstate__(self):
-        # Modules cannot be pickled: store parameters on the host, rebuild on load.
+        # Parameters travel as NumPy arrays; the Backend pickles as its device string.
         state = dict(self.__dict__)
         if "params_" in state:
             state["params_"] = {k: to_numpy(v) for k, v in state["params_"].items()}
-            state["backend_"] = state["backend_"].device
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         if "params_" in state:
-            self._place(get_backend(state["backend_"]), state["params_"])
+            self._place(state["backend_"], state["params_"])
 
     # -- fitting --------------------------------------------------------------------
 
@@ -190,12 +192,15 @@ class MLPClassifier:
     def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None) -> "MLPClassifier":
         """Train from scratch on `X`, `y`.
 
+        The fitted attributes are set together once training has finished, so a
+        failed or interrupted `fit` leaves the estimator as it was.
+
         Parameters
         ----------
         X : array, shape (n_samples, n_features)
-            uint8 pixels or floats (NumPy, or CuPy on a CUDA backend).
+            uint8 pixels or numbers (NumPy, or CuPy on a CUDA backend); no NaN or inf.
         y : array, shape (n_samples,)
-            Class labels (any sortable values).
+            Class labels: integers, strings, or floats with integral values.
         eval_set : tuple (X_eval, y_eval), optional
             Scored after every epoch into ``history_[i]["test_accuracy"]``; labels
             must be among those of `y`.
@@ -212,59 +217,34 @@ class MLPClassifier:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
         backend = get_backend(self.device)
         dtype = np.dtype(self.dtype)
-        x_dev, n_features = self._upload_inputs(X, backend, dtype)
-        y_host = to_numpy(y)
-        if y_host.ndim != 1 or y_host.shape[0] != x_dev.shape[0]:
-            raise ValueError(f"y must have shape ({x_dev.shape[0]},), got {y_host.shape}")
-        self.classes_, y_index = np.unique(y_host, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(f"need at least 2 classes in y, got {len(self.classes_)}")
-        arch = self._architecture(n_features, len(self.classes_))
-        config = self._train_config(x_dev.shape[0])
-        rng = np.random.default_rng(self.random_state)
-        self._place(backend, init_params(arch, dtype, rng))
-        self.n_features_in_ = n_features
+        x_dev = _to_device(X, backend, dtype)
+        n_samples, n_features = x_dev.shape
+        classes, y_index = _encode_labels(y, n_samples)
+        arch = self._architecture(n_features, len(classes))
+        config = self._train_config(n_samples)
         eval_dev = None
         if eval_set is not None:
             ex, ey = eval_set
-            eval_dev = (self._upload_inputs(ex, backend, dtype, n_features)[0],
-                        backend.asarray(self._class_indices(to_numpy(ey))))
+            eval_dev = (_to_device(ex, backend, dtype, n_features),
+                        backend.asarray(_class_indices(classes, to_numpy(ey))))
         if progress is None and self.verbose:
             progress = EpochProgress(config.epochs)
         if on_epoch is None and self.verbose:
             on_epoch = _print_epoch
-        self.history_ = train(self.params_, x_dev, backend.asarray(y_index.astype(np.int64)),
-                              arch=arch, config=config, backend=backend, rng=rng,
-                              eval_set=eval_dev, on_epoch=on_epoch, progress=progress)
+        rng = np.random.default_rng(self.random_state)
+        params = {k: backend.asarray(v) for k, v in init_params(arch, dtype, rng).items()}
+        history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
+                        backend=backend, rng=rng, eval_set=eval_dev, on_epoch=on_epoch,
+                        progress=progress)
+        self.classes_, self.n_features_in_, self.history_ = classes, n_features, history
+        self.backend_, self.params_ = backend, params
         return self
-
-    def _upload_inputs(self, X, backend: Backend, dtype, n_features: int | None = None):
-        """Check X's shape and move it to the device: uint8 stays uint8, else `dtype`."""
-        shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
-        if len(shape) != 2:
-            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
-        if shape[0] == 0:
-            raise ValueError("X has no samples")
-        if n_features is not None and shape[1] != n_features:
-            raise ValueError(f"X has {shape[1]} features, but the model was fitted with {n_features}")
-        if backend_name_of(X) != backend.name:
-            X = to_numpy(X)  # a host (or cross-device) copy, once
-        keep_pixels = str(X.dtype).endswith("uint8")
-        return backend.asarray(X, dtype=None if keep_pixels else dtype), shape[1]
-
-    def _class_indices(self, labels: np.ndarray) -> np.ndarray:
-        """Positions of `labels` in ``classes_`` (int64); unknown labels are an error."""
-        index = np.searchsorted(self.classes_, labels)
-        index = np.clip(index, 0, len(self.classes_) - 1)
-        if not np.array_equal(self.classes_[index], labels):
-            raise ValueError("labels contain classes not seen in fit")
-        return index.astype(np.int64)
 
     # -- prediction -----------------------------------------------------------------
 
     def _check_fitted(self):
         if not hasattr(self, "params_"):
-            raise AttributeError(
+            raise NotFittedError(
                 "This MLPClassifier instance is not fitted yet; call 'fit' first "
                 "(or mnist_xp.load a saved model)."
             )
@@ -277,7 +257,7 @@ class MLPClassifier:
         self._check_fitted()
         backend = self.backend_
         with backend.activate():
-            x_dev, _ = self._upload_inputs(X, backend, self.params_["W1"].dtype, self.n_features_in_)
+            x_dev = _to_device(X, backend, self.params_["W1"].dtype, self.n_features_in_)
             return predict_scores(self.params_, x_dev, self._arch(), self.params_["W1"].dtype, backend)
 
     def predict_proba(self, X):
@@ -328,7 +308,55 @@ class MLPClassifier:
         float
         """
         predicted = to_numpy(self.predict(X))
-        return float(np.mean(predicted == to_numpy(y)))
+        y = to_numpy(y)
+        if y.shape != predicted.shape:
+            raise ValueError(f"y must have shape {predicted.shape}, got {y.shape}")
+        return float(np.mean(predicted == y))
+
+
+def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
+    """Check X and move it to the device, once: uint8 stays uint8 (pixels), the rest `dtype`."""
+    shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
+    if len(shape) != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
+    if shape[0] == 0:
+        raise ValueError("X has no samples")
+    if n_features is not None and shape[1] != n_features:
+        raise ValueError(f"X has {shape[1]} features, but the model was fitted with {n_features}")
+    if not backend.owns(X):
+        X = to_numpy(X)  # a host (or cross-device) copy, once
+    if numpy_dtype(X.dtype) == np.uint8:
+        return backend.asarray(X)
+    if numpy_dtype(X.dtype).kind not in "biuf":
+        raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
+    x = backend.asarray(X, dtype=dtype)
+    xp = backend.xp
+    # sync point: one device read per fit/predict call, never inside the batch loop
+    if not bool(backend.to_numpy(xp.all(xp.isfinite(x)))):
+        raise ValueError("X holds NaN or infinite values")
+    return x
+
+
+def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted class labels and each sample's class index (int64), from labels `y`."""
+    y = to_numpy(y)
+    if y.shape != (n_samples,):
+        raise ValueError(f"y must have shape ({n_samples},), got {y.shape}")
+    if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise ValueError("y holds non-integral numbers; MLPClassifier needs class labels, "
+                         "not continuous targets")
+    classes, index = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"need at least 2 classes in y, got {len(classes)}")
+    return classes, index.astype(np.int64)
+
+
+def _class_indices(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Positions of `labels` in sorted `classes` (int64); unknown labels are an error."""
+    index = np.clip(np.searchsorted(classes, labels), 0, len(classes) - 1)
+    if not np.array_equal(classes[index], labels):
+        raise ValueError("labels contain classes not seen in fit")
+    return index.astype(np.int64)
 
 
 def _same(a, b) -> bool:
