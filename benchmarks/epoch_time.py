@@ -2,9 +2,10 @@
 
 Every implementation trains the same network (784-100-10, ReLU, softmax cross-entropy,
 float32, plain SGD, lr 0.1) on the same uint8 images, normalised per batch, one epoch
-at a time; only training is timed. Reported: the median of the timed epochs after one
-warm-up epoch, samples per second, and each peer's time over mnist_xp's (a ratio > 1
-means the peer is slower). The float32 GEMM roofline is the epoch's arithmetic over the
+at a time; only training is timed. The implementations take turns, one epoch each per
+round, so that the machine's drift in speed hits them all alike. Reported: the median
+epoch after one warm-up epoch, samples per second, and each peer's time over
+mnist_xp's (a ratio > 1 means the peer is slower). The float32 GEMM roofline is the epoch's arithmetic over the
 measured peak of a large float32 matrix product.
 
     python benchmarks/epoch_time.py --data-dir ../shared/data/mnist
@@ -16,6 +17,7 @@ CPU and scikit-learn's MLPClassifier.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +31,7 @@ import mnist_xp  # noqa: E402
 from mnist_xp.backend import get_backend  # noqa: E402
 from mnist_xp.model import Architecture, init_params  # noqa: E402
 from mnist_xp.optim import SGD  # noqa: E402
-from mnist_xp.train import train_epoch  # noqa: E402
+from mnist_xp.train import GenericEpochs  # noqa: E402
 
 LR = 0.1
 HIDDEN = 100
@@ -53,22 +55,28 @@ def gemm_peak_flops(size: int = 2048, repeats: int = 7) -> float:
 
 # -- implementations: each returns a function that runs one epoch -----------------------
 
-def make_mnist_xp(x, y, batch, seed):
+def _mnist_xp(x, y, batch, seed, fast):
     backend = get_backend("cpu")
     arch = Architecture(784, HIDDEN, 10)
     rng = np.random.default_rng(seed)
     params = init_params(arch, np.float32, rng)
-    opt = SGD(LR)
     xd, yd = x.reshape(len(x), -1), y.astype(np.int64)
-
-    def fetch(start, idx):
-        return np.take(xd, idx, axis=0)
+    runner = backend.epoch_runner(params, arch, SGD(LR), xd, yd) if fast else None
+    runner = runner or GenericEpochs(params, arch, SGD(LR), xd, yd, backend)
 
     def epoch():
-        order = rng.permutation(len(xd))
-        train_epoch(params, opt, {}, fetch, yd, order, arch, np.float32, batch, 1 / 255,
-                    backend, lr_at=lambda i: LR)
+        runner.run_epoch(rng.permutation(len(xd)), batch, lambda i: LR)
     return epoch
+
+
+def make_mnist_xp(x, y, batch, seed):
+    """What `mnist-xp train` runs on the CPU: the backend's NumPy fast path."""
+    return _mnist_xp(x, y, batch, seed, fast=True)
+
+
+def make_mnist_xp_generic(x, y, batch, seed):
+    """The generic array-API path on NumPy (the reference the fast path is tested against)."""
+    return _mnist_xp(x, y, batch, seed, fast=False)
 
 
 def make_numpy_reference(x, y, batch, seed):
@@ -145,10 +153,31 @@ def make_sklearn(x, y, batch, seed):
 
 PEERS = {
     "mnist_xp": (make_mnist_xp, None),
+    "mnist_xp generic": (make_mnist_xp_generic, None),
     "numpy reference": (make_numpy_reference, None),
     "pytorch eager": (make_torch, "torch"),
     "scikit-learn": (make_sklearn, "sklearn"),
 }
+
+
+def interleaved_times(epochs: dict, rounds: int) -> dict:
+    """Seconds of `rounds` epochs of each implementation, taken in turns.
+
+    The machines these run on drift in speed by tens of percent over minutes; taking
+    the implementations in turns, round after round, exposes them to the same drift,
+    so their ratios hold even when the absolute times move. A short pause before each
+    epoch lets the previous implementation's spinning BLAS/OpenMP threads go to sleep.
+    """
+    for run in epochs.values():  # warm-up: first-touch allocation, thread pools, caches
+        run()
+    times = {name: [] for name in epochs}
+    for _ in range(rounds):
+        for name, run in epochs.items():
+            time.sleep(0.2)
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def available(module: str | None) -> bool:
@@ -165,7 +194,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX directory (default: bundled subset)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after one warm-up")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="timed epochs of each implementation, taken in turns, after one warm-up")
     parser.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -181,17 +211,19 @@ def main(argv=None) -> int:
 
     rows = []
     for batch in args.batch_sizes:
-        base = None
+        epochs = {}
         for name in args.peers:
             make, module = PEERS[name]
-            if not available(module):
+            if available(module):
+                epochs[name] = make(x, y, batch, seed=0)
+            else:
                 print(f"  {name}: skipped ({module} not installed)")
-                continue
-            seconds = median_time(make(x, y, batch, seed=0), repeats=args.epochs, warmup=1)
-            if name == "mnist_xp":
-                base = seconds
+        times = interleaved_times(epochs, rounds=args.epochs)
+        base = statistics.median(times["mnist_xp"]) if "mnist_xp" in times else None
+        for name, ts in times.items():
+            seconds = statistics.median(ts)
             rows.append({"implementation": name, "batch_size": batch, "seconds_per_epoch": seconds,
-                         "samples_per_second": n / seconds,
+                         "epoch_seconds": ts, "samples_per_second": n / seconds,
                          "ratio_to_mnist_xp": None if base is None else seconds / base,
                          "ratio_to_roofline": seconds / roofline})
 

@@ -163,14 +163,12 @@ def test_batched_scores_equal_one_big_forward(backend):
 # -- augmentation -------------------------------------------------------------------------
 
 def reference_shift(image, dy, dx):
-    """Move a 2-D image down by dy and right by dx pixels, filling with zeros."""
+    """Move a 2-D image down by dy and right by dx pixels, repeating the edge pixels."""
     out = np.zeros_like(image)
     h, w = image.shape
     for i in range(h):
         for j in range(w):
-            si, sj = i - dy, j - dx
-            if 0 <= si < h and 0 <= sj < w:
-                out[i, j] = image[si, sj]
+            out[i, j] = image[min(max(i - dy, 0), h - 1), min(max(j - dx, 0), w - 1)]
     return out
 
 
@@ -187,8 +185,8 @@ def test_random_shift_moves_each_image_by_its_own_offset(backend, max_shift):
     ids = np.array([0, len(offsets) // 2, len(offsets) - 1, 1], dtype=np.int64)
     xp = backend.xp
     with backend.activate():
-        padded = shifter.pad(backend.asarray(images), xp)
-        out = shifter.gather(padded, backend.asarray(idx), backend.asarray(ids),
+        flat = xp.reshape(backend.asarray(images), (-1,))
+        out = shifter.gather(flat, backend.asarray(idx), backend.asarray(ids),
                              backend.asarray(shifter.offset_table()), xp)
     expected = np.stack([reference_shift(images[i].reshape(side, side), *offsets[s]).ravel()
                          for i, s in zip(idx, ids)])

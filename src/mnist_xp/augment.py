@@ -1,9 +1,11 @@
 """Training-time augmentation, done on the device batch by batch.
 
 Random translation: each training image is moved by a whole number of pixels, up to
-`max_shift` in each direction, drawn afresh every epoch. The images are zero-padded
-once on upload; a batch is then one gather through a precomputed table of source
-offsets, one row per possible (dy, dx), so no per-sample work runs on the host.
+`max_shift` in each direction, drawn afresh every epoch. Pixels moved in from outside
+repeat the nearest edge pixel (MNIST's borders are blank, so this is the usual zero
+fill there, and it needs no padded copy of the data). A batch is one gather through a
+precomputed table of source offsets, one row per possible (dy, dx), so no per-sample
+work runs on the host.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ class RandomShift:
         if max_shift < 1 or max_shift >= side:
             raise ValueError(f"max_shift must be in [1, {side - 1}], got {max_shift}")
         self.side, self.max_shift = side, max_shift
-        self.padded_side = side + 2 * max_shift
 
     @property
     def n_shifts(self) -> int:
@@ -44,25 +45,19 @@ class RandomShift:
         return (2 * self.max_shift + 1) ** 2
 
     def offset_table(self) -> np.ndarray:
-        """(n_shifts, side*side) int64: for each shift, where each output pixel is read in a padded image."""
-        s, p = self.max_shift, self.padded_side
+        """(n_shifts, side*side) int64: for each shift, where each output pixel is read from."""
+        s, last = self.max_shift, self.side - 1
         i, j = np.meshgrid(np.arange(self.side), np.arange(self.side), indexing="ij")
-        rows = [((i + s - dy) * p + (j + s - dx)).ravel()
+        rows = [(np.clip(i - dy, 0, last) * self.side + np.clip(j - dx, 0, last)).ravel()
                 for dy in range(-s, s + 1) for dx in range(-s, s + 1)]
         return np.stack(rows).astype(np.int64)
 
-    def pad(self, x, xp):
-        """Zero-pad device images `x` (n, side*side) to (n * padded_side**2,), flat."""
-        n, s = x.shape[0], self.max_shift
-        out = xp.zeros((n, self.padded_side, self.padded_side), dtype=x.dtype)
-        out[:, s:s + self.side, s:s + self.side] = xp.reshape(x, (n, self.side, self.side))
-        return xp.reshape(out, (-1,))
+    def gather(self, flat, idx, shift_ids, table, xp):
+        """Batch of shifted images, (len(idx), side*side).
 
-    def gather(self, padded, idx, shift_ids, table, xp):
-        """Batch of shifted images, (len(idx), side*side), from `pad`'s output.
-
-        `idx` are image indices, `shift_ids` one row index of `table` per image.
+        `flat` is the images (n, side*side) flattened to one axis, `idx` the batch's
+        image indices, `shift_ids` one row index of `table` (`offset_table`) per image.
         """
-        base = idx[:, None] * (self.padded_side * self.padded_side)
+        base = idx[:, None] * (self.side * self.side)
         where = base + xp.take(table, shift_ids, axis=0)
-        return xp.reshape(xp.take(padded, xp.reshape(where, (-1,))), (idx.shape[0], -1))
+        return xp.reshape(xp.take(flat, xp.reshape(where, (-1,))), (idx.shape[0], -1))

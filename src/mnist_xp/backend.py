@@ -136,6 +136,18 @@ class Backend:
             return self.xp.cuda.Device(self.device_index)
         return contextlib.nullcontext()
 
+    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None):
+        """This backend's fast path for whole training epochs, or None for the generic one.
+
+        See `mnist_xp.train.GenericEpochs` for the interface; each fast path is tested
+        against the generic path.
+        """
+        if self.name == "numpy" and not optimizer.nesterov:
+            from ._fast_cpu import NumpyEpochRunner
+
+            return NumpyEpochRunner(params, arch, optimizer, x, y, shifter)
+        return None
+
     def owns(self, a) -> bool:
         """True when `a` is an array of this backend (and, on CUDA, on its device)."""
         if backend_name_of(a) != self.name:

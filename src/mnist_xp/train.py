@@ -23,7 +23,7 @@ __all__ = ["TrainConfig", "train", "predict_scores", "count_correct", "EVAL_BATC
 
 # Large enough to keep the BLAS busy, small enough to bound the (batch, hidden)
 # temporaries; evaluation everywhere uses it, so saved and live models agree exactly.
-EVAL_BATCH_SIZE = 8192
+EVAL_BATCH_SIZE = 2048
 SCHEDULES = ("constant", "cosine")
 
 
@@ -149,8 +149,44 @@ def _shifter(max_shift: int, n_inputs: int) -> RandomShift | None:
     return RandomShift(side, max_shift)
 
 
+class GenericEpochs:
+    """Training epochs on the generic array-API path (any backend).
+
+    Same interface as the backends' fast paths (`mnist_xp._fast_cpu.NumpyEpochRunner`):
+    ``run_epoch`` trains one pass and returns device sums of loss and hits, and
+    ``write_back`` makes ``params`` current (here they always are).
+    """
+
+    def __init__(self, params, arch: Architecture, optimizer: SGD, x, y, backend: Backend,
+                 shifter: RandomShift | None = None):
+        self.params, self.arch, self.opt = params, arch, optimizer
+        self.x, self.y, self.backend, self.shifter = x, y, backend, shifter
+        self.state = optimizer.init_state(params, backend.xp)
+        if shifter is not None:
+            self.table = backend.asarray(shifter.offset_table())
+
+    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None):
+        """Train one pass over `order` (device int64); return device (loss sum, correct)."""
+        xp, x, shifter = self.backend.xp, self.x, self.shifter
+        if shifter is None:
+            def fetch(start, idx):
+                return xp.take(x, idx, axis=0)
+        else:
+            def fetch(start, idx):
+                ids = shift_ids[start:start + idx.shape[0]]
+                return shifter.gather(x, idx, ids, self.table, xp)
+        scale = 1.0 / 255.0 if x.dtype == xp.uint8 else 1.0
+        return train_epoch(self.params, self.opt, self.state, fetch, self.y, order, self.arch,
+                           self.params["W1"].dtype, batch_size, scale, self.backend,
+                           lr_at=lr_at, on_batch=on_batch)
+
+    def write_back(self, params) -> None:
+        """Nothing to do: the generic path updates `params` directly."""
+
+
 def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Backend,
-          rng: np.random.Generator, eval_set=None, on_epoch=None, progress=None) -> list[dict]:
+          rng: np.random.Generator, eval_set=None, on_epoch=None, progress=None,
+          fast: bool = True) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -172,6 +208,9 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
         Called with each epoch's record.
     progress : object with ``start(epoch, n_batches)``, ``advance(i)``, ``finish()``
         A live display; see `mnist_xp.progress.EpochProgress`.
+    fast : bool
+        Use the backend's fast path when it has one (the default); False forces the
+        generic array-API path, which the fast paths are tested against.
 
     Returns
     -------
@@ -180,43 +219,36 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
         ``test_accuracy`` (None without `eval_set`), ``seconds`` (training only),
         ``device``.
     """
-    xp = backend.xp
     dtype = params["W1"].dtype
     opt = SGD(config.learning_rate, config.momentum, weight_decay=config.weight_decay)
-    opt_state = opt.init_state(params, xp)
     n = x.shape[0]
     n_batches = -(-n // config.batch_size)
     total_steps = n_batches * config.epochs
-    scale = input_scale(x, xp)
     history = []
     with backend.activate():
         shifter = _shifter(config.shift, arch.n_inputs)
-        if shifter is not None:
-            padded = shifter.pad(x, xp)
-            table = backend.asarray(shifter.offset_table())
+        source = x if shifter is None else backend.xp.reshape(x, (-1,))
+        runner = backend.epoch_runner(params, arch, opt, source, y, shifter) if fast else None
+        if runner is None:
+            runner = GenericEpochs(params, arch, opt, source, y, backend, shifter)
         for epoch in range(1, config.epochs + 1):
             if progress is not None:
                 progress.start(epoch, n_batches)
             # Shuffles and shifts are drawn on the host and uploaded once per epoch.
             order = backend.asarray(rng.permutation(n).astype(np.int64))
-            if shifter is None:
-                def fetch(start, idx):
-                    return xp.take(x, idx, axis=0)
-            else:
+            shift_ids = None
+            if shifter is not None:
                 shift_ids = backend.asarray(rng.integers(0, shifter.n_shifts, n, dtype=np.int64))
-
-                def fetch(start, idx):
-                    ids = shift_ids[start:start + idx.shape[0]]
-                    return shifter.gather(padded, idx, ids, table, xp)
             backend.synchronize()  # sync point: uploads and padding stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches
-            loss_sum, correct = train_epoch(
-                params, opt, opt_state, fetch, y, order, arch, dtype, config.batch_size, scale,
-                backend,
-                lr_at=lambda i: learning_rate_at(config, first_step + i, total_steps),
+            loss_sum, correct = runner.run_epoch(
+                order, config.batch_size,
+                lambda i: learning_rate_at(config, first_step + i, total_steps),
+                shift_ids=shift_ids,
                 on_batch=None if progress is None else progress.advance,
             )
+            runner.write_back(params)
             backend.synchronize()  # sync point: the epoch's work is done before the clock is read
             seconds = time.perf_counter() - t0
             # The one device -> host read of the epoch's training metrics.

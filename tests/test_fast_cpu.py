@@ -1,0 +1,116 @@
+"""The NumPy fast path computes what the generic array-API path computes."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mnist_xp.backend import get_backend
+from mnist_xp.model import Architecture, init_params
+from mnist_xp.optim import SGD
+from mnist_xp.train import TrainConfig, train
+
+CPU = get_backend("cpu")
+
+
+def data(n=90, side=6, n_classes=4, pixels=True, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(30, 220, size=(n_classes, side * side))
+    y = rng.integers(0, n_classes, n).astype(np.int64)
+    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
+    return (x.astype(np.uint8) if pixels else (x / 255).astype(np.float32)), y
+
+
+def trained(fast, x, y, arch, config, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    params = init_params(arch, dtype, rng)
+    params["b1"] += dtype(0.01)  # non-zero biases exercise their path too
+    if x.dtype != np.uint8:
+        x = x.astype(dtype)
+    history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng, fast=fast)
+    return params, history
+
+
+CASES = list(itertools.product(
+    ("relu", "sigmoid"), ("cross_entropy", "squared_error"), (0.0, 0.9), (0.0, 1e-3), (0, 1)))
+
+
+@pytest.mark.parametrize("activation, loss, momentum, weight_decay, shift", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_matches_the_generic_path(activation, loss, momentum, weight_decay, shift, dtype):
+    x, y = data()
+    arch = Architecture(36, 7, 4, activation, loss)
+    # batch 16 does not divide 90: the last, smaller batch is exercised too
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=0.05 if loss == "cross_entropy" else 0.5,
+                         momentum=momentum, weight_decay=weight_decay, schedule="cosine", shift=shift)
+    fast, fast_history = trained(True, x, y, arch, config, dtype)
+    slow, slow_history = trained(False, x, y, arch, config, dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    for k in slow:
+        assert fast[k].dtype == dtype and fast[k].shape == slow[k].shape
+        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=tol, err_msg=k)
+    for a, b in zip(fast_history, slow_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol)
+        assert a["train_accuracy"] == b["train_accuracy"]
+    assert not np.allclose(slow["W1"], init_params(arch, dtype, np.random.default_rng(3))["W1"])
+
+
+def test_float_inputs_take_the_fast_path_unscaled():
+    x, y = data(pixels=False)
+    arch = Architecture(36, 7, 4)
+    config = TrainConfig(epochs=2, batch_size=32, learning_rate=0.1)
+    fast, _ = trained(True, x, y, arch, config, np.float32)
+    slow, _ = trained(False, x, y, arch, config, np.float32)
+    for k in slow:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def test_numpy_backend_offers_the_fast_path_and_others_do_not():
+    x, y = data()
+    arch = Architecture(36, 7, 4)
+    params = init_params(arch, np.float32, np.random.default_rng(0))
+    assert CPU.epoch_runner(params, arch, SGD(0.1), x, y) is not None
+    # Nesterov momentum has no fast path: the generic loop runs it.
+    assert CPU.epoch_runner(params, arch, SGD(0.1, 0.9, nesterov=True), x, y) is None
+    pytest.importorskip("array_api_strict")
+    assert get_backend("array_api_strict").epoch_runner(params, arch, SGD(0.1), x, y) is None
+
+
+def test_write_back_round_trips_the_parameters():
+    from mnist_xp._fast_cpu import NumpyEpochRunner
+
+    x, y = data()
+    arch = Architecture(36, 7, 4)
+    params = init_params(arch, np.float32, np.random.default_rng(0))
+    params["b1"][:] = 0.25
+    before = {k: v.copy() for k, v in params.items()}
+    runner = NumpyEpochRunner(params, arch, SGD(0.1), x, y)
+    for v in params.values():
+        v[...] = 0
+    runner.write_back(params)
+    for k in before:
+        np.testing.assert_allclose(params[k], before[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+@pytest.mark.parametrize("batch_size, expect_one", [(32, True), (512, False)])
+def test_small_batches_run_the_blas_on_one_thread(batch_size, expect_one):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from mnist_xp._fast_cpu import NumpyEpochRunner
+
+    x, y = data(n=600)
+    arch = Architecture(36, 7, 4)
+    params = init_params(arch, np.float32, np.random.default_rng(0))
+    runner = NumpyEpochRunner(params, arch, SGD(0.1), x, y)
+    seen = []
+
+    def on_batch(i):
+        seen.append({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                     if p["user_api"] == "blas"})
+
+    outside = {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+    runner.run_epoch(np.arange(600), batch_size, lambda i: 0.1, on_batch=on_batch)
+    assert seen and all(s == ({1} if expect_one else outside) for s in seen)
+    after = {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
+    assert after == outside  # restored
