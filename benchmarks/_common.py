@@ -5,31 +5,10 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-
-
-def median_time(fn, repeats: int = 3, warmup: int = 1, sync=None) -> float:
-    """Median wall seconds of `repeats` calls of `fn` after `warmup` untimed calls.
-
-    `sync`, if given, is called before each clock read (a device synchronize).
-    """
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        t0 = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _cpu_model() -> str:

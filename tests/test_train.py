@@ -163,36 +163,32 @@ def test_batched_scores_equal_one_big_forward(backend):
 # -- augmentation -------------------------------------------------------------------------
 
 def reference_shift(image, dy, dx):
-    """Move a 2-D image down by dy and right by dx pixels, repeating the edge pixels."""
+    """Move a 2-D image down by dy and right by dx pixels, filling with zeros."""
     out = np.zeros_like(image)
     h, w = image.shape
     for i in range(h):
         for j in range(w):
-            out[i, j] = image[min(max(i - dy, 0), h - 1), min(max(j - dx, 0), w - 1)]
+            if 0 <= i - dy < h and 0 <= j - dx < w:
+                out[i, j] = image[i - dy, j - dx]
     return out
 
 
 @pytest.mark.parametrize("max_shift", [1, 2])
-def test_random_shift_moves_each_image_by_its_own_offset(backend, max_shift):
+def test_random_shift_moves_the_batch_by_each_offset(backend, max_shift):
     side = 5
     rng = np.random.default_rng(0)
-    images = rng.integers(1, 256, size=(4, side * side)).astype(np.uint8)
+    images = rng.integers(1, 256, size=(3, side * side)).astype(np.uint8)
     shifter = RandomShift(side, max_shift)
     offsets = [(dy, dx) for dy in range(-max_shift, max_shift + 1)
                for dx in range(-max_shift, max_shift + 1)]
     assert shifter.n_shifts == len(offsets)
-    idx = np.array([3, 0, 2, 3], dtype=np.int64)
-    ids = np.array([0, len(offsets) // 2, len(offsets) - 1, 1], dtype=np.int64)
-    xp = backend.xp
-    with backend.activate():
-        flat = xp.reshape(backend.asarray(images), (-1,))
-        out = shifter.gather(flat, backend.asarray(idx), backend.asarray(ids),
-                             backend.asarray(shifter.offset_table()), xp)
-    expected = np.stack([reference_shift(images[i].reshape(side, side), *offsets[s]).ravel()
-                         for i, s in zip(idx, ids)])
-    assert_close(out, expected, backend)
-    # the middle table row is the identity
-    np.testing.assert_array_equal(backend.to_numpy(out)[1], images[0])
+    for shift_id, (dy, dx) in enumerate(offsets):
+        assert shifter.offset(shift_id) == (dy, dx)
+        with backend.activate():
+            out = shifter.apply(backend.asarray(images), shift_id, backend.xp)
+        expected = np.stack([reference_shift(im.reshape(side, side), dy, dx).ravel()
+                             for im in images])
+        assert_close(out, expected, backend)
 
 
 def test_image_side():
@@ -201,6 +197,24 @@ def test_image_side():
     assert image_side(785) is None
     with pytest.raises(ValueError):
         RandomShift(5, 5)
+
+
+def test_every_shift_is_drawn_over_an_epoch():
+    # Each batch draws its own shift: over many batches all (2s+1)^2 appear.
+    x, y = blobs(n=800, n_features=36)
+    seen = set()
+    orig = RandomShift.offset
+
+    def spy(self, shift_id):
+        seen.add(orig(self, shift_id))
+        return orig(self, shift_id)
+
+    RandomShift.offset = spy
+    try:
+        run(get_numpy(), x, y, TrainConfig(epochs=1, batch_size=4, shift=1))
+    finally:
+        RandomShift.offset = orig
+    assert seen == {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
 
 
 def test_cuda_batch_loop_never_waits_for_the_device(cuda_backend):

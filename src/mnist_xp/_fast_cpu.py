@@ -61,7 +61,7 @@ class _Buffers:
 
     def __init__(self, rows: int, n_in: int, n_hidden: int, n_out: int, dtype, ones: float):
         self.rows = np.arange(rows)
-        self.raw = None  # a uint8 gather buffer, made on first use
+        self.raw = None  # the gathered rows in the data's own dtype
         self.x = np.empty((rows, n_in + 1), dtype)
         self.x[:, n_in] = ones  # the column that carries the first bias
         self.h = np.empty((rows, n_hidden), dtype)
@@ -74,7 +74,6 @@ class _Buffers:
         self.target = np.empty((n_out, rows), bool)
         self.m = np.empty(rows, dtype)
         self.s = np.empty(rows, dtype)
-        self.where = None  # (rows, n_in) source offsets for shifted gathers
 
 
 class NumpyEpochRunner:
@@ -90,8 +89,7 @@ class NumpyEpochRunner:
         uint8 pixels (scaled by 1/255) or floats of the parameters' dtype.
     y : numpy.ndarray, shape (n,), int64 class indices.
     shifter : RandomShift, optional
-        When given, `x` is the images flattened to one axis, and batches are
-        gathered shifted.
+        When given, each batch is moved by the shift `run_epoch` is given for it.
     """
 
     def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x: np.ndarray,
@@ -112,7 +110,6 @@ class NumpyEpochRunner:
         if optimizer.momentum:
             self.velocity = [np.zeros_like(a) for a in (self.w1, self.w2t, self.b2)]
         self.classes = np.arange(arch.n_outputs)[:, None]
-        self.table = None if shifter is None else shifter.offset_table().astype(np.intp)
         self._buffers: dict[int, _Buffers] = {}
         self.read(params)
 
@@ -143,31 +140,24 @@ class NumpyEpochRunner:
             arch = self.arch
             buf = _Buffers(rows, arch.n_inputs, arch.n_hidden, arch.n_outputs, self.dtype,
                            1.0 / self.scale)
-            if self.pixels:
-                buf.raw = np.empty((rows, arch.n_inputs), np.uint8)
-            if self.shifter is not None:
-                buf.where = np.empty((rows, arch.n_inputs), np.intp)
+            buf.raw = np.empty((rows, arch.n_inputs), self.x.dtype)
             self._buffers[rows] = buf
         return buf
 
-    def _gather(self, buf: _Buffers, idx: np.ndarray, shift_ids) -> None:
-        """Fill the input part of ``buf.x`` with the batch's (shifted) rows."""
+    def _gather(self, buf: _Buffers, idx: np.ndarray, shift_id) -> None:
+        """Fill the input part of ``buf.x`` with the batch's rows, converted (and shifted)."""
         n_in = self.arch.n_inputs
-        if self.shifter is None:
-            if self.pixels:
-                np.take(self.x, idx, axis=0, out=buf.raw)
-                np.copyto(buf.x[:, :n_in], buf.raw, casting="unsafe")
-            else:
-                buf.x[:, :n_in] = self.x[idx]
-            return
-        side2 = self.shifter.side ** 2
-        np.take(self.table, shift_ids, axis=0, out=buf.where)
-        buf.where += (idx * side2)[:, None]
-        if self.pixels:
-            np.take(self.x, buf.where, out=buf.raw)
+        np.take(self.x, idx, axis=0, out=buf.raw)
+        if self.shifter is None or self.shifter.offset(shift_id) == (0, 0):
             np.copyto(buf.x[:, :n_in], buf.raw, casting="unsafe")
-        else:
-            buf.x[:, :n_in] = np.take(self.x, buf.where)
+            return
+        side = self.shifter.side
+        rows = idx.shape[0]
+        dst = buf.x[:, :n_in].reshape(rows, side, side)  # a view: rows stay contiguous
+        to, frm, strips = self.shifter.slices(shift_id)
+        for strip in strips:
+            dst[strip] = 0
+        np.copyto(dst[to], buf.raw.reshape(rows, side, side)[frm], casting="unsafe")
 
     def run_epoch(self, order: np.ndarray, batch_size: int, lr_at, shift_ids=None,
                   on_batch=None) -> tuple[float, int]:
@@ -180,7 +170,7 @@ class NumpyEpochRunner:
                 stop = min(start + batch_size, n)
                 idx = order[start:stop]
                 buf = self._buffers_for(stop - start)
-                self._gather(buf, idx, None if shift_ids is None else shift_ids[start:stop])
+                self._gather(buf, idx, None if shift_ids is None else shift_ids[i])
                 self._step(buf, self.y[idx], lr_at(i), losses[start:stop], hits[start:stop])
                 if on_batch is not None:
                     on_batch(i + 1)

@@ -1,11 +1,10 @@
-"""Training-time augmentation, done on the device batch by batch.
+"""Training-time augmentation: random translations, applied batch by batch.
 
-Random translation: each training image is moved by a whole number of pixels, up to
-`max_shift` in each direction, drawn afresh every epoch. Pixels moved in from outside
-repeat the nearest edge pixel (MNIST's borders are blank, so this is the usual zero
-fill there, and it needs no padded copy of the data). A batch is one gather through a
-precomputed table of source offsets, one row per possible (dy, dx), so no per-sample
-work runs on the host.
+Each batch is moved by a whole number of pixels, up to `max_shift` in each direction,
+drawn afresh for every batch of every epoch (all images of a batch move alike);
+pixels moved in from outside are zero, as on MNIST's blank borders. The shifts are
+drawn on the host as Python integers, so applying one is a slice copy on the device:
+no per-pixel index arrays and no host-device traffic.
 """
 
 from __future__ import annotations
@@ -44,20 +43,38 @@ class RandomShift:
         """How many distinct (dy, dx) translations there are."""
         return (2 * self.max_shift + 1) ** 2
 
-    def offset_table(self) -> np.ndarray:
-        """(n_shifts, side*side) int64: for each shift, where each output pixel is read from."""
-        s, last = self.max_shift, self.side - 1
-        i, j = np.meshgrid(np.arange(self.side), np.arange(self.side), indexing="ij")
-        rows = [(np.clip(i - dy, 0, last) * self.side + np.clip(j - dx, 0, last)).ravel()
-                for dy in range(-s, s + 1) for dx in range(-s, s + 1)]
-        return np.stack(rows).astype(np.int64)
+    def offset(self, shift_id: int) -> tuple[int, int]:
+        """The (dy, dx) of shift number `shift_id` (0 .. n_shifts-1): down and right."""
+        width = 2 * self.max_shift + 1
+        return shift_id // width - self.max_shift, shift_id % width - self.max_shift
 
-    def gather(self, flat, idx, shift_ids, table, xp):
-        """Batch of shifted images, (len(idx), side*side).
+    def slices(self, shift_id: int):
+        """(destination, source, zero strips) slices of a (batch, side, side) image stack.
 
-        `flat` is the images (n, side*side) flattened to one axis, `idx` the batch's
-        image indices, `shift_ids` one row index of `table` (`offset_table`) per image.
+        ``out[dst] = img[src]`` moves the images; the strips, (rows, columns) index
+        tuples, are the destination pixels that nothing moved into.
         """
-        base = idx[:, None] * (self.side * self.side)
-        where = base + xp.take(table, shift_ids, axis=0)
-        return xp.reshape(xp.take(flat, xp.reshape(where, (-1,))), (idx.shape[0], -1))
+        dy, dx = self.offset(int(shift_id))
+        (dst_y, src_y, strip_y), (dst_x, src_x, strip_x) = (_axis(d, self.side) for d in (dy, dx))
+        full = slice(None)
+        return ((full, dst_y, dst_x), (full, src_y, src_x),
+                [(full, strip_y, full), (full, full, strip_x)])
+
+    def apply(self, xb, shift_id: int, xp):
+        """The batch `xb` (rows, side*side) moved by shift `shift_id`, zero-filled."""
+        rows = xb.shape[0]
+        if self.offset(int(shift_id)) == (0, 0):
+            return xb
+        dst, src, _ = self.slices(shift_id)
+        images = xp.reshape(xb, (rows, self.side, self.side))
+        out = xp.zeros_like(images)
+        out[dst] = images[src]
+        return xp.reshape(out, (rows, self.side * self.side))
+
+
+def _axis(d: int, side: int) -> tuple[slice, slice, slice]:
+    """Destination, source and empty-strip slices for a move by `d` along one axis."""
+    dst = slice(max(d, 0), side + min(d, 0))
+    src = slice(max(-d, 0), side - max(d, 0))
+    strip = slice(0, d) if d > 0 else slice(side + d, side)
+    return dst, src, strip

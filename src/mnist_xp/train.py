@@ -75,8 +75,8 @@ def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch
                 on_batch: Callable[[int], None] | None = None):
     """Run one pass over the data in the given order; return device sums (loss, correct).
 
-    ``fetch(start, idx)`` gives the raw input rows of the batch at epoch position
-    `start` with image indices `idx`; ``lr_at(i)`` the learning rate of batch `i`.
+    ``fetch(i, idx)`` gives the raw input rows of batch `i`, whose image indices are
+    `idx`; ``lr_at(i)`` the learning rate of batch `i`.
     """
     xp = backend.xp
     loss_sum = xp.zeros((), dtype=dtype)
@@ -84,7 +84,7 @@ def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch
     n = order.shape[0]
     for i, start in enumerate(range(0, n, batch_size)):
         idx = order[start:min(start + batch_size, n)]
-        xb = as_float_batch(fetch(start, idx), dtype, scale, xp)
+        xb = as_float_batch(fetch(i, idx), dtype, scale, xp)
         yb = xp.take(y, idx, axis=0)
         batch_loss, batch_correct, grads = loss_and_grads(params, xb, yb, arch, xp)
         opt.step(params, grads, opt_state, lr_at(i))
@@ -162,19 +162,17 @@ class GenericEpochs:
         self.params, self.arch, self.opt = params, arch, optimizer
         self.x, self.y, self.backend, self.shifter = x, y, backend, shifter
         self.state = optimizer.init_state(params, backend.xp)
-        if shifter is not None:
-            self.table = backend.asarray(shifter.offset_table())
 
     def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None):
-        """Train one pass over `order` (device int64); return device (loss sum, correct)."""
+        """Train one pass over `order` (device int64); return device (loss sum, correct).
+
+        `shift_ids` (host integers, one per batch) pick each batch's translation.
+        """
         xp, x, shifter = self.backend.xp, self.x, self.shifter
-        if shifter is None:
-            def fetch(start, idx):
-                return xp.take(x, idx, axis=0)
-        else:
-            def fetch(start, idx):
-                ids = shift_ids[start:start + idx.shape[0]]
-                return shifter.gather(x, idx, ids, self.table, xp)
+
+        def fetch(i, idx):
+            xb = xp.take(x, idx, axis=0)
+            return xb if shifter is None else shifter.apply(xb, shift_ids[i], xp)
         scale = 1.0 / 255.0 if x.dtype == xp.uint8 else 1.0
         return train_epoch(self.params, self.opt, self.state, fetch, self.y, order, self.arch,
                            self.params["W1"].dtype, batch_size, scale, self.backend,
@@ -227,18 +225,18 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
     history = []
     with backend.activate():
         shifter = _shifter(config.shift, arch.n_inputs)
-        source = x if shifter is None else backend.xp.reshape(x, (-1,))
-        runner = backend.epoch_runner(params, arch, opt, source, y, shifter) if fast else None
+        runner = backend.epoch_runner(params, arch, opt, x, y, shifter) if fast else None
         if runner is None:
-            runner = GenericEpochs(params, arch, opt, source, y, backend, shifter)
+            runner = GenericEpochs(params, arch, opt, x, y, backend, shifter)
         for epoch in range(1, config.epochs + 1):
             if progress is not None:
                 progress.start(epoch, n_batches)
-            # Shuffles and shifts are drawn on the host and uploaded once per epoch.
+            # The shuffle is drawn on the host and uploaded once per epoch; the batches'
+            # shifts stay on the host (Python integers choose slices, never a sync).
             order = backend.asarray(rng.permutation(n).astype(np.int64))
             shift_ids = None
             if shifter is not None:
-                shift_ids = backend.asarray(rng.integers(0, shifter.n_shifts, n, dtype=np.int64))
+                shift_ids = rng.integers(0, shifter.n_shifts, n_batches).tolist()
             backend.synchronize()  # sync point: uploads and padding stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches

@@ -1,0 +1,148 @@
+"""Training time until the test accuracy first reaches 97%, 98% and 98.5%, on the CPU.
+
+mnist_xp's recommended settings (the ``default`` preset) against a strong PyTorch CPU
+recipe for the same 784-100-10 network: Adam with a one-cycle learning rate, batch 128,
+with and without the random 1-pixel shifts that mnist_xp uses. Only training counts
+toward the time; the test set is scored after every epoch, off the clock. Accuracy is
+read once per epoch, so a threshold is "reached" at the end of the first epoch that
+passes it.
+
+    python benchmarks/time_to_accuracy.py --data-dir ../shared/data/mnist
+
+PyTorch runs only when installed (``pip install -e '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, write_result  # noqa: E402
+
+import mnist_xp  # noqa: E402
+
+THRESHOLDS = (0.97, 0.98, 0.985)
+
+
+def run_mnist_xp(data, epochs: int, seed: int) -> list[tuple[float, float]]:
+    """(cumulative training seconds, test accuracy) after each epoch of the default preset."""
+    clf = mnist_xp.MLPClassifier.from_preset("default", epochs=epochs, device="cpu",
+                                             random_state=seed)
+    x_test = data.x_test.reshape(len(data.x_test), -1)
+    clf.fit(data.x_train.reshape(len(data.x_train), -1), data.y_train,
+            eval_set=(x_test, data.y_test))
+    return _cumulative([(r["seconds"], r["test_accuracy"]) for r in clf.history_])
+
+
+def run_torch(data, epochs: int, seed: int, shift: int) -> list[tuple[float, float]]:
+    """The same for PyTorch eager: Adam, OneCycleLR (max lr 3e-3), batch 128."""
+    import torch
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    batch = 128
+    x = torch.from_numpy(data.x_train.reshape(len(data.x_train), -1).copy())
+    y = torch.from_numpy(data.y_train.astype(np.int64))
+    xt = torch.from_numpy(data.x_test.reshape(len(data.x_test), -1).astype(np.float32) / 255)
+    yt = torch.from_numpy(data.y_test.astype(np.int64))
+    steps = -(-len(x) // batch)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, epochs=epochs, steps_per_epoch=steps)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    table = flat = None
+    if shift:
+        # the same augmentation as mnist_xp: one gather through a table of offsets
+        from mnist_xp.augment import RandomShift
+
+        shifter = RandomShift(28, shift)
+        table = torch.from_numpy(shifter.offset_table())
+        flat = x.reshape(-1)
+    results = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(len(x), generator=gen)
+        for s in range(0, len(x), batch):
+            idx = order[s:s + batch]
+            if shift:
+                ids = torch.randint(0, table.shape[0], (len(idx),), generator=gen)
+                xb = torch.take(flat, idx[:, None] * 784 + table[ids])
+            else:
+                xb = x[idx]
+            xb = xb.float().div_(255)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xb), y[idx]).backward()
+            opt.step()
+            sched.step()
+        seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            acc = (model(xt).argmax(1) == yt).float().mean().item()
+        results.append((seconds, acc))
+    return _cumulative(results)
+
+
+def _cumulative(per_epoch):
+    total, out = 0.0, []
+    for seconds, acc in per_epoch:
+        total += seconds
+        out.append((total, acc))
+    return out
+
+
+def reached(curve, threshold):
+    """Training seconds at the end of the first epoch whose accuracy >= threshold, or None."""
+    return next((t for t, acc in curve if acc >= threshold), None)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, help="MNIST IDX directory (default: bundled subset)")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    data = mnist_xp.load_mnist("bundled", data_dir=args.data_dir)
+    print(f"data: {data.source}")
+
+    runs = {"mnist_xp default preset": lambda: run_mnist_xp(data, args.epochs, args.seed)}
+    try:
+        import torch  # noqa: F401
+
+        runs["pytorch adam one-cycle + shifts"] = lambda: run_torch(data, args.epochs, args.seed, 1)
+        runs["pytorch adam one-cycle"] = lambda: run_torch(data, args.epochs, args.seed, 0)
+    except ImportError:
+        print("  pytorch: skipped (not installed)")
+
+    rows = []
+    for name, run in runs.items():
+        curve = run()
+        row = {"implementation": name, "epochs": args.epochs, "curve": curve,
+               "final_accuracy": curve[-1][1], "best_accuracy": max(a for _, a in curve),
+               "seconds_to": {f"{t:.3f}": reached(curve, t) for t in THRESHOLDS}}
+        rows.append(row)
+        print(f"  {name}: final {row['final_accuracy']:.2%} after {curve[-1][0]:.1f} s")
+
+    base = rows[0]["seconds_to"]
+    head = "".join(f"{'to ' + format(t, '.1%'):>16}" for t in THRESHOLDS)
+    print(f"{'implementation':<34}{head}{'best':>9}")
+    for row in rows:
+        cells = []
+        for t in THRESHOLDS:
+            s, b = row["seconds_to"][f"{t:.3f}"], base[f"{t:.3f}"]
+            cells.append("never" if s is None else
+                         f"{s:.1f}s" + ("" if not b or row is rows[0] else f" ({s / b:.1f}x)"))
+        print(f"{row['implementation']:<34}" + "".join(f"{c:>16}" for c in cells)
+              + f"{row['best_accuracy']:>9.2%}")
+    path = write_result(args.out, "time_to_accuracy", {
+        "data": data.source, "thresholds": THRESHOLDS, "rows": rows, "machine": machine_info()})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
