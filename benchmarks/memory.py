@@ -21,11 +21,9 @@ from _common import machine_info, write_result  # noqa: E402
 
 def peak_rss_mb(args: list[str]) -> float:
     """Peak RSS (MiB) of one child process running ``python *args``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of RUSAGE_CHILDREN is the largest child so far: run the small one first.
-    peak = max(after, before)
+    # RUSAGE_CHILDREN reports the largest child so far: call this smallest run first.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 

@@ -114,3 +114,55 @@ def test_small_batches_run_the_blas_on_one_thread(batch_size, expect_one):
     assert seen and all(s == ({1} if expect_one else outside) for s in seen)
     after = {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
     assert after == outside  # restored
+
+
+def test_ties_count_like_argmax_in_both_paths():
+    # Blank images with zero biases give every class the same score: a tie that
+    # argmax resolves to class 0, so only the samples labelled 0 are hits.
+    x, y = data()
+    x[:30] = 0
+    arch = Architecture(36, 7, 4)
+    config = TrainConfig(epochs=1, batch_size=90, learning_rate=0.1)
+    results = []
+    for fast in (True, False):
+        rng = np.random.default_rng(3)
+        params = init_params(arch, np.float32, rng)
+        history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng, fast=fast)
+        results.append(history[0]["train_accuracy"])
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("shape", [
+    dict(n_hidden=1, n=40, batch_size=16),          # one hidden unit
+    dict(n_hidden=7, n=40, batch_size=64),          # a batch larger than the data
+    dict(n_hidden=7, n=90, batch_size=1),           # single-sample batches
+])
+def test_fast_path_matches_at_edge_sizes(shape):
+    x, y = data(n=shape["n"])
+    arch = Architecture(36, shape["n_hidden"], 4)
+    config = TrainConfig(epochs=2, batch_size=shape["batch_size"], learning_rate=0.05,
+                         momentum=0.9, shift=1)
+    fast, fh = trained(True, x, y, arch, config, np.float64)
+    slow, sh = trained(False, x, y, arch, config, np.float64)
+    for k in slow:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=1e-11, atol=1e-11, err_msg=k)
+    assert [r["train_accuracy"] for r in fh] == [r["train_accuracy"] for r in sh]
+
+
+@pytest.mark.parametrize("input_dtype", [np.float32, np.float64])
+def test_float_inputs_with_shift_momentum_and_decay(input_dtype):
+    x, y = data(pixels=False)
+    x = x.astype(input_dtype)
+    arch = Architecture(36, 7, 4)
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=0.1, momentum=0.9,
+                         weight_decay=1e-3, shift=1)
+    results = []
+    for fast in (True, False):
+        rng = np.random.default_rng(3)
+        params = init_params(arch, np.float32, rng)
+        # the data keep their own float dtype; the parameters stay float32
+        train(params, x.astype(np.float32), y, arch=arch, config=config, backend=CPU, rng=rng,
+              fast=fast)
+        results.append(params)
+    for k in results[1]:
+        np.testing.assert_allclose(results[0][k], results[1][k], rtol=2e-5, atol=2e-6, err_msg=k)

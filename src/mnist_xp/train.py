@@ -173,9 +173,8 @@ class GenericEpochs:
         def fetch(i, idx):
             xb = xp.take(x, idx, axis=0)
             return xb if shifter is None else shifter.apply(xb, shift_ids[i], xp)
-        scale = 1.0 / 255.0 if x.dtype == xp.uint8 else 1.0
         return train_epoch(self.params, self.opt, self.state, fetch, self.y, order, self.arch,
-                           self.params["W1"].dtype, batch_size, scale, self.backend,
+                           self.params["W1"].dtype, batch_size, input_scale(x, xp), self.backend,
                            lr_at=lr_at, on_batch=on_batch)
 
     def write_back(self, params) -> None:
@@ -208,7 +207,10 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
         A live display; see `mnist_xp.progress.EpochProgress`.
     fast : bool
         Use the backend's fast path when it has one (the default); False forces the
-        generic array-API path, which the fast paths are tested against.
+        generic array-API path, which the fast paths are tested against. A fast path
+        may keep the parameters in its own layout during an epoch and writes them
+        back into `params` at the end of each one: `on_epoch` may read `params`, but
+        changes it makes to them are not seen by the rest of the run.
 
     Returns
     -------
@@ -237,7 +239,7 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
             shift_ids = None
             if shifter is not None:
                 shift_ids = rng.integers(0, shifter.n_shifts, n_batches).tolist()
-            backend.synchronize()  # sync point: uploads and padding stay out of the epoch's time
+            backend.synchronize()  # sync point: the uploads stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches
             loss_sum, correct = runner.run_epoch(
