@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
 __all__ = ["image_side", "RandomShift"]
 

@@ -80,11 +80,6 @@ class Backend:
         # resolved again on arrival (falling back there if that device is unusable).
         return get_backend, (self.spec,)
 
-    @property
-    def is_cuda(self) -> bool:
-        """True when arrays live in GPU memory."""
-        return self.name == "cupy"
-
     def asarray(self, a, dtype=None):
         """Copy `a` (a NumPy array or anything NumPy accepts) onto this backend's device.
 
