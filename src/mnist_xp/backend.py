@@ -131,16 +131,22 @@ class Backend:
             return self.xp.cuda.Device(self.device_index)
         return contextlib.nullcontext()
 
-    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None):
+    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True):
         """This backend's fast path for whole training epochs, or None for the generic one.
 
         See `mnist_xp.train.GenericEpochs` for the interface; each fast path is tested
-        against the generic path.
+        against the generic path. On CUDA, `graphs` chooses between replaying each epoch
+        as a captured CUDA graph (True) and launching the same kernels step by step.
         """
         if self.name == "numpy" and not optimizer.nesterov:
             from ._fast_cpu import NumpyEpochRunner
 
             return NumpyEpochRunner(params, arch, optimizer, x, y, shifter)
+        if self.name == "cupy":
+            from ._fast_cuda import CudaEpochRunner
+
+            if CudaEpochRunner.unsupported_reason(params, arch, x, shifter) is None:
+                return CudaEpochRunner(params, arch, optimizer, x, y, self, shifter, graphs)
         return None
 
     def owns(self, a) -> bool:

@@ -183,7 +183,7 @@ class GenericEpochs:
 
 def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Backend,
           rng: np.random.Generator, eval_set=None, on_epoch=None, progress=None,
-          fast: bool = True) -> list[dict]:
+          fast: bool = True, cuda_graphs: bool = True) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -211,6 +211,9 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
         may keep the parameters in its own layout during an epoch and writes them
         back into `params` at the end of each one: `on_epoch` may read `params`, but
         changes it makes to them are not seen by the rest of the run.
+    cuda_graphs : bool
+        On CUDA, replay each epoch as one captured CUDA graph (the default) rather than
+        launching its kernels step by step; the results are the same.
 
     Returns
     -------
@@ -227,7 +230,8 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
     history = []
     with backend.activate():
         shifter = _shifter(config.shift, arch.n_inputs)
-        runner = backend.epoch_runner(params, arch, opt, x, y, shifter) if fast else None
+        runner = (backend.epoch_runner(params, arch, opt, x, y, shifter, graphs=cuda_graphs)
+                  if fast else None)
         if runner is None:
             runner = GenericEpochs(params, arch, opt, x, y, backend, shifter)
         for epoch in range(1, config.epochs + 1):

@@ -1,0 +1,352 @@
+"""CUDA C source of the fused training step, and the rules for when it applies.
+
+One training step is three kernels, each fusing what the generic path does in many:
+
+``hidden_partial``
+    gathers the batch's rows from the uint8 dataset through the epoch's order, moves
+    them by the batch's shift, converts and scales them (kept in ``xbuf`` for the
+    weight gradient), and computes partial sums of ``x @ W1`` over slices of the
+    inputs (split-K: a grid of (row blocks, input slices) keeps the GPU busy at small
+    batches, and the slices are summed in a fixed order, so results are deterministic).
+``output_backward``
+    one warp per sample: sums the slices, adds ``b1`` and applies the activation
+    (stores ``h``), computes the output scores, the loss, the hit and the output
+    gradient ``dz``, then back-propagates to ``dh``. The batch's loss and hits are
+    added to two device counters (read once per epoch).
+``grads_update``
+    the weight gradients as small tiled products (``xbuf.T @ dh``, ``h.T @ dz`` and
+    the bias sums, each summed over the batch in a fixed order) with the SGD/momentum
+    update applied in the same kernel: no gradient ever goes to device memory.
+
+No cuBLAS and no cuRAND are called, so the whole epoch can be captured as one CUDA
+graph (CuPy refuses cuBLAS calls during stream capture). The arithmetic matches
+`mnist_xp.model.loss_and_grads` and `mnist_xp.optim.SGD.step` up to float rounding.
+
+This module holds only strings and rules: it needs no GPU, so the CPU test suite
+renders every variant and, where NVRTC is installed, compiles it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import Architecture
+
+__all__ = ["KERNEL_NAMES", "ROWS_A", "K_SLICE", "THREADS_A", "THREADS_B", "THREADS_C",
+           "TILE", "MAX_OUTPUTS", "kernel_source", "unsupported_reason", "launch_shapes"]
+
+KERNEL_NAMES = ("hidden_partial", "output_backward", "grads_update")
+ROWS_A = 8  # rows of the batch per hidden_partial block
+K_SLICE = 112  # inputs per split-K slice (784 = 7 slices)
+THREADS_A = 128
+THREADS_B = 128  # 4 warps: 4 samples per block
+THREADS_C = 256  # 8 warps: a 32x32 tile, 4 outputs per thread
+TILE = 32
+MAX_OUTPUTS = 64  # the output scores of a sample live in registers
+
+_REAL = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_PIXEL = {np.dtype(np.uint8): "unsigned char"}
+
+_BODY = r"""
+#define NSPLIT ((N_IN + K_SLICE - 1) / K_SLICE)
+#define HQ ((N_HID + 31) / 32)
+#define J_TILES ((N_HID + TILE - 1) / TILE)
+#define W1_TILES (((N_IN + TILE - 1) / TILE) * J_TILES)
+
+__device__ __forceinline__ real sigmoid_(real a) {
+    // tanh form, as in mnist_xp.model: never overflows
+    return (real)0.5 * tanh((real)0.5 * a) + (real)0.5;
+}
+
+__device__ __forceinline__ real activate(real a) {
+#if ACT_RELU
+    return a > (real)0 ? a : (real)0;
+#else
+    return sigmoid_(a);
+#endif
+}
+
+__device__ __forceinline__ real activation_grad(real h) {
+#if ACT_RELU
+    return h > (real)0 ? (real)1 : (real)0;
+#else
+    return h * ((real)1 - h);
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
+    const in_t* __restrict__ data, const long long* __restrict__ order, const int base,
+    const int rows, const int* __restrict__ shifts, const int batch, const real scale,
+    const real* __restrict__ W1, real* __restrict__ xbuf, real* __restrict__ part,
+    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits)
+{
+    __shared__ real xs[ROWS_A][K_SLICE];
+    if (batch == 0 && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+        // the epoch's counters start here: output_backward of step 0 runs after this kernel
+        *loss_sum = 0.0;
+        *hits = 0ULL;
+    }
+    const int r0 = blockIdx.x * ROWS_A;
+    const int split = blockIdx.y;
+    const int k0 = split * K_SLICE;
+    const int kn = min(K_SLICE, N_IN - k0);
+#if SIDE > 0
+    const int dy = shifts[2 * batch], dx = shifts[2 * batch + 1];
+#endif
+    for (int t = threadIdx.x; t < ROWS_A * K_SLICE; t += blockDim.x) {
+        const int r = t / K_SLICE, kk = t - r * K_SLICE;
+        real v = (real)0;
+        if (r0 + r < rows && kk < kn) {
+            const long long src = order[base + r0 + r] * (long long)N_IN;
+            const int p = k0 + kk;
+#if SIDE > 0
+            // the pixel moved here by (dy, dx); zero where it came from outside
+            const int sy = p / SIDE - dy, sx = p % SIDE - dx;
+            if (sy >= 0 && sy < SIDE && sx >= 0 && sx < SIDE)
+                v = (real)data[src + sy * SIDE + sx] * scale;
+#else
+            v = (real)data[src + p] * scale;
+#endif
+            xbuf[(long long)(r0 + r) * N_IN + p] = v;
+        }
+        xs[r][kk] = v;
+    }
+    __syncthreads();
+    for (int j = threadIdx.x; j < N_HID; j += blockDim.x) {
+        real acc[ROWS_A];
+#pragma unroll
+        for (int r = 0; r < ROWS_A; ++r) acc[r] = (real)0;
+        const real* w = W1 + (long long)k0 * N_HID + j;
+#pragma unroll 4
+        for (int kk = 0; kk < kn; ++kk) {
+            const real wv = w[(long long)kk * N_HID];
+#pragma unroll
+            for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][kk] * wv;
+        }
+#pragma unroll
+        for (int r = 0; r < ROWS_A; ++r)
+            if (r0 + r < rows)
+                part[((long long)(r0 + r) * NSPLIT + split) * N_HID + j] = acc[r];
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
+    const real* __restrict__ part, const real* __restrict__ b1, const real* __restrict__ W2,
+    const real* __restrict__ b2, const long long* __restrict__ labels,
+    const long long* __restrict__ order, const int base, const int rows, const real inv_rows,
+    real* __restrict__ h, real* __restrict__ dz, real* __restrict__ dh,
+    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits)
+{
+    const int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
+    const int lane = threadIdx.x & 31;
+    if (row >= rows) return;  // whole warps leave together: blockDim is a multiple of 32
+    real hv[HQ];
+    real z[N_OUT];
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c) z[c] = (real)0;
+#pragma unroll
+    for (int q = 0; q < HQ; ++q) {
+        const int j = lane + 32 * q;
+        real a = (real)0;
+        if (j < N_HID) {
+            const real* p = part + (long long)row * NSPLIT * N_HID + j;
+            for (int s = 0; s < NSPLIT; ++s) a += p[s * N_HID];
+            a = activate(a + b1[j]);
+            h[(long long)row * N_HID + j] = a;
+#pragma unroll
+            for (int c = 0; c < N_OUT; ++c) z[c] += a * W2[j * N_OUT + c];
+        }
+        hv[q] = a;
+    }
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c) {
+        real v = z[c];
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        z[c] = v + b2[c];
+    }
+    // every lane now holds the sample's scores; each computes the same dz
+    const int label = (int)labels[order[base + row]];
+    int best = 0;
+    real zmax = z[0];
+#pragma unroll
+    for (int c = 1; c < N_OUT; ++c)
+        if (z[c] > zmax) { zmax = z[c]; best = c; }  // the first maximum, as argmax
+    real loss = (real)0;
+#if LOSS_CE
+    real zl = (real)0, s = (real)0;
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c) {
+        if (c == label) zl = z[c] - zmax;
+        z[c] = exp(z[c] - zmax);
+        s += z[c];
+    }
+    loss = log(s) - zl;
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c)
+        z[c] = (z[c] / s - (c == label ? (real)1 : (real)0)) * inv_rows;
+#else
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c) {
+        const real out = sigmoid_(z[c]);
+        const real diff = out - (c == label ? (real)1 : (real)0);
+        loss += diff * diff;
+        z[c] = diff * out * ((real)1 - out) * inv_rows;
+    }
+    loss *= (real)0.5;
+#endif
+    if (lane == 0) {
+        atomicAdd(loss_sum, (double)loss);
+        if (best == label) atomicAdd(hits, 1ULL);
+#pragma unroll
+        for (int c = 0; c < N_OUT; ++c) dz[(long long)row * N_OUT + c] = z[c];
+    }
+#pragma unroll
+    for (int q = 0; q < HQ; ++q) {
+        const int j = lane + 32 * q;
+        if (j < N_HID) {
+            real d = (real)0;
+#pragma unroll
+            for (int c = 0; c < N_OUT; ++c) d += z[c] * W2[j * N_OUT + c];
+            dh[(long long)row * N_HID + j] = d * activation_grad(hv[q]);
+        }
+    }
+}
+
+__device__ __forceinline__ void sgd_update(real* p, real* v, real g, const real lr,
+                                           const real mu, const real wd, const int nesterov)
+{
+    // as mnist_xp.optim.SGD: v <- mu v - lr g; p <- p + v (Nesterov: p + mu v - lr g)
+    const real pv = *p;
+    if (wd != (real)0) g += wd * pv;
+    if (mu == (real)0) { *p = pv - lr * g; return; }
+    const real vv = mu * *v - lr * g;
+    *v = vv;
+    *p = nesterov ? pv + (mu * vv - lr * g) : pv + vv;
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
+    const real* __restrict__ xbuf, const real* __restrict__ h, const real* __restrict__ dz,
+    const real* __restrict__ dh, const int rows,
+    real* __restrict__ W1, real* __restrict__ b1, real* __restrict__ W2, real* __restrict__ b2,
+    real* __restrict__ V1, real* __restrict__ Vb1, real* __restrict__ V2, real* __restrict__ Vb2,
+    const real* __restrict__ lrs, const int step, const real mu, const real wd,
+    const int nesterov)
+{
+    const real lr = lrs[step];
+    if (blockIdx.x < W1_TILES) {
+        // W1 gradient tile (TILE inputs x TILE hidden units) = xbuf.T @ dh, then update
+        __shared__ real xs[TILE][TILE + 1];
+        __shared__ real ds[TILE][TILE + 1];
+        const int kt = blockIdx.x / J_TILES, jt = blockIdx.x - kt * J_TILES;
+        const int k0 = kt * TILE, j0 = jt * TILE;
+        const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+        real acc[4] = {(real)0, (real)0, (real)0, (real)0};
+        for (int b0 = 0; b0 < rows; b0 += TILE) {
+            for (int t = threadIdx.x; t < TILE * TILE; t += THREADS_C) {
+                const int bb = t >> 5, cc = t & 31, b = b0 + bb;
+                const int k = k0 + cc, j = j0 + cc;
+                xs[bb][cc] = (b < rows && k < N_IN) ? xbuf[(long long)b * N_IN + k] : (real)0;
+                ds[bb][cc] = (b < rows && j < N_HID) ? dh[(long long)b * N_HID + j] : (real)0;
+            }
+            __syncthreads();
+            const int bn = min(TILE, rows - b0);
+            for (int bb = 0; bb < bn; ++bb) {
+                const real d = ds[bb][tx];
+#pragma unroll
+                for (int m = 0; m < 4; ++m) acc[m] += xs[bb][ty + 8 * m] * d;
+            }
+            __syncthreads();
+        }
+        const int j = j0 + tx;
+#pragma unroll
+        for (int m = 0; m < 4; ++m) {
+            const int k = k0 + ty + 8 * m;
+            if (k < N_IN && j < N_HID) {
+                const long long i = (long long)k * N_HID + j;
+                sgd_update(W1 + i, V1 + i, acc[m], lr, mu, wd, nesterov);
+            }
+        }
+        return;
+    }
+    // the small parameters: one thread per W2 entry, then b1, then b2
+    int t = (blockIdx.x - W1_TILES) * THREADS_C + threadIdx.x;
+    if (t < N_HID * N_OUT) {
+        const int j = t / N_OUT, c = t - j * N_OUT;
+        real g = (real)0;
+        for (int b = 0; b < rows; ++b) g += h[(long long)b * N_HID + j] * dz[(long long)b * N_OUT + c];
+        sgd_update(W2 + t, V2 + t, g, lr, mu, wd, nesterov);
+        return;
+    }
+    t -= N_HID * N_OUT;
+    if (t < N_HID) {
+        real g = (real)0;
+        for (int b = 0; b < rows; ++b) g += dh[(long long)b * N_HID + t];
+        sgd_update(b1 + t, Vb1 + t, g, lr, mu, (real)0, nesterov);  // biases: no decay
+        return;
+    }
+    t -= N_HID;
+    if (t < N_OUT) {
+        real g = (real)0;
+        for (int b = 0; b < rows; ++b) g += dz[(long long)b * N_OUT + t];
+        sgd_update(b2 + t, Vb2 + t, g, lr, mu, (real)0, nesterov);
+    }
+}
+"""
+
+
+def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str:
+    """The CUDA C source of the three step kernels, specialised by `#define`.
+
+    Parameters
+    ----------
+    arch : Architecture
+    dtype : float32 or float64
+        The parameters' dtype (``real`` in the kernels).
+    pixel_dtype : uint8, or the same as `dtype`
+        The dtype of the device-resident inputs.
+    side : int
+        Image side when batches are shifted (the inputs are ``side * side`` images);
+        0 compiles the shift out.
+
+    Returns
+    -------
+    str
+    """
+    real = _REAL[np.dtype(dtype)]
+    pixel = _PIXEL.get(np.dtype(pixel_dtype)) or _REAL[np.dtype(pixel_dtype)]
+    defines = {
+        "N_IN": arch.n_inputs, "N_HID": arch.n_hidden, "N_OUT": arch.n_outputs,
+        "SIDE": side, "ACT_RELU": int(arch.activation == "relu"),
+        "LOSS_CE": int(arch.loss == "cross_entropy"), "ROWS_A": ROWS_A, "K_SLICE": K_SLICE,
+        "THREADS_A": THREADS_A, "THREADS_B": THREADS_B, "THREADS_C": THREADS_C, "TILE": TILE,
+    }
+    head = [f"typedef {real} real;", f"typedef {pixel} in_t;"]
+    head += [f"#define {k} {int(v)}" for k, v in defines.items()]
+    return "\n".join(head) + "\n" + _BODY
+
+
+def unsupported_reason(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str | None:
+    """Why the fused kernels cannot train this configuration, or None when they can."""
+    dtype, pixel_dtype = np.dtype(dtype), np.dtype(pixel_dtype)
+    if dtype not in _REAL:
+        return f"parameters of dtype {dtype} (float32 or float64 only)"
+    if pixel_dtype != np.uint8 and pixel_dtype != dtype:
+        return f"inputs of dtype {pixel_dtype} with {dtype} parameters"
+    if arch.n_outputs > MAX_OUTPUTS:
+        return f"{arch.n_outputs} outputs (at most {MAX_OUTPUTS})"
+    if side and side * side != arch.n_inputs:
+        return f"shifts of {side}x{side} images with {arch.n_inputs} inputs"
+    return None
+
+
+def launch_shapes(arch: Architecture, rows: int) -> dict[str, tuple[int, ...]]:
+    """Grid shape of each kernel for a batch of `rows` samples (blocks per axis)."""
+    n_split = -(-arch.n_inputs // K_SLICE)
+    w1_tiles = -(-arch.n_inputs // TILE) * -(-arch.n_hidden // TILE)
+    small = arch.n_hidden * arch.n_outputs + arch.n_hidden + arch.n_outputs
+    return {
+        "hidden_partial": (-(-rows // ROWS_A), n_split),
+        "output_backward": (-(-rows * 32 // THREADS_B),),
+        "grads_update": (w1_tiles + -(-small // THREADS_C),),
+    }

@@ -1,0 +1,202 @@
+"""The CUDA fast path for training epochs, selected by the backend.
+
+Each step is three fused kernels of ours (`mnist_xp._cuda_kernels`) working on
+buffers allocated once per batch size, so an epoch launches 3 kernels per batch and
+allocates nothing. With ``graphs=True`` (the default) the first epoch of a given size
+is captured into a CUDA graph and every epoch replays it: one launch per epoch, no
+Python between steps. The per-epoch inputs of the graph (the order, the learning rate
+of each step, the shift of each batch) are copied into its persistent buffers before
+each replay; the loss and hit counters are zeroed inside the graph.
+
+Nothing here waits for the device: the epoch's sums stay on the GPU until the training
+loop reads them. Compiled kernels are cached on disk by CuPy (``CUPY_CACHE_DIR``,
+by default ``~/.cupy/kernel_cache``), so only the first run on a machine compiles.
+
+CuPy is never imported here: it arrives as ``backend.xp``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _cuda_kernels as kern
+from .augment import RandomShift
+from .model import Architecture
+from .optim import SGD
+
+__all__ = ["CudaEpochRunner", "EpochPlan", "step_launches"]
+
+
+class EpochPlan:
+    """The buffers (and, once captured, the graph) of epochs of `n` rows in batches."""
+
+    def __init__(self, cp, arch: Architecture, dtype, n: int, batch_size: int):
+        self.n, self.batch_size = n, batch_size
+        self.n_batches = -(-n // batch_size)
+        n_split = -(-arch.n_inputs // kern.K_SLICE)
+        b = batch_size
+        self.order = cp.zeros(n, cp.int64)
+        self.lrs = cp.zeros(self.n_batches, dtype)
+        self.shifts = cp.zeros((self.n_batches, 2), cp.int32)
+        self.xbuf = cp.zeros((b, arch.n_inputs), dtype)
+        self.part = cp.zeros((b, n_split, arch.n_hidden), dtype)
+        self.h = cp.zeros((b, arch.n_hidden), dtype)
+        self.dz = cp.zeros((b, arch.n_outputs), dtype)
+        self.dh = cp.zeros((b, arch.n_hidden), dtype)
+        self.loss = cp.zeros((), cp.float64)
+        self.hits = cp.zeros((), cp.uint64)
+        self.graph = None
+
+
+class CudaEpochRunner:
+    """Runs training epochs on CuPy arrays with fused kernels, optionally as a CUDA graph.
+
+    Parameters
+    ----------
+    params : dict of cupy.ndarray
+        ``W1, b1, W2, b2``, C-contiguous, float32 or float64; updated in place.
+    arch : Architecture
+    optimizer : SGD
+    x : cupy.ndarray, shape (n, n_inputs)
+        uint8 pixels (scaled by 1/255 on the fly) or floats of the parameters' dtype.
+    y : cupy.ndarray, shape (n,), int64 class indices.
+    backend : Backend
+        A CuPy backend; its device must be current while the runner is used.
+    shifter : RandomShift, optional
+        When given, each batch is moved by the shift `run_epoch` is given for it.
+    graphs : bool
+        Capture each epoch as a CUDA graph and replay it (default); False launches
+        the same kernels from Python, step by step.
+    """
+
+    def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x, y, backend,
+                 shifter: RandomShift | None = None, graphs: bool = True):
+        cp = backend.xp
+        self.cp, self.arch, self.opt, self.shifter, self.graphs = cp, arch, optimizer, shifter, graphs
+        self.dtype = np.dtype(params["W1"].dtype)
+        self.real = self.dtype.type
+        self.x = x
+        self.y = y if y.dtype == cp.int64 else y.astype(cp.int64)
+        self.scale = self.real(1.0 / 255.0 if x.dtype == cp.uint8 else 1.0)
+        side = shifter.side if shifter is not None else 0
+        self.params = {k: params[k] for k in ("W1", "b1", "W2", "b2")}
+        for k, p in self.params.items():
+            if not p.flags.c_contiguous or p.dtype != self.dtype:
+                raise ValueError(f"{k} must be C-contiguous {self.dtype}")
+        # plain SGD keeps (unused) velocity buffers: one kernel signature for all
+        self.velocity = {k: cp.zeros_like(p) for k, p in self.params.items()}
+        source = kern.kernel_source(arch, self.dtype, x.dtype, side)
+        module = cp.RawModule(code=source, options=("--std=c++14",))
+        # get_function compiles (or loads from CuPy's disk cache) and loads the module
+        # now, not during a graph capture
+        self.kernels = {name: module.get_function(name) for name in kern.KERNEL_NAMES}
+        # A blocking stream: ordered with the default stream the rest of CuPy uses,
+        # and unlike the default stream it can be captured.
+        self.stream = cp.cuda.Stream()
+        self._plan: EpochPlan | None = None
+
+    @staticmethod
+    def unsupported_reason(params, arch: Architecture, x, shifter=None) -> str | None:
+        """Why this runner cannot train this setup (the generic path is used), or None."""
+        side = shifter.side if shifter is not None else 0
+        return kern.unsupported_reason(arch, params["W1"].dtype, x.dtype, side)
+
+    def write_back(self, params: dict) -> None:
+        """Nothing to do: the kernels update the parameter arrays in place."""
+
+    def _plan_for(self, n: int, batch_size: int) -> EpochPlan:
+        plan = self._plan
+        if plan is None or (plan.n, plan.batch_size) != (n, batch_size):
+            with self.stream:
+                plan = self._plan = EpochPlan(self.cp, self.arch, self.dtype, n, batch_size)
+        return plan
+
+    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None):
+        """Train one pass over `order`; return device (loss sum float64, hits uint64).
+
+        Parameters
+        ----------
+        order : cupy.ndarray, shape (n,), int64
+            The sample indices, in training order.
+        batch_size : int
+        lr_at : callable
+            ``lr_at(i)`` is the learning rate of batch `i`.
+        shift_ids : sequence of int, optional
+            One shift number per batch (see `RandomShift.offset`); needed with a shifter.
+        on_batch : callable, optional
+            Progress: called with the number of batches queued (once per batch without
+            graphs; once, with the total, when a graph runs the epoch).
+        """
+        cp, s = self.cp, self.stream
+        n = int(order.shape[0])
+        plan = self._plan_for(n, batch_size)
+        lrs = np.array([lr_at(i) for i in range(plan.n_batches)], dtype=self.dtype)
+        with s:
+            cp.copyto(plan.order, order)  # ordered after `order`'s upload: blocking stream
+            self._upload(plan.lrs, lrs)
+            if self.shifter is not None:
+                offsets = np.array([self.shifter.offset(i) for i in shift_ids], dtype=np.int32)
+                self._upload(plan.shifts, offsets)
+            if not self.graphs:
+                self._launch_epoch(plan, on_batch)
+            else:
+                if plan.graph is None:
+                    plan.graph = self._capture(plan)
+                plan.graph.launch(stream=s)
+                if on_batch is not None:
+                    on_batch(plan.n_batches)
+            # copies: the counters are overwritten by the next epoch
+            return plan.loss.copy(), plan.hits.copy()
+
+    def _upload(self, dst, host: np.ndarray) -> None:
+        """Copy host array `host` into device buffer `dst`, in order on the runner's stream."""
+        dst.set(host, stream=self.stream)
+
+    def _capture(self, plan: EpochPlan):
+        """Record one epoch of kernel launches on the runner's stream as a CUDA graph."""
+        s = self.stream
+        s.begin_capture()
+        try:
+            self._launch_epoch(plan, None)
+        finally:
+            graph = s.end_capture()  # always leave capture mode, even after an error
+        return graph
+
+    def _launch_epoch(self, plan: EpochPlan, on_batch) -> None:
+        """Queue the kernels of every step of an epoch on the runner's stream."""
+        s = self.stream
+        for i in range(plan.n_batches):
+            for name, grid, block, args in step_launches(
+                    self.arch, self.opt, plan, self.params, self.velocity, self.x, self.y,
+                    self.scale, i):
+                self.kernels[name](grid, block, args, stream=s)
+            if on_batch is not None:
+                on_batch(i + 1)
+
+
+def step_launches(arch: Architecture, optimizer: SGD, plan: EpochPlan, params: dict,
+                  velocity: dict, x, y, scale, i: int) -> list[tuple]:
+    """The three kernel launches of step `i`: (kernel name, grid, block, arguments).
+
+    The arguments are arrays (passed as device pointers) and NumPy scalars, in the
+    order of the kernels' C signatures; tests run the same launches through a CPU
+    emulation of the kernels.
+    """
+    real = np.dtype(plan.lrs.dtype).type
+    base = i * plan.batch_size
+    rows = min(plan.batch_size, plan.n - base)
+    grid = kern.launch_shapes(arch, rows)
+    p, v = params, velocity
+    mu, wd = real(optimizer.momentum), real(optimizer.weight_decay)
+    return [
+        ("hidden_partial", grid["hidden_partial"], (kern.THREADS_A,),
+         (x, plan.order, np.int32(base), np.int32(rows), plan.shifts, np.int32(i), real(scale),
+          p["W1"], plan.xbuf, plan.part, plan.loss, plan.hits)),
+        ("output_backward", grid["output_backward"], (kern.THREADS_B,),
+         (plan.part, p["b1"], p["W2"], p["b2"], y, plan.order, np.int32(base), np.int32(rows),
+          real(1.0 / rows), plan.h, plan.dz, plan.dh, plan.loss, plan.hits)),
+        ("grads_update", grid["grads_update"], (kern.THREADS_C,),
+         (plan.xbuf, plan.h, plan.dz, plan.dh, np.int32(rows), p["W1"], p["b1"], p["W2"],
+          p["b2"], v["W1"], v["b1"], v["W2"], v["b2"], plan.lrs, np.int32(i), mu, wd,
+          np.int32(optimizer.nesterov))),
+    ]

@@ -1,0 +1,233 @@
+"""The CUDA fast path, checked without a GPU.
+
+The kernel sources are rendered for every variant and compiled with NVRTC where it is
+installed; and the runner itself (buffers, per-epoch uploads, graph capture and
+replay) runs against a stand-in for CuPy whose kernels are the real CUDA C compiled
+for the CPU (tests/helpers_cuda_emu.py). Its results must match the generic path.
+The same comparisons on a real GPU are in tests/test_cuda.py (marked ``gpu``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import types
+
+import numpy as np
+import pytest
+
+from helpers_cuda_emu import EmulatedModule, compiler_available
+from helpers_nvrtc import compile_ptx, find_nvrtc
+from mnist_xp import _cuda_kernels as kern
+from mnist_xp.backend import Backend, get_backend
+from mnist_xp.model import Architecture, init_params
+from mnist_xp.train import TrainConfig, train
+
+CPU = get_backend("cpu")
+
+VARIANTS = list(itertools.product(("relu", "sigmoid"), ("cross_entropy", "squared_error"),
+                                  (np.float32, np.float64), ("pixels", "floats")))
+
+
+@pytest.mark.parametrize("activation, loss, dtype, inputs", VARIANTS)
+def test_kernel_source_compiles_with_nvrtc(activation, loss, dtype, inputs):
+    path = find_nvrtc()
+    if path is None:
+        pytest.skip("NVRTC not found (pip install nvidia-cuda-nvrtc-cu12 to run this check)")
+    arch = Architecture(activation=activation, loss=loss)
+    source = kern.kernel_source(arch, dtype, np.uint8 if inputs == "pixels" else dtype,
+                                side=28 if inputs == "pixels" else 0)
+    ok, log, ptx = compile_ptx(source, path)
+    assert ok, log
+    assert "warning" not in log.lower(), log
+    for name in kern.KERNEL_NAMES:
+        assert re.search(rf"\.entry\s+{name}\b", ptx), name
+    # register arrays indexed only by unrolled loops: nothing spills to local memory
+    assert ".local" not in ptx
+
+
+def test_kernel_source_is_specialised_by_defines():
+    arch = Architecture(36, 7, 4, "sigmoid", "squared_error")
+    src = kern.kernel_source(arch, np.float64, np.uint8, side=6)
+    for line in ("typedef double real;", "typedef unsigned char in_t;", "#define N_IN 36",
+                 "#define N_HID 7", "#define N_OUT 4", "#define SIDE 6", "#define ACT_RELU 0",
+                 "#define LOSS_CE 0"):
+        assert line in src
+    for name in kern.KERNEL_NAMES:
+        assert f"{name}(" in src
+
+
+@pytest.mark.parametrize("arch, dtype, pixels, side, reason", [
+    (Architecture(), np.float32, np.uint8, 28, None),
+    (Architecture(), np.float64, np.float64, 0, None),
+    (Architecture(), np.float16, np.uint8, 0, "float16"),
+    (Architecture(), np.float32, np.float64, 0, "inputs of dtype float64"),
+    (Architecture(n_outputs=65), np.float32, np.uint8, 0, "65 outputs"),
+    (Architecture(n_inputs=30), np.float32, np.uint8, 5, "shifts of 5x5"),
+])
+def test_unsupported_setups_name_the_reason(arch, dtype, pixels, side, reason):
+    got = kern.unsupported_reason(arch, dtype, pixels, side)
+    assert got is None if reason is None else reason in got
+
+
+def test_launch_shapes_cover_every_row_and_parameter():
+    arch = Architecture()
+    shapes = kern.launch_shapes(arch, 128)
+    assert shapes["hidden_partial"] == (16, 7)  # 8 rows per block, 7 slices of 112 inputs
+    assert shapes["output_backward"] == (32,)  # one warp per sample, 4 per block
+    # 25 x 4 tiles of W1, then 1110 small parameters at 256 per block
+    assert shapes["grads_update"] == (100 + 5,)
+    assert kern.launch_shapes(arch, 96)["hidden_partial"] == (12, 7)
+    assert kern.launch_shapes(arch, 1)["output_backward"] == (1,)
+
+
+# -- the runner on a CPU stand-in for CuPy ---------------------------------------------
+
+needs_compiler = pytest.mark.skipif(compiler_available() is None, reason="no g++ to emulate kernels")
+
+
+class _Stream:
+    """A stream whose capture records launches, and whose graphs replay them."""
+
+    def __init__(self):
+        self.recording = None
+        self.ptr = 1234
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def begin_capture(self):
+        assert self.recording is None, "capture started twice"
+        self.recording = []
+
+    def end_capture(self):
+        calls, self.recording = self.recording, None
+        fake.captures += 1
+        return types.SimpleNamespace(launch=lambda stream=None: [c() for c in calls])
+
+
+class _Function:
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self, grid, block, args, stream=None):
+        assert stream is not None and isinstance(stream, _Stream)
+        call = lambda: self.module.launch(self.name, grid, block, args)  # noqa: E731
+        if stream.recording is not None:
+            stream.recording.append(call)
+        else:
+            fake.eager_launches += 1
+            call()
+
+
+class _RawModule:
+    def __init__(self, code, options=()):
+        self.module = EmulatedModule(code)
+
+    def get_function(self, name):
+        return _Function(self.module, name)
+
+
+fake = types.SimpleNamespace(
+    uint8=np.uint8, int32=np.int32, int64=np.int64, uint64=np.uint64, float64=np.float64,
+    zeros=np.zeros, zeros_like=np.zeros_like, copyto=np.copyto, RawModule=_RawModule,
+    cuda=types.SimpleNamespace(Stream=_Stream), captures=0, eager_launches=0)
+
+
+def emulated_runner(graphs):
+    """A Backend.epoch_runner replacement building the CUDA runner on the stand-in."""
+    from mnist_xp._fast_cuda import CudaEpochRunner
+
+    class EmulatedRunner(CudaEpochRunner):
+        def _upload(self, dst, host):
+            np.copyto(dst, host)
+
+    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True):
+        return EmulatedRunner(params, arch, optimizer, x, y, types.SimpleNamespace(xp=fake),
+                              shifter, graphs=use_graphs)
+    use_graphs = graphs
+    return epoch_runner
+
+
+def blobs(n=90, side=6, n_classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(30, 220, size=(n_classes, side * side))
+    y = rng.integers(0, n_classes, n).astype(np.int64)
+    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
+    return x.astype(np.uint8), y
+
+
+def trained(x, y, arch, config, dtype, runner=None, monkeypatch=None, seed=3):
+    rng = np.random.default_rng(seed)
+    params = init_params(arch, dtype, rng)
+    params["b1"] += dtype(0.01)  # non-zero biases exercise their path too
+    if runner is not None:
+        monkeypatch.setattr(Backend, "epoch_runner", runner)
+    history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng,
+                    fast=runner is not None)
+    monkeypatch.undo() if runner is not None else None
+    return params, history
+
+
+EMU_CASES = [
+    # activation, loss, momentum, nesterov, weight decay, shift, dtype, pixels, graphs
+    ("relu", "cross_entropy", 0.9, False, 1e-3, 1, np.float32, True, True),
+    ("relu", "cross_entropy", 0.9, True, 0.0, 0, np.float32, True, False),
+    ("sigmoid", "squared_error", 0.0, False, 0.0, 0, np.float32, False, True),
+    ("sigmoid", "cross_entropy", 0.5, False, 1e-3, 1, np.float64, True, True),
+    ("relu", "squared_error", 0.9, False, 0.0, 2, np.float64, False, False),
+]
+
+
+@needs_compiler
+@pytest.mark.parametrize("activation, loss, momentum, nesterov, wd, shift, dtype, pixels, graphs",
+                         EMU_CASES)
+def test_emulated_cuda_runner_matches_the_generic_path(monkeypatch, activation, loss, momentum,
+                                                       nesterov, wd, shift, dtype, pixels,
+                                                       graphs):
+    x, y = blobs()
+    if not pixels:
+        x = (x / 255).astype(dtype)
+    # 40 hidden units: two warps' worth of lanes and two W1 tiles; 36 inputs: two tiles
+    arch = Architecture(36, 40, 4, activation, loss)
+    config = TrainConfig(epochs=2, batch_size=40, momentum=momentum, weight_decay=wd,
+                         learning_rate=0.05 if loss == "cross_entropy" else 0.5,
+                         schedule="cosine", shift=shift)
+    if nesterov:
+        # TrainConfig has no Nesterov switch: check the optimizer's own path through train
+        import mnist_xp.train as train_module
+        from mnist_xp.optim import SGD
+        monkeypatch.setattr(train_module, "SGD",
+                            lambda lr, mu, weight_decay: SGD(lr, mu, True, weight_decay))
+    fake.captures = fake.eager_launches = 0
+    slow, slow_history = trained(x, y, arch, config, dtype)
+    fast, fast_history = trained(x, y, arch, config, dtype, emulated_runner(graphs), monkeypatch)
+    # two epochs of 3 batches (40, 40, 10 rows), 3 kernels each: captured once if graphed
+    assert (fake.captures, fake.eager_launches) == ((1, 0) if graphs else (0, 18))
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    for k in slow:
+        assert fast[k].dtype == dtype
+        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=tol, err_msg=k)
+    for a, b in zip(fast_history, slow_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol)
+        assert a["train_accuracy"] == b["train_accuracy"]
+    assert not np.allclose(slow["W1"], init_params(arch, dtype, np.random.default_rng(3))["W1"])
+
+
+@needs_compiler
+def test_emulated_step_at_mnist_size_matches_the_generic_step(monkeypatch):
+    # the real shapes: 784 inputs in 7 slices, 100 hidden units (4 lanes' worth per warp),
+    # 25 x 4 W1 tiles; one batch of 20 samples
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (20, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 20).astype(np.int64)
+    arch = Architecture()
+    config = TrainConfig(epochs=1, batch_size=20, learning_rate=0.1, momentum=0.9, shift=1)
+    slow, slow_history = trained(x, y, arch, config, np.float32)
+    fast, fast_history = trained(x, y, arch, config, np.float32, emulated_runner(True), monkeypatch)
+    for k in slow:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    assert fast_history[0]["train_loss"] == pytest.approx(slow_history[0]["train_loss"], rel=1e-5)
