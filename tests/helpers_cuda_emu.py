@@ -87,7 +87,7 @@ static void emu_launch(unsigned gx, unsigned gy, unsigned gz, unsigned bx,
 """
 
 _KERNEL_RE = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\([^)]*\)\s+)?'
-                        r"(\w+)\s*\(([^)]*)\)", re.S)
+                        r"(\w+)\s*\(([^)]*)\)", re.DOTALL)
 
 
 def _wrappers(source: str) -> tuple[str, dict[str, int]]:

@@ -15,9 +15,9 @@ import types
 
 import numpy as np
 import pytest
-
 from helpers_cuda_emu import EmulatedModule, compiler_available
 from helpers_nvrtc import compile_ptx, find_nvrtc
+
 from mnist_xp import _cuda_kernels as kern
 from mnist_xp.backend import Backend, get_backend
 from mnist_xp.model import Architecture, init_params
@@ -115,7 +115,7 @@ class _Function:
 
     def __call__(self, grid, block, args, stream=None):
         assert stream is not None and isinstance(stream, _Stream)
-        call = lambda: self.module.launch(self.name, grid, block, args)  # noqa: E731
+        call = lambda: self.module.launch(self.name, grid, block, args)
         if stream.recording is not None:
             stream.recording.append(call)
         else:

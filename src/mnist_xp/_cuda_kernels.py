@@ -32,8 +32,19 @@ import numpy as np
 
 from .model import Architecture
 
-__all__ = ["KERNEL_NAMES", "ROWS_A", "K_SLICE", "THREADS_A", "THREADS_B", "THREADS_C",
-           "TILE", "MAX_OUTPUTS", "kernel_source", "unsupported_reason", "launch_shapes"]
+__all__ = [
+    "KERNEL_NAMES",
+    "K_SLICE",
+    "MAX_OUTPUTS",
+    "ROWS_A",
+    "THREADS_A",
+    "THREADS_B",
+    "THREADS_C",
+    "TILE",
+    "kernel_source",
+    "launch_shapes",
+    "unsupported_reason",
+]
 
 KERNEL_NAMES = ("hidden_partial", "output_backward", "grads_update")
 ROWS_A = 8  # rows of the batch per hidden_partial block

@@ -1,0 +1,361 @@
+"""GPU training speed: mnist_xp's CUDA path against PyTorch, in one process.
+
+For each batch size (128 and 512 by default), one 60K-image epoch of the same 784-100-10
+network and optimizer (ReLU, softmax cross-entropy, SGD with momentum 0.9, lr 0.1, no
+augmentation), with the loss and correct count summed on the device, timed for:
+
+- ``mnist_xp graphs``: the fused kernels, each epoch replayed as one CUDA graph (default);
+- ``mnist_xp eager``: the same kernels launched step by step from Python;
+- ``mnist_xp generic``: the array-API code on CuPy (cuBLAS and CuPy's own kernels), the
+  reference the fast paths are tested against;
+- ``torch eager``: PyTorch, the usual loop;
+- ``torch graphs``: PyTorch with the whole training step captured as a CUDA graph
+  (``torch.cuda.graph``; one graph for full batches, one for the last, smaller one) and
+  replayed once per step.
+
+Every epoch's time includes drawing the shuffle and, for mnist_xp, uploading it (mnist_xp
+draws it on the host so that every backend sees the same order for a seed; PyTorch draws
+it on the device). The variants run interleaved, one epoch each per round, after two
+warm-up epochs; the table gives each one's median and the ratios of medians.
+
+Also measured: time to 98% test accuracy on the GPU with the ``default`` preset (training
+time only, read once per epoch), and the first-epoch overhead (compiling the kernels and
+capturing the graph) in a fresh process with an empty kernel cache and again with the
+cache the first process filled.
+
+    python benchmarks/gpu_epoch_time.py --data-dir data-local/mnist --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, write_result  # noqa: E402
+
+import mnist_xp  # noqa: E402
+from mnist_xp.backend import get_backend  # noqa: E402
+from mnist_xp.model import Architecture, init_params  # noqa: E402
+from mnist_xp.optim import SGD  # noqa: E402
+from mnist_xp._fast_cuda import step_launches  # noqa: E402
+from mnist_xp.train import GenericEpochs  # noqa: E402
+
+LR, MOMENTUM = 0.1, 0.9
+
+
+class MnistXp:
+    """mnist_xp on CUDA: 'graphs', 'eager' (fused kernels) or 'generic' (array-API code)."""
+
+    def __init__(self, x, y, batch: int, mode: str, seed: int = 0):
+        self.backend = b = get_backend("cuda", require=True)
+        self.batch, self.n = batch, len(y)
+        self.rng = np.random.default_rng(seed)
+        arch = Architecture()
+        with b.activate():
+            self.params = {k: b.asarray(v) for k, v in
+                           init_params(arch, np.float32, self.rng).items()}
+            xd, yd = b.asarray(x), b.asarray(y.astype(np.int64))
+            opt = SGD(LR, MOMENTUM)
+            if mode == "generic":
+                self.runner = GenericEpochs(self.params, arch, opt, xd, yd, b)
+            else:
+                self.runner = b.epoch_runner(self.params, arch, opt, xd, yd,
+                                             graphs=mode == "graphs")
+                assert type(self.runner).__name__ == "CudaEpochRunner", type(self.runner)
+
+    def epoch(self) -> tuple[float, int]:
+        b = self.backend
+        with b.activate():
+            order = b.asarray(self.rng.permutation(self.n).astype(np.int64))
+            loss, hits = self.runner.run_epoch(order, self.batch, lambda i: LR)
+            return float(b.to_numpy(loss)) / self.n, int(b.to_numpy(hits))  # sync
+
+
+class Torch:
+    """PyTorch on CUDA, eager or with the training step captured as CUDA graphs."""
+
+    def __init__(self, x, y, batch: int, graphs: bool, seed: int = 0, device: str = "cuda"):
+        import torch
+        import torch.nn.functional as F
+
+        self.torch, self.F = torch, F
+        torch.manual_seed(seed)
+        self.device = dev = torch.device(device)
+        self.model = torch.nn.Sequential(torch.nn.Linear(784, 100), torch.nn.ReLU(),
+                                         torch.nn.Linear(100, 10)).to(dev)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x = torch.from_numpy(x).to(dev)
+        self.y = torch.from_numpy(y.astype(np.int64)).to(dev)
+        self.n, self.batch, self.graphs = len(y), batch, graphs
+        self.loss_sum = torch.zeros((), device=dev)
+        self.hits = torch.zeros((), dtype=torch.int64, device=dev)
+        if graphs:
+            self._capture()
+
+    def _step(self, idx):
+        xb = self.x[idx].float().mul_(1.0 / 255.0)
+        yb = self.y[idx]
+        out = self.model(xb)
+        loss = self.F.cross_entropy(out, yb)
+        loss.backward()
+        self.opt.step()
+        self.loss_sum += loss.detach() * idx.shape[0]
+        self.hits += (out.argmax(1) == yb).sum()
+
+    def _capture(self):
+        torch = self.torch
+        sizes = [self.batch] + ([self.n % self.batch] if self.n % self.batch else [])
+        self.static_idx, self.graph = {}, {}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture, as PyTorch's docs require
+            for size in sizes:
+                idx = torch.arange(size, device=self.device)
+                for _ in range(3):
+                    self.opt.zero_grad(set_to_none=True)
+                    self._step(idx)
+        torch.cuda.current_stream().wait_stream(side)
+        pool = None
+        for size in sizes:
+            self.static_idx[size] = torch.arange(size, device=self.device)
+            g = torch.cuda.CUDAGraph()
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(g, pool=pool):
+                self._step(self.static_idx[size])
+            pool = g.pool()
+            self.graph[size] = g
+
+    def epoch(self) -> tuple[float, int]:
+        torch = self.torch
+        perm = torch.randperm(self.n, device=self.device)
+        self.loss_sum.zero_()
+        self.hits.zero_()
+        for s in range(0, self.n, self.batch):
+            idx = perm[s:s + self.batch]
+            if self.graphs:
+                self.static_idx[idx.shape[0]].copy_(idx)
+                self.graph[idx.shape[0]].replay()
+            else:
+                self.opt.zero_grad(set_to_none=True)
+                self._step(idx)
+        return float(self.loss_sum) / self.n, int(self.hits)  # sync
+
+
+def time_epochs(variants: dict, rounds: int, warmup: int = 2) -> dict:
+    """Interleaved rounds; per variant the list of epoch seconds and the last metrics."""
+    times = {name: [] for name in variants}
+    last, failed = {}, {}
+    for r in range(warmup + rounds):
+        for name, v in variants.items():
+            if name in failed:
+                continue
+            try:
+                t0 = time.perf_counter()
+                loss, hits = v.epoch()
+                dt = time.perf_counter() - t0
+            except Exception as exc:  # one broken variant must not hide the others
+                failed[name] = f"{type(exc).__name__}: {exc}"
+                print(f"{name}: {failed[name]}", flush=True)
+                continue
+            if r >= warmup:
+                times[name].append(dt)
+            last[name] = {"train_loss": loss, "train_accuracy": hits / v.n}
+    out = {name: {"epoch_seconds": t, "median_s": statistics.median(t), "min_s": min(t),
+                  **last[name]} for name, t in times.items() if name not in failed}
+    return out, failed
+
+
+def kernel_profile(variant: MnistXp, reps: int = 200) -> dict:
+    """Per-kernel time of one step (batch `variant.batch`), each kernel replayed `reps`
+    times from a CUDA graph and timed with events; plus the compiler's resource use."""
+    runner = variant.runner
+    cp, s = runner.cp, runner.stream
+    plan = runner._plan
+    out = {}
+    with variant.backend.activate():
+        for name, grid, block, args in step_launches(runner.arch, runner.opt, plan, runner.params,
+                                                     runner.velocity, runner.x, runner.y,
+                                                     runner.scale, 0):
+            kernel = runner.kernels[name]
+            with s:
+                s.begin_capture()
+                for _ in range(reps):
+                    kernel(grid, block, args, stream=s)
+                graph = s.end_capture()
+                graph.launch(s)  # warm
+                start, end = cp.cuda.Event(), cp.cuda.Event()
+                start.record(s)
+                graph.launch(s)
+                end.record(s)
+                end.synchronize()
+            out[name] = {"us_per_launch": cp.cuda.get_elapsed_time(start, end) * 1e3 / reps,
+                         "grid": list(grid), "block": list(block),
+                         "registers": kernel.num_regs, "local_bytes": kernel.local_size_bytes,
+                         "shared_bytes": kernel.shared_size_bytes}
+    return out
+
+
+def time_to_accuracy(data, target=0.98, epochs=15, seed=0) -> dict:
+    """Cumulative GPU training seconds until the test accuracy first reaches `target`."""
+    clf = mnist_xp.MLPClassifier.from_preset("default", epochs=epochs, device="cuda",
+                                             random_state=seed)
+    x_test = data.x_test.reshape(len(data.x_test), -1)
+    t0 = time.perf_counter()
+    clf.fit(data.x_train.reshape(len(data.x_train), -1), data.y_train,
+            eval_set=(x_test, data.y_test))
+    wall = time.perf_counter() - t0
+    total, reached = 0.0, None
+    curve = []
+    for r in clf.history_:
+        total += r["seconds"]
+        curve.append({"epoch": r["epoch"], "seconds": total, "test_accuracy": r["test_accuracy"]})
+        if reached is None and r["test_accuracy"] >= target:
+            reached = {"epoch": r["epoch"], "training_seconds": total}
+    return {"target": target, "reached": reached, "final_test_accuracy": curve[-1]["test_accuracy"],
+            "fit_wall_seconds": wall, "curve": curve,
+            "first_epoch_seconds": clf.history_[0]["seconds"]}
+
+
+_OVERHEAD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import numpy as np
+from mnist_xp.backend import get_backend
+from mnist_xp.model import Architecture, init_params
+from mnist_xp.optim import SGD
+b = get_backend("cuda", require=True)
+rng = np.random.default_rng(0)
+n = 60000
+x = rng.integers(0, 256, (n, 784), dtype=np.uint8); y = rng.integers(0, 10, n)
+with b.activate():
+    params = {k: b.asarray(v) for k, v in init_params(Architecture(), np.float32, rng).items()}
+    xd, yd = b.asarray(x), b.asarray(y)
+    b.synchronize()
+    t1 = time.perf_counter()
+    runner = b.epoch_runner(params, Architecture(), SGD(0.1, 0.9), xd, yd)
+    t2 = time.perf_counter()
+    epochs = []
+    for _ in range(3):
+        order = b.asarray(rng.permutation(n))
+        b.synchronize()
+        s = time.perf_counter()
+        loss, hits = runner.run_epoch(order, 128, lambda i: 0.1)
+        b.synchronize()
+        epochs.append(time.perf_counter() - s)
+print(json.dumps({"import_and_cuda_init_s": t1 - t0, "compile_or_load_kernels_s": t2 - t1,
+                  "first_epoch_s": epochs[0], "later_epoch_s": min(epochs[1:])}))
+"""
+
+
+def first_epoch_overhead() -> dict:
+    """Kernel build and graph capture, cold (empty kernel cache) then warm (same cache)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, CUPY_CACHE_DIR=cache)
+        for label in ("cold_cache", "warm_cache"):
+            proc = subprocess.run([sys.executable, "-c", _OVERHEAD], env=env, capture_output=True,
+                                  text=True, timeout=300)
+            if proc.returncode != 0:
+                out[label] = {"error": proc.stderr.strip().splitlines()[-1:]}
+            else:
+                out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir", required=True, help="directory with the full MNIST IDX files")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--batches", default="128,512")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
+    args = ap.parse_args(argv)
+
+    data = mnist_xp.load_mnist("full", data_dir=args.data_dir, download=False)
+    x = np.ascontiguousarray(data.x_train.reshape(len(data.x_train), -1))
+    y = data.y_train.astype(np.int64)
+    backend = get_backend("cuda", require=True)
+    info = machine_info()
+    info["gpu"] = backend.describe()
+    result = {"machine": info, "n_train": len(y), "lr": LR, "momentum": MOMENTUM,
+              "rounds": args.rounds, "batches": {}, "errors": {}}
+    skip = set(filter(None, args.skip.split(",")))
+    makers = {
+        "mnist_xp graphs": lambda b: MnistXp(x, y, b, "graphs"),
+        "mnist_xp eager": lambda b: MnistXp(x, y, b, "eager"),
+        "mnist_xp generic": lambda b: MnistXp(x, y, b, "generic"),
+        "torch eager": lambda b: Torch(x, y, b, graphs=False),
+        "torch graphs": lambda b: Torch(x, y, b, graphs=True),
+    }
+    for batch in [int(b) for b in args.batches.split(",")]:
+        variants = {}
+        for name, make in makers.items():
+            if name in skip:
+                continue
+            try:
+                variants[name] = make(batch)
+            except Exception as exc:  # report and go on: one broken peer must not hide the rest
+                result["errors"][f"{name} @ {batch}"] = f"{type(exc).__name__}: {exc}"
+                print(f"{name} @ batch {batch}: {type(exc).__name__}: {exc}", flush=True)
+        timed, failed = time_epochs(variants, args.rounds)
+        for name, err in failed.items():
+            result["errors"][f"{name} @ {batch}"] = err
+        ours = timed.get("mnist_xp graphs", {}).get("median_s")
+        for name, row in timed.items():
+            row["ours_faster_by"] = row["median_s"] / ours if ours else None
+        result["batches"][str(batch)] = timed
+        if "mnist_xp graphs" in variants and "mnist_xp graphs" not in failed:
+            try:
+                result.setdefault("kernel_profile", {})[str(batch)] = kernel_profile(
+                    variants["mnist_xp graphs"])
+            except Exception as exc:
+                result["errors"][f"kernel_profile @ {batch}"] = f"{type(exc).__name__}: {exc}"
+        del variants
+    try:
+        result["time_to_98"] = time_to_accuracy(data)
+    except Exception as exc:
+        result["errors"]["time_to_98"] = f"{type(exc).__name__}: {exc}"
+    try:
+        result["first_epoch_overhead"] = first_epoch_overhead()
+    except Exception as exc:
+        result["errors"]["first_epoch_overhead"] = f"{type(exc).__name__}: {exc}"
+    path = write_result(Path(args.out), "gpu_epoch_time", result)
+
+    print(f"\n{info['gpu']}; median of {args.rounds} interleaved epochs of {len(y):,} images")
+    print(f"{'batch':>5}  {'variant':<18}{'epoch ms':>10}{'min ms':>9}{'graphs faster by':>18}"
+          f"{'train acc':>11}")
+    for batch, timed in result["batches"].items():
+        for name, row in timed.items():
+            ratio = row["ours_faster_by"]
+            print(f"{batch:>5}  {name:<18}{row['median_s'] * 1e3:>10.2f}{row['min_s'] * 1e3:>9.2f}"
+                  f"{(f'{ratio:.1f}x' if ratio else '-'):>18}{row['train_accuracy']:>11.4f}")
+    t98 = result.get("time_to_98")
+    if t98:
+        r = t98["reached"]
+        when = ("not reached" if r is None
+                else "%.3f s, epoch %d" % (r["training_seconds"], r["epoch"]))
+        print(f"time to 98% (default preset): {when}; final {t98['final_test_accuracy']:.4f}; "
+              f"first epoch {t98['first_epoch_seconds']:.3f} s")
+    for batch, prof in result.get("kernel_profile", {}).items():
+        print(f"batch {batch} kernels: " + "; ".join(
+            f"{k} {v['us_per_launch']:.2f} us ({v['registers']} regs, {v['local_bytes']} B local)"
+            for k, v in prof.items()))
+    print("first-epoch overhead:", json.dumps(result.get("first_epoch_overhead")))
+    if result["errors"]:
+        print("errors:", json.dumps(result["errors"], indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
