@@ -73,11 +73,11 @@ def test_unsupported_setups_name_the_reason(arch, dtype, pixels, side, reason):
 def test_launch_shapes_cover_every_row_and_parameter():
     arch = Architecture()
     shapes = kern.launch_shapes(arch, 128)
-    assert shapes["hidden_partial"] == (16, 7)  # 8 rows per block, 7 slices of 112 inputs
+    assert shapes["hidden_partial"] == (16, 14)  # 8 rows per block, 14 slices of 56 inputs
     assert shapes["output_backward"] == (32,)  # one warp per sample, 4 per block
-    # 25 x 4 tiles of W1, then 1110 small parameters at 256 per block
-    assert shapes["grads_update"] == (100 + 5,)
-    assert kern.launch_shapes(arch, 96)["hidden_partial"] == (12, 7)
+    # 25 x 4 tiles of W1, then 101 warps (100 rows of W2 with b1, and b2) at 8 per block
+    assert shapes["grads_update"] == (100 + 13,)
+    assert kern.launch_shapes(arch, 96)["hidden_partial"] == (12, 14)
     assert kern.launch_shapes(arch, 1)["output_backward"] == (1,)
 
 
@@ -219,7 +219,7 @@ def test_emulated_cuda_runner_matches_the_generic_path(monkeypatch, activation, 
 
 @needs_compiler
 def test_emulated_step_at_mnist_size_matches_the_generic_step(monkeypatch):
-    # the real shapes: 784 inputs in 7 slices, 100 hidden units (4 lanes' worth per warp),
+    # the real shapes: 784 inputs in 14 full slices, 100 hidden units (4 per lane),
     # 25 x 4 W1 tiles; one batch of 20 samples
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (20, 784), dtype=np.uint8)

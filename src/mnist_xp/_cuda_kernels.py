@@ -14,9 +14,10 @@ One training step is three kernels, each fusing what the generic path does in ma
     gradient ``dz``, then back-propagates to ``dh``. The batch's loss and hits are
     added to two device counters (read once per epoch).
 ``grads_update``
-    the weight gradients as small tiled products (``xbuf.T @ dh``, ``h.T @ dz`` and
-    the bias sums, each summed over the batch in a fixed order) with the SGD/momentum
-    update applied in the same kernel: no gradient ever goes to device memory.
+    the weight gradients (``xbuf.T @ dh`` as 32x32 tiles; ``h.T @ dz`` and the bias
+    sums one warp per row, lanes striding over the batch and reduced by shuffles; all
+    summed in a fixed order) with the SGD/momentum update applied in the same kernel:
+    no gradient ever goes to device memory.
 
 No cuBLAS and no cuRAND are called, so the whole epoch can be captured as one CUDA
 graph (CuPy refuses cuBLAS calls during stream capture). The arithmetic matches
@@ -48,7 +49,7 @@ __all__ = [
 
 KERNEL_NAMES = ("hidden_partial", "output_backward", "grads_update")
 ROWS_A = 8  # rows of the batch per hidden_partial block
-K_SLICE = 112  # inputs per split-K slice (784 = 7 slices)
+K_SLICE = 56  # inputs per split-K slice (784 = 14 slices)
 THREADS_A = 128
 THREADS_B = 128  # 4 warps: 4 samples per block
 THREADS_C = 256  # 8 warps: a 32x32 tile, 4 outputs per thread
@@ -83,6 +84,13 @@ __device__ __forceinline__ real activation_grad(real h) {
 #else
     return h * ((real)1 - h);
 #endif
+}
+
+__device__ __forceinline__ real warp_sum(real v) {
+    // butterfly: every lane gets the same sum, in a fixed order (deterministic)
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
@@ -128,11 +136,21 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
 #pragma unroll
         for (int r = 0; r < ROWS_A; ++r) acc[r] = (real)0;
         const real* w = W1 + (long long)k0 * N_HID + j;
-#pragma unroll 4
-        for (int kk = 0; kk < kn; ++kk) {
-            const real wv = w[(long long)kk * N_HID];
+        if (kn == K_SLICE) {
+            // unrolled: the slice's weight loads are all in flight at once (the loop is
+            // bound by load latency, not arithmetic)
 #pragma unroll
-            for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][kk] * wv;
+            for (int kk = 0; kk < K_SLICE; ++kk) {
+                const real wv = w[(long long)kk * N_HID];
+#pragma unroll
+                for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][kk] * wv;
+            }
+        } else {
+            for (int kk = 0; kk < kn; ++kk) {
+                const real wv = w[(long long)kk * N_HID];
+#pragma unroll
+                for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][kk] * wv;
+            }
         }
 #pragma unroll
         for (int r = 0; r < ROWS_A; ++r)
@@ -161,6 +179,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
         real a = (real)0;
         if (j < N_HID) {
             const real* p = part + (long long)row * NSPLIT * N_HID + j;
+#pragma unroll
             for (int s = 0; s < NSPLIT; ++s) a += p[s * N_HID];
             a = activate(a + b1[j]);
             h[(long long)row * N_HID + j] = a;
@@ -170,12 +189,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
         hv[q] = a;
     }
 #pragma unroll
-    for (int c = 0; c < N_OUT; ++c) {
-        real v = z[c];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        z[c] = v + b2[c];
-    }
+    for (int c = 0; c < N_OUT; ++c) z[c] = warp_sum(z[c]) + b2[c];
     // every lane now holds the sample's scores; each computes the same dz
     const int label = (int)labels[order[base + row]];
     int best = 0;
@@ -246,21 +260,40 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
 {
     const real lr = lrs[step];
     if (blockIdx.x < W1_TILES) {
-        // W1 gradient tile (TILE inputs x TILE hidden units) = xbuf.T @ dh, then update
+        // W1 gradient tile (TILE inputs x TILE hidden units) = xbuf.T @ dh, then update;
+        // the batch is walked in chunks of TILE rows, the next chunk's loads in flight
+        // while the current one is summed
         __shared__ real xs[TILE][TILE + 1];
         __shared__ real ds[TILE][TILE + 1];
         const int kt = blockIdx.x / J_TILES, jt = blockIdx.x - kt * J_TILES;
         const int k0 = kt * TILE, j0 = jt * TILE;
         const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
+        constexpr int PER = TILE * TILE / THREADS_C;
+        real px[PER], pd[PER];
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+            const int t = threadIdx.x + THREADS_C * e, b = t >> 5, k = k0 + (t & 31), j = j0 + (t & 31);
+            px[e] = (b < rows && k < N_IN) ? xbuf[(long long)b * N_IN + k] : (real)0;
+            pd[e] = (b < rows && j < N_HID) ? dh[(long long)b * N_HID + j] : (real)0;
+        }
         real acc[4] = {(real)0, (real)0, (real)0, (real)0};
         for (int b0 = 0; b0 < rows; b0 += TILE) {
-            for (int t = threadIdx.x; t < TILE * TILE; t += THREADS_C) {
-                const int bb = t >> 5, cc = t & 31, b = b0 + bb;
-                const int k = k0 + cc, j = j0 + cc;
-                xs[bb][cc] = (b < rows && k < N_IN) ? xbuf[(long long)b * N_IN + k] : (real)0;
-                ds[bb][cc] = (b < rows && j < N_HID) ? dh[(long long)b * N_HID + j] : (real)0;
+#pragma unroll
+            for (int e = 0; e < PER; ++e) {
+                const int t = threadIdx.x + THREADS_C * e;
+                xs[t >> 5][t & 31] = px[e];
+                ds[t >> 5][t & 31] = pd[e];
             }
             __syncthreads();
+            if (b0 + TILE < rows) {
+#pragma unroll
+                for (int e = 0; e < PER; ++e) {
+                    const int t = threadIdx.x + THREADS_C * e, b = b0 + TILE + (t >> 5);
+                    const int k = k0 + (t & 31), j = j0 + (t & 31);
+                    px[e] = (b < rows && k < N_IN) ? xbuf[(long long)b * N_IN + k] : (real)0;
+                    pd[e] = (b < rows && j < N_HID) ? dh[(long long)b * N_HID + j] : (real)0;
+                }
+            }
             const int bn = min(TILE, rows - b0);
             for (int bb = 0; bb < bn; ++bb) {
                 const real d = ds[bb][tx];
@@ -280,27 +313,39 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
         }
         return;
     }
-    // the small parameters: one thread per W2 entry, then b1, then b2
-    int t = (blockIdx.x - W1_TILES) * THREADS_C + threadIdx.x;
-    if (t < N_HID * N_OUT) {
-        const int j = t / N_OUT, c = t - j * N_OUT;
-        real g = (real)0;
-        for (int b = 0; b < rows; ++b) g += h[(long long)b * N_HID + j] * dz[(long long)b * N_OUT + c];
-        sgd_update(W2 + t, V2 + t, g, lr, mu, wd, nesterov);
-        return;
-    }
-    t -= N_HID * N_OUT;
-    if (t < N_HID) {
-        real g = (real)0;
-        for (int b = 0; b < rows; ++b) g += dh[(long long)b * N_HID + t];
-        sgd_update(b1 + t, Vb1 + t, g, lr, mu, (real)0, nesterov);  // biases: no decay
-        return;
-    }
-    t -= N_HID;
-    if (t < N_OUT) {
-        real g = (real)0;
-        for (int b = 0; b < rows; ++b) g += dz[(long long)b * N_OUT + t];
-        sgd_update(b2 + t, Vb2 + t, g, lr, mu, (real)0, nesterov);
+    // the small parameters, one warp each, lanes striding over the batch: warp j < N_HID
+    // takes row j of W2 and b1[j]; warp N_HID takes b2
+    const int warp = ((blockIdx.x - W1_TILES) * THREADS_C + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    real g[N_OUT];
+#pragma unroll
+    for (int c = 0; c < N_OUT; ++c) g[c] = (real)0;
+    if (warp < N_HID) {
+        const int j = warp;
+        real gb = (real)0;
+        for (int b = lane; b < rows; b += 32) {
+            const real hv = h[(long long)b * N_HID + j];
+            gb += dh[(long long)b * N_HID + j];
+#pragma unroll
+            for (int c = 0; c < N_OUT; ++c) g[c] += hv * dz[(long long)b * N_OUT + c];
+        }
+        gb = warp_sum(gb);
+#pragma unroll
+        for (int c = 0; c < N_OUT; ++c) {
+            const real gc = warp_sum(g[c]);
+            if (lane == c % 32) sgd_update(W2 + j * N_OUT + c, V2 + j * N_OUT + c, gc, lr, mu, wd, nesterov);
+        }
+        if (lane == 31) sgd_update(b1 + j, Vb1 + j, gb, lr, mu, (real)0, nesterov);  // biases: no decay
+    } else if (warp == N_HID) {
+        for (int b = lane; b < rows; b += 32) {
+#pragma unroll
+            for (int c = 0; c < N_OUT; ++c) g[c] += dz[(long long)b * N_OUT + c];
+        }
+#pragma unroll
+        for (int c = 0; c < N_OUT; ++c) {
+            const real gc = warp_sum(g[c]);
+            if (lane == c % 32) sgd_update(b2 + c, Vb2 + c, gc, lr, mu, (real)0, nesterov);
+        }
     }
 }
 """
@@ -355,9 +400,9 @@ def launch_shapes(arch: Architecture, rows: int) -> dict[str, tuple[int, ...]]:
     """Grid shape of each kernel for a batch of `rows` samples (blocks per axis)."""
     n_split = -(-arch.n_inputs // K_SLICE)
     w1_tiles = -(-arch.n_inputs // TILE) * -(-arch.n_hidden // TILE)
-    small = arch.n_hidden * arch.n_outputs + arch.n_hidden + arch.n_outputs
+    small_warps = arch.n_hidden + 1  # a W2 row and b1 entry each, then b2
     return {
         "hidden_partial": (-(-rows // ROWS_A), n_split),
         "output_backward": (-(-rows * 32 // THREADS_B),),
-        "grads_update": (w1_tiles + -(-small // THREADS_C),),
+        "grads_update": (w1_tiles + -(-small_warps * 32 // THREADS_C),),
     }

@@ -111,6 +111,11 @@ class Backend:
         """
         return to_numpy(a)
 
+    @property
+    def is_async(self) -> bool:
+        """True when work is queued on a device and runs while the host goes on (CUDA)."""
+        return self.name == "cupy"
+
     def synchronize(self) -> None:
         """Wait until the device has finished all queued work (no-op on the CPU)."""
         if self.name == "cupy":

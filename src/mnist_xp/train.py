@@ -234,15 +234,22 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
                   if fast else None)
         if runner is None:
             runner = GenericEpochs(params, arch, opt, x, y, backend, shifter)
+
+        def draw_epoch():
+            # The shuffle is drawn on the host (the same order on every backend for a
+            # seed) and uploaded once per epoch; the batches' shifts stay on the host
+            # (Python integers choose slices, never a sync).
+            order = rng.permutation(n).astype(np.int64)
+            shifts = (rng.integers(0, shifter.n_shifts, n_batches).tolist()
+                      if shifter is not None else None)
+            return order, shifts
+
+        pending = draw_epoch()
         for epoch in range(1, config.epochs + 1):
             if progress is not None:
                 progress.start(epoch, n_batches)
-            # The shuffle is drawn on the host and uploaded once per epoch; the batches'
-            # shifts stay on the host (Python integers choose slices, never a sync).
-            order = backend.asarray(rng.permutation(n).astype(np.int64))
-            shift_ids = None
-            if shifter is not None:
-                shift_ids = rng.integers(0, shifter.n_shifts, n_batches).tolist()
+            host_order, shift_ids = pending
+            order = backend.asarray(host_order)
             backend.synchronize()  # sync point: the uploads stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches
@@ -253,8 +260,13 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
                 on_batch=None if progress is None else progress.advance,
             )
             runner.write_back(params)
+            last = epoch == config.epochs
+            if backend.is_async and not last:
+                pending = draw_epoch()  # on the host while the device runs the queued epoch
             backend.synchronize()  # sync point: the epoch's work is done before the clock is read
             seconds = time.perf_counter() - t0
+            if not backend.is_async and not last:
+                pending = draw_epoch()
             # The one device -> host read of the epoch's training metrics.
             loss_sum, correct = backend.to_numpy(loss_sum), backend.to_numpy(correct)
             record = {
