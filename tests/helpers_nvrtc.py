@@ -58,3 +58,39 @@ def compile_ptx(source: str, path: str, arch: str = "compute_90") -> tuple[bool,
         ptx = buf.value
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     return rc == 0, log.value.decode(errors="replace"), ptx.decode(errors="replace")
+
+
+def find_ptxas() -> str | None:
+    """Path of ptxas (the PTX to machine-code assembler of the CUDA toolkit), or None."""
+    import shutil
+
+    for root in (os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if root and os.path.exists(os.path.join(root, "bin", "ptxas")):
+            return os.path.join(root, "bin", "ptxas")
+    return shutil.which("ptxas")
+
+
+def resource_usage(ptx: str, ptxas: str, arch: str = "sm_90") -> dict[str, dict[str, int]]:
+    """Registers and spill bytes per kernel, from ``ptxas -v`` on `ptx`."""
+    import re
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        proc = subprocess.run([ptxas, f"-arch={arch}", "-v", src, "-o", os.path.join(tmp, "k.cubin")],
+                              capture_output=True, text=True, check=True)
+    usage, current = {}, None
+    for line in proc.stderr.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            current = usage.setdefault(m.group(1), {})
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and current is not None:
+            current["spill_bytes"] = int(m.group(1)) + int(m.group(2))
+        m = re.search(r"Used (\d+) registers", line)
+        if m and current is not None:
+            current["registers"] = int(m.group(1))
+    return usage

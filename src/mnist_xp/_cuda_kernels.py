@@ -50,6 +50,7 @@ __all__ = [
 KERNEL_NAMES = ("hidden_partial", "output_backward", "grads_update")
 ROWS_A = 8  # rows of the batch per hidden_partial block
 K_SLICE = 56  # inputs per split-K slice (784 = 14 slices)
+K_GROUP = 14  # weight loads in flight together within a slice
 THREADS_A = 128
 THREADS_B = 128  # 4 warps: 4 samples per block
 THREADS_C = 256  # 8 warps: a 32x32 tile, 4 outputs per thread
@@ -137,15 +138,28 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
         for (int r = 0; r < ROWS_A; ++r) acc[r] = (real)0;
         const real* w = W1 + (long long)k0 * N_HID + j;
         if (kn == K_SLICE) {
-            // unrolled: the slice's weight loads are all in flight at once (the loop is
-            // bound by load latency, not arithmetic)
+            // The loop is bound by the latency of the weight loads, not by arithmetic:
+            // the slice goes in groups of K_GROUP loads, the next group's in flight
+            // while the current one is used (a full unroll would spill registers).
+            real wa[K_GROUP], wb[K_GROUP];
 #pragma unroll
-            for (int kk = 0; kk < K_SLICE; ++kk) {
-                const real wv = w[(long long)kk * N_HID];
+            for (int u = 0; u < K_GROUP; ++u) wa[u] = w[(long long)u * N_HID];
+#pragma unroll 1
+            for (int g = 0; g < K_SLICE; g += K_GROUP) {
+                if (g + K_GROUP < K_SLICE) {
 #pragma unroll
-                for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][kk] * wv;
+                    for (int u = 0; u < K_GROUP; ++u) wb[u] = w[(long long)(g + K_GROUP + u) * N_HID];
+                }
+#pragma unroll
+                for (int u = 0; u < K_GROUP; ++u) {
+#pragma unroll
+                    for (int r = 0; r < ROWS_A; ++r) acc[r] += xs[r][g + u] * wa[u];
+                }
+#pragma unroll
+                for (int u = 0; u < K_GROUP; ++u) wa[u] = wb[u];
             }
         } else {
+#pragma unroll 4
             for (int kk = 0; kk < kn; ++kk) {
                 const real wv = w[(long long)kk * N_HID];
 #pragma unroll
@@ -295,10 +309,19 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
                 }
             }
             const int bn = min(TILE, rows - b0);
-            for (int bb = 0; bb < bn; ++bb) {
-                const real d = ds[bb][tx];
+            if (bn == TILE) {
+#pragma unroll 8
+                for (int bb = 0; bb < TILE; ++bb) {
+                    const real d = ds[bb][tx];
 #pragma unroll
-                for (int m = 0; m < 4; ++m) acc[m] += xs[bb][ty + 8 * m] * d;
+                    for (int m = 0; m < 4; ++m) acc[m] += xs[bb][ty + 8 * m] * d;
+                }
+            } else {
+                for (int bb = 0; bb < bn; ++bb) {
+                    const real d = ds[bb][tx];
+#pragma unroll
+                    for (int m = 0; m < 4; ++m) acc[m] += xs[bb][ty + 8 * m] * d;
+                }
             }
             __syncthreads();
         }
@@ -375,6 +398,7 @@ def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str:
         "N_IN": arch.n_inputs, "N_HID": arch.n_hidden, "N_OUT": arch.n_outputs,
         "SIDE": side, "ACT_RELU": int(arch.activation == "relu"),
         "LOSS_CE": int(arch.loss == "cross_entropy"), "ROWS_A": ROWS_A, "K_SLICE": K_SLICE,
+        "K_GROUP": K_GROUP,
         "THREADS_A": THREADS_A, "THREADS_B": THREADS_B, "THREADS_C": THREADS_C, "TILE": TILE,
     }
     head = [f"typedef {real} real;", f"typedef {pixel} in_t;"]
