@@ -36,3 +36,12 @@ def write_mnist_dir(
 def gunzip_sha256(data: bytes) -> str:
     """Hex SHA-256 of the decompressed content of gzip `data`."""
     return hashlib.sha256(gzip.decompress(data)).hexdigest()
+
+
+def blobs(n: int = 90, side: int = 6, n_classes: int = 4, seed: int = 0):
+    """Separable uint8 images (n, side*side) around random class centres, int64 labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(30, 220, size=(n_classes, side * side))
+    y = rng.integers(0, n_classes, n).astype(np.int64)
+    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
+    return x.astype(np.uint8), y

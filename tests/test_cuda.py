@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_data import blobs
 
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
@@ -21,14 +22,6 @@ CPU = get_backend("cpu")
 @pytest.fixture
 def gpu(cuda_backend):
     return cuda_backend
-
-
-def blobs(n=300, side=6, n_classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(30, 220, size=(n_classes, side * side))
-    y = rng.integers(0, n_classes, n).astype(np.int64)
-    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
-    return x.astype(np.uint8), y
 
 
 def run(backend, x, y, arch, config, dtype=np.float32, seed=3, **kw):

@@ -16,6 +16,7 @@ import types
 import numpy as np
 import pytest
 from helpers_cuda_emu import EmulatedModule, compiler_available
+from helpers_data import blobs
 from helpers_nvrtc import compile_ptx, find_nvrtc, find_ptxas, resource_usage
 
 from mnist_xp import _cuda_kernels as kern
@@ -166,14 +167,6 @@ def emulated_runner(graphs):
                               shifter, graphs=use_graphs)
     use_graphs = graphs
     return epoch_runner
-
-
-def blobs(n=90, side=6, n_classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(30, 220, size=(n_classes, side * side))
-    y = rng.integers(0, n_classes, n).astype(np.int64)
-    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
-    return x.astype(np.uint8), y
 
 
 def trained(x, y, arch, config, dtype, runner=None, monkeypatch=None, seed=3):
