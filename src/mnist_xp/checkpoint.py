@@ -24,10 +24,15 @@ from .errors import ModelFileError
 from .estimator import MLPClassifier
 from .model import PARAM_NAMES, Architecture
 
-__all__ = ["save", "load", "read_metadata", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "read_metadata", "default_model_path", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "mnist_xp.model"
 FORMAT_VERSION = 1
+
+
+def default_model_path() -> Path:
+    """The pretrained model shipped inside the package (``--preset best``, full MNIST)."""
+    return Path(__file__).resolve().parent / "models" / "default.npz"
 
 
 def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None = None) -> Path:
