@@ -256,3 +256,41 @@ def test_default_settings_reach_96_percent_on_the_bundled_subset():
         clf = MLPClassifier.from_preset("default", device="cpu", random_state=0)
         clf.fit(data.x_train.reshape(-1, 784), data.y_train)
     assert clf.score(data.x_test.reshape(-1, 784), data.y_test) >= 0.96
+
+
+def test_validation_fraction_holds_out_data_and_keeps_the_best_epoch():
+    x, y = blobs()
+    clf = small(epochs=6, validation_fraction=0.25).fit(x, y)
+    h = clf.history_
+    assert all(r["val_accuracy"] is not None for r in h)
+    best = max(r["val_accuracy"] for r in h)
+    assert h[clf.best_epoch_ - 1]["val_accuracy"] == best
+    assert [r["epoch"] for r in h if r.get("best")] == [clf.best_epoch_]
+    # the same seed holds out the same rows, so refitting gives the same model
+    again = small(epochs=6, validation_fraction=0.25).fit(x, y)
+    np.testing.assert_array_equal(clf.params_["W1"], again.params_["W1"])
+
+
+def test_without_validation_the_last_epoch_is_kept():
+    clf = small(epochs=3).fit(*blobs())
+    assert clf.best_epoch_ == 3 and clf.history_[-1]["val_accuracy"] is None
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(validation_fraction=1.0), "validation_fraction must be in"),
+    (dict(validation_fraction=0.0001), "at least one of each"),
+    (dict(n_iter_no_change=3), "needs a validation_fraction"),
+    (dict(augment={"spin": 1}), "unknown distortion settings"),
+    (dict(optimizer="rmsprop"), "optimizer must be one of"),
+])
+def test_bad_training_settings_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small(**kw).fit(*blobs())
+
+
+def test_best_preset_distorts_images():
+    assert PRESETS["best"]["augment"]["elastic"] > 0 and PRESETS["best"]["shift"] == 0
+    clf = MLPClassifier.from_preset("best", epochs=4, device="cpu", random_state=0)
+    d = load_mnist("bundled")
+    clf.fit(d.x_train[:2000].reshape(2000, -1), d.y_train[:2000])
+    assert clf.score(d.x_test[:500].reshape(500, -1), d.y_test[:500]) > 0.8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_xp.augment import RandomShift, image_side
+from mnist_xp.augment import Distortion, RandomShift, image_side
 from mnist_xp.model import Architecture, forward, init_params
 from mnist_xp.train import (
     TrainConfig,
@@ -47,7 +47,8 @@ def test_training_learns_separable_data(backend):
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
     assert history[-1]["test_accuracy"] > 0.95
     for r in history:
-        assert set(r) == {"epoch", "train_loss", "train_accuracy", "test_accuracy", "seconds", "device"}
+        assert set(r) == {"epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy",
+                          "seconds", "device"}
         assert isinstance(r["train_loss"], float) and isinstance(r["test_accuracy"], float)
         assert 0 <= r["train_accuracy"] <= 1 and r["seconds"] >= 0
         assert r["device"] == backend.device
@@ -132,7 +133,10 @@ def test_cosine_schedule_runs_from_peak_to_zero():
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(epochs=1.5),
-                                 dict(schedule="step"), dict(shift=-1)])
+                                 dict(schedule="linear"), dict(shift=-1), dict(optimizer="lbfgs"),
+                                 dict(warmup=-1), dict(warmup=20, epochs=10),
+                                 dict(label_smoothing=1.0), dict(label_smoothing=-0.1),
+                                 dict(shift=1, distortion=Distortion(rotate=5))])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
@@ -240,3 +244,44 @@ def test_cuda_batch_loop_never_waits_for_the_device(cuda_backend):
                                         yd, order, arch, params["W1"].dtype, 32, 1 / 255, b,
                                         lr_at=lambda i: 0.1)
         assert np.isfinite(float(b.to_numpy(loss)))
+
+
+def test_validation_keeps_the_weights_of_the_best_epoch():
+    x, y = blobs(n=200, n_features=36)
+    arch = Architecture(36, 8, 3)
+    rng = np.random.default_rng(0)
+    params = init_params(arch, np.float32, rng)
+    snapshots = {}
+    # a large constant rate makes validation accuracy go up and down
+    config = TrainConfig(epochs=8, batch_size=16, learning_rate=2.0, momentum=0.9)
+    history = train(params, x[:150], y[:150], arch=arch, config=config, backend=get_numpy(),
+                    rng=rng, val_set=(x[150:], y[150:]),
+                    on_epoch=lambda r: snapshots.__setitem__(
+                        r["epoch"], {k: v.copy() for k, v in params.items()}))
+    accs = [r["val_accuracy"] for r in history]
+    best = int(np.argmax(accs)) + 1  # the first epoch with the highest accuracy
+    assert [r["epoch"] for r in history if r.get("best")] == [best]
+    for k in params:
+        np.testing.assert_array_equal(params[k], snapshots[best][k])
+
+
+def test_patience_stops_when_validation_accuracy_stops_improving():
+    x, y = blobs(n=200, n_features=36)
+    arch = Architecture(36, 8, 3)
+    rng = np.random.default_rng(0)
+    params = init_params(arch, np.float32, rng)
+    history = train(params, x[:150], y[:150], arch=arch,
+                    config=TrainConfig(epochs=30, batch_size=16), backend=get_numpy(), rng=rng,
+                    val_set=(x[150:], y[150:]), patience=2)
+    best = [r["epoch"] for r in history if r.get("best")][0]
+    assert len(history) == best + 2 < 30
+    assert all(r["val_accuracy"] <= history[best - 1]["val_accuracy"] for r in history)
+
+
+def test_patience_needs_a_validation_set():
+    x, y = blobs(n=40, n_features=36)
+    arch = Architecture(36, 8, 3)
+    with pytest.raises(ValueError, match="patience needs a validation set"):
+        train(init_params(arch, np.float32, np.random.default_rng(0)), x, y, arch=arch,
+              config=TrainConfig(epochs=2), backend=get_numpy(), rng=np.random.default_rng(0),
+              patience=3)

@@ -33,7 +33,7 @@ import contextlib
 
 import numpy as np
 
-from .augment import RandomShift
+from .augment import EpochWarps, RandomShift, RandomWarp
 from .model import Architecture
 from .optim import SGD
 
@@ -84,6 +84,10 @@ class _Buffers:
         self.target = np.empty((n_out, rows), bool)
         self.m = np.empty(rows, dtype)
         self.s = np.empty(rows, dtype)
+        # per-image warps: each sample's warp, its source positions and in-image mask
+        self.warp = {"ids": np.empty(rows, np.int64), "offset": np.empty(rows, np.int64),
+                     "pix": np.empty((rows, n_in), np.int64),
+                     "keep": np.empty((rows, n_in), np.uint8)}
 
 
 class NumpyEpochRunner:
@@ -100,12 +104,16 @@ class NumpyEpochRunner:
     y : numpy.ndarray, shape (n,), int64 class indices.
     shifter : RandomShift, optional
         When given, each batch is moved by the shift `run_epoch` is given for it.
+    warper : RandomWarp, optional
+        When given, each image is distorted by the warp `run_epoch` is given for it.
     """
 
     def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x: np.ndarray,
-                 y: np.ndarray, shifter: RandomShift | None = None):
+                 y: np.ndarray, shifter: RandomShift | None = None,
+                 warper: RandomWarp | None = None):
         self.arch, self.opt = arch, optimizer
-        self.x, self.y, self.shifter = x, y, shifter
+        self.x, self.y, self.shifter, self.warper = x, y, shifter, warper
+        self.x_flat = x.reshape(-1)
         self.dtype = params["W1"].dtype
         self.scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
         n_in = arch.n_inputs
@@ -169,8 +177,21 @@ class NumpyEpochRunner:
             dst[strip] = 0
         np.copyto(dst[to], buf.raw.reshape(rows, side, side)[frm], casting="unsafe")
 
+    def _gather_warped(self, buf: _Buffers, idx: np.ndarray, warps: EpochWarps) -> None:
+        """Fill the input part of ``buf.x`` with the batch's images, each through its warp."""
+        n_in = self.arch.n_inputs
+        w = buf.warp
+        np.take(warps.ids, idx, out=w["ids"])
+        np.take(warps.index, w["ids"], axis=0, out=w["pix"])
+        np.multiply(idx, n_in, out=w["offset"])
+        w["pix"] += w["offset"][:, None]  # positions in the flattened data set
+        np.take(self.x_flat, w["pix"], out=buf.raw)
+        np.take(warps.keep, w["ids"], axis=0, out=w["keep"])
+        np.multiply(buf.raw, w["keep"], out=buf.raw)
+        np.copyto(buf.x[:, :n_in], buf.raw, casting="unsafe")
+
     def run_epoch(self, order: np.ndarray, batch_size: int, lr_at, shift_ids=None,
-                  on_batch=None) -> tuple[float, int]:
+                  on_batch=None, warps: EpochWarps | None = None) -> tuple[float, int]:
         """Train one pass over `order`; return (summed loss, correct count)."""
         n = order.shape[0]
         losses = np.empty(n, self.dtype)
@@ -180,7 +201,10 @@ class NumpyEpochRunner:
                 stop = min(start + batch_size, n)
                 idx = order[start:stop]
                 buf = self._buffers_for(stop - start)
-                self._gather(buf, idx, None if shift_ids is None else shift_ids[i])
+                if warps is not None:
+                    self._gather_warped(buf, idx, warps)
+                else:
+                    self._gather(buf, idx, None if shift_ids is None else shift_ids[i])
                 np.take(self.y, idx, out=buf.y)
                 self._step(buf, buf.y, lr_at(i), losses[start:stop], hits[start:stop])
                 if on_batch is not None:

@@ -1,18 +1,28 @@
-"""Training-time augmentation: random translations, applied batch by batch.
+"""Training-time augmentation: batch-wise random shifts and per-image random warps.
 
-Each batch is moved by a whole number of pixels, up to `max_shift` in each direction,
-drawn afresh for every batch of every epoch (all images of a batch move alike);
-pixels moved in from outside are zero, as on MNIST's blank borders. The shifts are
-drawn on the host as Python integers, so applying one is a slice copy on the device:
-no per-pixel index arrays and no host-device traffic.
+`RandomShift` moves each batch by a whole number of pixels, up to `max_shift` in each
+direction, drawn afresh for every batch of every epoch (all images of a batch move
+alike); pixels moved in from outside are zero, as on MNIST's blank borders. The shifts
+are drawn on the host as Python integers, so applying one is a slice copy on the
+device: no per-pixel index arrays and no host-device traffic.
+
+`RandomWarp` distorts every image on its own: a random affine map (rotation, scale,
+shear, translation) plus an elastic distortion (a smoothed random displacement field,
+Simard et al. 2003). Each epoch a bank of `bank_size` warps is drawn on the host as
+pixel index tables (nearest-neighbour resampling) and uploaded once; every image then
+draws one warp of the bank. Applying a warp is a gather from the device-resident
+uint8 data, so it fuses with the batch gather that training does anyway: the
+distortion costs almost nothing on top of it.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
+import numpy as np
 
-__all__ = ["image_side", "RandomShift"]
+__all__ = ["image_side", "RandomShift", "Distortion", "RandomWarp", "EpochWarps"]
 
 
 def image_side(n_features: int) -> int | None:
@@ -77,3 +87,170 @@ def _axis(d: int, side: int) -> tuple[slice, slice, slice]:
     src = slice(max(-d, 0), side - max(d, 0))
     strip = slice(0, d) if d > 0 else slice(side + d, side)
     return dst, src, strip
+
+
+@dataclass(frozen=True)
+class Distortion:
+    """Ranges of the per-image random warps; 0 turns a part off.
+
+    Attributes
+    ----------
+    rotate : float
+        Largest rotation, degrees (uniform in ``[-rotate, rotate]``).
+    zoom : float
+        Largest relative change of scale (uniform in ``[1 - zoom, 1 + zoom]``).
+    shear : float
+        Largest shear angle, degrees.
+    translate : float
+        Largest translation along each axis, pixels.
+    elastic : float
+        Strength (alpha) of the elastic distortion: the displacement field is uniform
+        noise in [-1, 1] smoothed by a Gaussian of `sigma` pixels, times `elastic`.
+    sigma : float
+        Smoothing of the elastic field, pixels.
+    """
+
+    rotate: float = 0.0
+    zoom: float = 0.0
+    shear: float = 0.0
+    translate: float = 0.0
+    elastic: float = 0.0
+    sigma: float = 4.0
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if not (isinstance(value, (int, float, np.floating, np.integer))
+                    and math.isfinite(value) and value >= 0):
+                raise ValueError(f"distortion {name} must be a finite number >= 0, got {value!r}")
+        if self.zoom >= 1:
+            raise ValueError(f"distortion zoom must be < 1, got {self.zoom!r}")
+        if self.rotate > 180 or self.shear >= 90:
+            raise ValueError("distortion rotate must be <= 180 and shear < 90 degrees")
+        if self.elastic and not self.sigma > 0:
+            raise ValueError("an elastic distortion needs sigma > 0")
+
+    @property
+    def active(self) -> bool:
+        """Whether any part of the warp is on."""
+        return any((self.rotate, self.zoom, self.shear, self.translate, self.elastic))
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Distortion":
+        """A Distortion from a dict of its fields (None or {} give no distortion)."""
+        d = dict(d or {})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown distortion settings {unknown}; "
+                             f"known: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class EpochWarps:
+    """One epoch's warps on the device: the bank's tables and each sample's warp.
+
+    Attributes
+    ----------
+    index : device array, shape (bank_size, side * side), int64
+        For each warp and output pixel, the source pixel's position in the image row
+        (0 where the source falls outside; `keep` then zeroes it).
+    keep : device array, shape (bank_size, side * side), uint8
+        1 where the source pixel is inside the image, else 0.
+    ids : device array, shape (n,), int64
+        The warp of each training sample (by sample number, not by position in the
+        epoch's order).
+    """
+
+    index: object
+    keep: object
+    ids: object
+
+
+class RandomWarp:
+    """Per-image random affine and elastic warps of flattened square images.
+
+    Parameters
+    ----------
+    side : int
+        Image side in pixels (28 for MNIST).
+    distortion : Distortion
+    bank_size : int
+        How many distinct warps are drawn per epoch.
+    """
+
+    def __init__(self, side: int, distortion: Distortion, bank_size: int = 1024):
+        if not distortion.active:
+            raise ValueError("RandomWarp needs an active Distortion")
+        if bank_size < 1:
+            raise ValueError(f"bank_size must be >= 1, got {bank_size}")
+        self.side, self.distortion, self.bank_size = side, distortion, bank_size
+        self._blur = _gaussian_matrix(side, distortion.sigma) if distortion.elastic else None
+
+    def draw_bank(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Draw `bank_size` warps on the host.
+
+        Returns
+        -------
+        index : numpy.ndarray, shape (bank_size, side * side), int64
+        keep : numpy.ndarray, shape (bank_size, side * side), uint8
+        """
+        d, side, k = self.distortion, self.side, self.bank_size
+        rad = math.pi / 180.0
+        theta = rng.uniform(-d.rotate, d.rotate, k) * rad
+        shear = rng.uniform(-d.shear, d.shear, k) * rad
+        scale = rng.uniform(1 - d.zoom, 1 + d.zoom, k)
+        shift = rng.uniform(-d.translate, d.translate, (k, 2))
+        # forward map M = rotation @ shear @ scale; each output pixel samples M^-1 (p - t)
+        cos, sin, tan = np.cos(theta), np.sin(theta), np.tan(shear)
+        m = np.empty((k, 2, 2))
+        m[:, 0, 0], m[:, 0, 1] = cos * scale, (cos * tan - sin) * scale
+        m[:, 1, 0], m[:, 1, 1] = sin * scale, (sin * tan + cos) * scale
+        inv = np.linalg.inv(m)
+        centre = (side - 1) / 2.0
+        ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+        grid = np.stack([xs.ravel() - centre, ys.ravel() - centre])  # (2, P): x, y
+        rel = grid[None] - shift[:, :, None]  # (k, 2, P)
+        src = np.einsum("kij,kjp->kip", inv, rel) + centre
+        if d.elastic:
+            noise = rng.uniform(-1.0, 1.0, (k, 2, side, side))
+            smooth = self._blur @ noise @ self._blur.T  # separable Gaussian, zero outside
+            src += d.elastic * smooth.reshape(k, 2, side * side)
+        cx, cy = np.rint(src[:, 0]), np.rint(src[:, 1])
+        inside = (cx >= 0) & (cx < side) & (cy >= 0) & (cy < side)
+        index = np.where(inside, cy * side + cx, 0).astype(np.int64)
+        return index, inside.astype(np.uint8)
+
+    def draw_epoch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """A fresh bank and one warp per sample for an epoch of `n` samples, on the host.
+
+        Returns ``(index, keep, ids)``; `upload` puts them on a device.
+        """
+        index, keep = self.draw_bank(rng)
+        return index, keep, rng.integers(0, self.bank_size, n).astype(np.int64)
+
+    @staticmethod
+    def upload(host: tuple[np.ndarray, ...], backend) -> EpochWarps:
+        """`draw_epoch`'s arrays as `EpochWarps` on `backend`'s device."""
+        return EpochWarps(*(backend.asarray(a) for a in host))
+
+    def gather(self, x, rows, warps: EpochWarps, xp, first: int = 0):
+        """The warped images of samples `rows`: (len(rows), side*side), in `x`'s dtype.
+
+        `x` is the (n, side*side) device-resident data, `rows` the batch's sample
+        numbers (device int64).
+        """
+        p = self.side * self.side
+        ids = xp.take(warps.ids, rows, axis=0)
+        pix = xp.take(warps.index, ids, axis=0) + xp.reshape(rows * p, (-1, 1))
+        flat = xp.take(xp.reshape(x, (-1,)), xp.reshape(pix, (-1,)), axis=0)
+        keep = xp.take(warps.keep, ids, axis=0)
+        out = xp.reshape(flat, (rows.shape[0], p))
+        return out * keep if out.dtype == keep.dtype else out * xp.astype(keep, out.dtype)
+
+
+def _gaussian_matrix(side: int, sigma: float) -> np.ndarray:
+    """(side, side) matrix of a 1-D Gaussian blur with zero padding (kernel sums to 1)."""
+    i = np.arange(side)
+    g = np.exp(-0.5 * ((i[:, None] - i[None, :]) / sigma) ** 2)
+    radius = np.arange(-side, side + 1)
+    return g / np.exp(-0.5 * (radius / sigma) ** 2).sum()

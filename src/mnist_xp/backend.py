@@ -136,18 +136,24 @@ class Backend:
             return self.xp.cuda.Device(self.device_index)
         return contextlib.nullcontext()
 
-    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True):
+    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True,
+                     warper=None, label_smoothing=0.0):
         """This backend's fast path for whole training epochs, or None for the generic one.
 
         See `mnist_xp.train.GenericEpochs` for the interface; each fast path is tested
         against the generic path. On CUDA, `graphs` chooses between replaying each epoch
         as a captured CUDA graph (True) and launching the same kernels step by step.
+        `warper` (a `RandomWarp`) distorts each image; only the NumPy fast path has it.
         """
+        from .optim import SGD
+
+        if not isinstance(optimizer, SGD) or label_smoothing:
+            return None  # the fast paths implement SGD with one-hot targets
         if self.name == "numpy" and not optimizer.nesterov:
             from ._fast_cpu import NumpyEpochRunner
 
-            return NumpyEpochRunner(params, arch, optimizer, x, y, shifter)
-        if self.name == "cupy":
+            return NumpyEpochRunner(params, arch, optimizer, x, y, shifter, warper)
+        if self.name == "cupy" and warper is None:
             from ._fast_cuda import CudaEpochRunner
 
             if CudaEpochRunner.unsupported_reason(params, arch, x, shifter) is None:

@@ -145,7 +145,7 @@ def one_hot(y, n_classes: int, dtype, xp):
     return xp.astype(y[:, None] == xp.arange(n_classes, dtype=y.dtype), dtype)
 
 
-def loss_and_grads(params, x, y, arch: Architecture, xp):
+def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float = 0.0):
     """Loss, correct count and gradients of the mean loss for one batch.
 
     Parameters
@@ -155,6 +155,9 @@ def loss_and_grads(params, x, y, arch: Architecture, xp):
     y : array, shape (batch,), integer class indices in ``[0, n_outputs)``
     arch : Architecture
     xp : array namespace
+    label_smoothing : float
+        The targets are ``(1 - label_smoothing)`` times the one-hot vector plus
+        ``label_smoothing / n_outputs`` everywhere (Szegedy et al. 2016); 0 for one-hot.
 
     Returns
     -------
@@ -168,6 +171,8 @@ def loss_and_grads(params, x, y, arch: Architecture, xp):
     n = x.shape[0]
     h, z = forward(params, x, arch, xp)
     target = one_hot(y, arch.n_outputs, z.dtype, xp)
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / arch.n_outputs
     n_correct = xp.sum(xp.astype(xp.argmax(z, axis=1) == y, xp.int32))
     if arch.loss == "cross_entropy":
         shifted = z - xp.max(z, axis=1, keepdims=True)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SGD"]
+__all__ = ["SGD", "Adam", "OPTIMIZERS", "make_optimizer"]
+
+#: Names accepted by `make_optimizer` (and ``--optimizer``).
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 
 
 @dataclass(frozen=True)
@@ -60,3 +63,91 @@ class SGD:
                 p += mu * v - lr * g
             else:
                 p += v
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam (Kingma & Ba 2015), or AdamW with ``decoupled=True`` (Loshchilov & Hutter 2019).
+
+    With gradient ``g`` at step ``t`` (from 1): ``m <- b1 m + (1 - b1) g``,
+    ``v <- b2 v + (1 - b2) g^2``, ``p <- p - lr * m_hat / (sqrt(v_hat) + eps)`` with the
+    bias-corrected ``m_hat = m / (1 - b1^t)``, ``v_hat = v / (1 - b2^t)``.
+    ``weight_decay`` on the weight matrices (not biases) is added to the gradient (Adam,
+    an L2 penalty) or, decoupled, applied as ``p <- p - lr * weight_decay * p`` (AdamW).
+    """
+
+    learning_rate: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+
+    def __post_init__(self):
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+
+    def init_state(self, params, xp) -> dict:
+        """First and second moment buffers (zeros like each parameter) and the step count."""
+        return {"t": 0, "m": {k: xp.zeros_like(p) for k, p in params.items()},
+                "v": {k: xp.zeros_like(p) for k, p in params.items()}}
+
+    def step(self, params, grads, state, learning_rate: float | None = None) -> None:
+        """Update `params` (and `state`) in place from `grads` (same keys and shapes)."""
+        lr = float(self.learning_rate if learning_rate is None else learning_rate)
+        b1, b2, wd = float(self.beta1), float(self.beta2), float(self.weight_decay)
+        state["t"] += 1
+        t = state["t"]
+        # bias corrections folded into the step size and epsilon (host scalars)
+        c1, c2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+        step_size = lr * (c2 ** 0.5) / c1
+        eps = self.eps * (c2 ** 0.5)
+        xp = _namespace(params)
+        for k, p in params.items():
+            g = grads[k]
+            if wd and p.ndim == 2:
+                if self.decoupled:
+                    p -= (lr * wd) * p
+                else:
+                    g = g + wd * p
+            m, v = state["m"][k], state["v"][k]
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * (g * g)
+            p -= step_size * m / (xp.sqrt(v) + eps)
+
+
+def _namespace(params):
+    """The array namespace of the parameters (NumPy, CuPy or array_api_strict)."""
+    a = next(iter(params.values()))
+    if hasattr(a, "__array_namespace__"):
+        return a.__array_namespace__()
+    import numpy
+
+    return numpy
+
+
+def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9,
+                   weight_decay: float = 0.0, beta1: float = 0.9, beta2: float = 0.999):
+    """The optimizer called `name` (one of `OPTIMIZERS`).
+
+    ``sgd`` is SGD with `momentum` (0 for plain SGD), ``nesterov`` SGD with Nesterov
+    momentum, ``adam`` Adam with L2 `weight_decay`, ``adamw`` Adam with decoupled weight
+    decay.
+    """
+    if name == "sgd":
+        return SGD(learning_rate, momentum, weight_decay=weight_decay)
+    if name == "nesterov":
+        return SGD(learning_rate, momentum, nesterov=True, weight_decay=weight_decay)
+    if name in ("adam", "adamw"):
+        return Adam(learning_rate, beta1, beta2, weight_decay=weight_decay,
+                    decoupled=name == "adamw")
+    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")

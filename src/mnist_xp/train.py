@@ -14,24 +14,46 @@ from typing import Callable
 
 import numpy as np
 
-from .augment import RandomShift, image_side
+from .augment import Distortion, EpochWarps, RandomShift, RandomWarp, image_side
 from .backend import Backend
 from .model import Architecture, forward, loss_and_grads
-from .optim import SGD
+from .optim import OPTIMIZERS, SGD, make_optimizer
 
 __all__ = ["TrainConfig", "train", "predict_scores", "count_correct", "EVAL_BATCH_SIZE"]
 
 # Large enough to keep the BLAS busy, small enough to bound the (batch, hidden)
 # temporaries; evaluation everywhere uses it, so saved and live models agree exactly.
 EVAL_BATCH_SIZE = 2048
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
 
 
-def learning_rate_at(config: "TrainConfig", step: int, total_steps: int) -> float:
-    """The learning rate of optimizer step `step` (0-based) out of `total_steps`."""
+def learning_rate_at(config: "TrainConfig", step: int, total_steps: int,
+                     steps_per_epoch: int | None = None) -> float:
+    """The learning rate of optimizer step `step` (0-based) out of `total_steps`.
+
+    ``constant``; ``cosine`` (half a cosine from the learning rate to 0); ``onecycle``
+    (Smith & Topin 2019, as PyTorch's OneCycleLR: from lr/25 up to lr over the first
+    30% of the steps, then a cosine down to lr/1e4); ``step`` (lr, then lr/10 from half
+    way and lr/100 from three quarters). ``warmup`` epochs (needs `steps_per_epoch`)
+    ramp the rate linearly from 0 at the start, on top of any schedule but onecycle.
+    """
+    lr, frac = config.learning_rate, step / total_steps
     if config.schedule == "cosine":
-        return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-    return config.learning_rate
+        lr *= 0.5 * (1.0 + math.cos(math.pi * frac))
+    elif config.schedule == "onecycle":
+        peak = 0.3 * total_steps
+        if step < peak:
+            lr = lr / 25 + (lr - lr / 25) * step / peak
+        else:
+            low = lr / 1e4
+            lr = low + (lr - low) * 0.5 * (1.0 + math.cos(math.pi * (step - peak) / (total_steps - peak)))
+    elif config.schedule == "step":
+        lr *= 1.0 if frac < 0.5 else 0.1 if frac < 0.75 else 0.01
+    if config.warmup and config.schedule != "onecycle" and steps_per_epoch:
+        ramp = config.warmup * steps_per_epoch
+        if step < ramp:
+            lr *= (step + 1) / ramp
+    return lr
 
 
 @dataclass(frozen=True)
@@ -45,6 +67,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"
     shift: int = 0
+    distortion: Distortion | None = None
+    warp_bank: int = 1024
+    optimizer: str = "sgd"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -55,6 +82,20 @@ class TrainConfig:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if not (isinstance(self.shift, (int, np.integer)) and self.shift >= 0):
             raise ValueError(f"shift must be a non-negative integer, got {self.shift!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not (math.isfinite(self.warmup) and 0 <= self.warmup <= self.epochs):
+            raise ValueError(f"warmup must be between 0 and the number of epochs, got {self.warmup!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.warps_on and self.shift:
+            raise ValueError("use either batch shifts or per-image distortions (whose "
+                             "translate setting shifts), not both")
+
+    @property
+    def warps_on(self) -> bool:
+        """Whether images are distorted one by one (`distortion` is set and active)."""
+        return self.distortion is not None and self.distortion.active
 
 
 def as_float_batch(xb, dtype, scale: float, xp):
@@ -72,7 +113,7 @@ def input_scale(x, xp) -> float:
 
 def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch_size, scale,
                 backend, lr_at: Callable[[int], float],
-                on_batch: Callable[[int], None] | None = None):
+                on_batch: Callable[[int], None] | None = None, label_smoothing: float = 0.0):
     """Run one pass over the data in the given order; return device sums (loss, correct).
 
     ``fetch(i, idx)`` gives the raw input rows of batch `i`, whose image indices are
@@ -86,7 +127,8 @@ def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch
         idx = order[start:min(start + batch_size, n)]
         xb = as_float_batch(fetch(i, idx), dtype, scale, xp)
         yb = xp.take(y, idx, axis=0)
-        batch_loss, batch_correct, grads = loss_and_grads(params, xb, yb, arch, xp)
+        batch_loss, batch_correct, grads = loss_and_grads(params, xb, yb, arch, xp,
+                                                          label_smoothing)
         opt.step(params, grads, opt_state, lr_at(i))
         loss_sum += batch_loss
         correct += xp.astype(batch_correct, xp.int64)
@@ -139,6 +181,16 @@ def count_correct(params, x, y, arch: Architecture, dtype, backend: Backend,
     return correct
 
 
+def _warper(config: TrainConfig, n_inputs: int) -> RandomWarp | None:
+    """The per-image distorter for `n_inputs`-pixel square images, or None when off."""
+    if not config.warps_on:
+        return None
+    side = image_side(n_inputs)
+    if side is None:
+        raise ValueError(f"distortions need square images; {n_inputs} features are not")
+    return RandomWarp(side, config.distortion, config.warp_bank)
+
+
 def _shifter(max_shift: int, n_inputs: int) -> RandomShift | None:
     """The random-shift augmenter for `n_inputs`-pixel square images, or None when off."""
     if max_shift == 0:
@@ -158,24 +210,31 @@ class GenericEpochs:
     """
 
     def __init__(self, params, arch: Architecture, optimizer: SGD, x, y, backend: Backend,
-                 shifter: RandomShift | None = None):
+                 shifter: RandomShift | None = None, warper: RandomWarp | None = None,
+                 label_smoothing: float = 0.0):
         self.params, self.arch, self.opt = params, arch, optimizer
-        self.x, self.y, self.backend, self.shifter = x, y, backend, shifter
+        self.label_smoothing = label_smoothing
+        self.x, self.y, self.backend = x, y, backend
+        self.shifter, self.warper = shifter, warper
         self.state = optimizer.init_state(params, backend.xp)
 
-    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None):
+    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None,
+                  warps: EpochWarps | None = None):
         """Train one pass over `order` (device int64); return device (loss sum, correct).
 
-        `shift_ids` (host integers, one per batch) pick each batch's translation.
+        `shift_ids` (host integers, one per batch) pick each batch's translation;
+        `warps` (with a warper) each sample's distortion.
         """
-        xp, x, shifter = self.backend.xp, self.x, self.shifter
+        xp, x, shifter, warper = self.backend.xp, self.x, self.shifter, self.warper
 
         def fetch(i, idx):
+            if warper is not None:
+                return warper.gather(x, idx, warps, xp)
             xb = xp.take(x, idx, axis=0)
             return xb if shifter is None else shifter.apply(xb, shift_ids[i], xp)
         return train_epoch(self.params, self.opt, self.state, fetch, self.y, order, self.arch,
                            self.params["W1"].dtype, batch_size, input_scale(x, xp), self.backend,
-                           lr_at=lr_at, on_batch=on_batch)
+                           lr_at=lr_at, on_batch=on_batch, label_smoothing=self.label_smoothing)
 
     def write_back(self, params) -> None:
         """Nothing to do: the generic path updates `params` directly."""
@@ -183,7 +242,8 @@ class GenericEpochs:
 
 def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Backend,
           rng: np.random.Generator, eval_set=None, on_epoch=None, progress=None,
-          fast: bool = True, cuda_graphs: bool = True) -> list[dict]:
+          fast: bool = True, cuda_graphs: bool = True, val_set=None,
+          patience: int | None = None) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -214,26 +274,38 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
     cuda_graphs : bool
         On CUDA, replay each epoch as one captured CUDA graph (the default) rather than
         launching its kernels step by step; the results are the same.
+    val_set : tuple of (x_val, y_val) device arrays, optional
+        A validation set held out of the training data. It is scored after every
+        epoch, and at the end `params` are set back to those of the epoch with the
+        best validation accuracy (the earliest among equals).
+    patience : int, optional
+        With `val_set`: stop once this many epochs in a row have not beaten the best
+        validation accuracy (early stopping).
 
     Returns
     -------
     list of dict
-        One record per epoch: ``epoch``, ``train_loss`` (mean), ``train_accuracy``,
-        ``test_accuracy`` (None without `eval_set`), ``seconds`` (training only),
-        ``device``.
+        One record per epoch run: ``epoch``, ``train_loss`` (mean), ``train_accuracy``,
+        ``val_accuracy`` and ``test_accuracy`` (None without `val_set`/`eval_set`),
+        ``seconds`` (training only), ``device``; with `val_set`, the best epoch's
+        record also has ``"best": True``.
     """
     dtype = params["W1"].dtype
-    opt = SGD(config.learning_rate, config.momentum, weight_decay=config.weight_decay)
+    opt = make_optimizer(config.optimizer, config.learning_rate, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
     n = x.shape[0]
     n_batches = -(-n // config.batch_size)
     total_steps = n_batches * config.epochs
     history = []
     with backend.activate():
         shifter = _shifter(config.shift, arch.n_inputs)
-        runner = (backend.epoch_runner(params, arch, opt, x, y, shifter, graphs=cuda_graphs)
+        warper = _warper(config, arch.n_inputs)
+        runner = (backend.epoch_runner(params, arch, opt, x, y, shifter, graphs=cuda_graphs,
+                                       warper=warper, label_smoothing=config.label_smoothing)
                   if fast else None)
         if runner is None:
-            runner = GenericEpochs(params, arch, opt, x, y, backend, shifter)
+            runner = GenericEpochs(params, arch, opt, x, y, backend, shifter, warper,
+                                   config.label_smoothing)
 
         def draw_epoch():
             # The shuffle is drawn on the host (the same order on every backend for a
@@ -242,22 +314,28 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
             order = rng.permutation(n).astype(np.int64)
             shifts = (rng.integers(0, shifter.n_shifts, n_batches).tolist()
                       if shifter is not None else None)
-            return order, shifts
+            warps = warper.draw_epoch(n, rng) if warper is not None else None
+            return order, shifts, warps
 
         pending = draw_epoch()
+        best = None  # (epoch, validation accuracy, parameters) of the best epoch so far
+        if patience is not None and (patience < 1 or val_set is None):
+            raise ValueError("patience needs a validation set and must be >= 1")
         for epoch in range(1, config.epochs + 1):
             if progress is not None:
                 progress.start(epoch, n_batches)
-            host_order, shift_ids = pending
+            host_order, shift_ids, host_warps = pending
             order = backend.asarray(host_order)
+            warps = None if host_warps is None else RandomWarp.upload(host_warps, backend)
             backend.synchronize()  # sync point: the uploads stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches
             loss_sum, correct = runner.run_epoch(
                 order, config.batch_size,
-                lambda i: learning_rate_at(config, first_step + i, total_steps),
+                lambda i: learning_rate_at(config, first_step + i, total_steps, n_batches),
                 shift_ids=shift_ids,
                 on_batch=None if progress is None else progress.advance,
+                **({} if warps is None else {"warps": warps}),
             )
             runner.write_back(params)
             last = epoch == config.epochs
@@ -273,17 +351,28 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
                 "epoch": epoch,
                 "train_loss": float(loss_sum) / n,
                 "train_accuracy": int(correct) / n,
+                "val_accuracy": None,
                 "test_accuracy": None,
                 "seconds": seconds,
                 "device": backend.device,
             }
-            if eval_set is not None:
-                x_eval, y_eval = eval_set
-                hits = count_correct(params, x_eval, y_eval, arch, dtype, backend)
-                record["test_accuracy"] = int(backend.to_numpy(hits)) / x_eval.shape[0]
+            for key, scored in (("val_accuracy", val_set), ("test_accuracy", eval_set)):
+                if scored is not None:
+                    hits = count_correct(params, scored[0], scored[1], arch, dtype, backend)
+                    record[key] = int(backend.to_numpy(hits)) / scored[0].shape[0]
+            if val_set is not None and (best is None or record["val_accuracy"] > best[1]):
+                # a device copy: no sync, and the next epochs update params in place
+                best = (epoch, record["val_accuracy"],
+                        {k: backend.xp.asarray(v, copy=True) for k, v in params.items()})
             if progress is not None:
                 progress.finish()
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
+            if best is not None and patience is not None and epoch - best[0] >= patience:
+                break
+        if best is not None:
+            history[best[0] - 1]["best"] = True
+            for k, v in best[2].items():
+                params[k][...] = v
     return history
