@@ -154,3 +154,19 @@ def test_short_run_on_the_bundled_subset_reaches_numpy_accuracy(gpu):
         acc[name] = history[-1]["test_accuracy"]
     assert acc["cpu"] > 0.9, acc
     assert abs(acc["cuda"] - acc["cpu"]) <= 0.003, acc
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_warped_epochs_match_numpy(gpu, graphs):
+    from mnist_xp.augment import Distortion
+
+    x, y = blobs(n=300, side=28, n_classes=10)
+    arch = Architecture()
+    config = TrainConfig(epochs=2, batch_size=64, momentum=0.9, schedule="cosine",
+                         distortion=Distortion(rotate=8, zoom=0.08, shear=8, translate=1.5,
+                                               elastic=20, sigma=4), warp_bank=32)
+    want, want_h = run(CPU, x, y, arch, config, fast=False)
+    got, got_h = run(gpu, x, y, arch, config, cuda_graphs=graphs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, err_msg=k)
+    assert got_h[-1]["train_accuracy"] == pytest.approx(want_h[-1]["train_accuracy"], abs=0.01)

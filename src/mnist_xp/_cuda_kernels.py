@@ -4,8 +4,8 @@ One training step is three kernels, each fusing what the generic path does in ma
 
 ``hidden_partial``
     gathers the batch's rows from the uint8 dataset through the epoch's order, moves
-    them by the batch's shift, converts and scales them (kept in ``xbuf`` for the
-    weight gradient), and computes partial sums of ``x @ W1`` over slices of the
+    them by the batch's shift (or each image through its own warp), converts and
+    scales them (kept in ``xbuf`` for the weight gradient), and computes partial sums of ``x @ W1`` over slices of the
     inputs (split-K: a grid of (row blocks, input slices) keeps the GPU busy at small
     batches, and the slices are summed in a fixed order, so results are deterministic).
 ``output_backward``
@@ -98,7 +98,9 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
     const in_t* __restrict__ data, const long long* __restrict__ order, const int base,
     const int rows, const int* __restrict__ shifts, const int batch, const real scale,
     const real* __restrict__ W1, real* __restrict__ xbuf, real* __restrict__ part,
-    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits)
+    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits,
+    const long long* __restrict__ warp_index, const unsigned char* __restrict__ warp_keep,
+    const long long* __restrict__ warp_ids)
 {
     __shared__ real xs[ROWS_A][K_SLICE];
     if (batch == 0 && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
@@ -117,9 +119,14 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
         const int r = t / K_SLICE, kk = t - r * K_SLICE;
         real v = (real)0;
         if (r0 + r < rows && kk < kn) {
-            const long long src = order[base + r0 + r] * (long long)N_IN;
+            const long long sample = order[base + r0 + r];
+            const long long src = sample * (long long)N_IN;
             const int p = k0 + kk;
-#if SIDE > 0
+#if WARP
+            // the sample's own warp: a source pixel per output pixel, or none (zero)
+            const long long w = warp_ids[sample] * (long long)N_IN + p;
+            if (warp_keep[w]) v = (real)data[src + warp_index[w]] * scale;
+#elif SIDE > 0
             // the pixel moved here by (dy, dx); zero where it came from outside
             const int sy = p / SIDE - dy, sx = p % SIDE - dx;
             if (sy >= 0 && sy < SIDE && sx >= 0 && sx < SIDE)
@@ -374,7 +381,8 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
 """
 
 
-def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str:
+def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0,
+                  warp: bool = False) -> str:
     """The CUDA C source of the three step kernels, specialised by `#define`.
 
     Parameters
@@ -387,6 +395,9 @@ def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str:
     side : int
         Image side when batches are shifted (the inputs are ``side * side`` images);
         0 compiles the shift out.
+    warp : bool
+        Whether each image is gathered through its own warp (`mnist_xp.augment.RandomWarp`
+        index tables); not with `side`.
 
     Returns
     -------
@@ -396,7 +407,7 @@ def kernel_source(arch: Architecture, dtype, pixel_dtype, side: int = 0) -> str:
     pixel = _PIXEL.get(np.dtype(pixel_dtype)) or _REAL[np.dtype(pixel_dtype)]
     defines = {
         "N_IN": arch.n_inputs, "N_HID": arch.n_hidden, "N_OUT": arch.n_outputs,
-        "SIDE": side, "ACT_RELU": int(arch.activation == "relu"),
+        "SIDE": side, "WARP": int(warp), "ACT_RELU": int(arch.activation == "relu"),
         "LOSS_CE": int(arch.loss == "cross_entropy"), "ROWS_A": ROWS_A, "K_SLICE": K_SLICE,
         "K_GROUP": K_GROUP,
         "THREADS_A": THREADS_A, "THREADS_B": THREADS_B, "THREADS_C": THREADS_C, "TILE": TILE,

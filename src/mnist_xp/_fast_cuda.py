@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _cuda_kernels as kern
-from .augment import RandomShift
+from .augment import EpochWarps, RandomShift, RandomWarp
 from .model import Architecture
 from .optim import SGD
 
@@ -30,7 +30,8 @@ __all__ = ["CudaEpochRunner", "EpochPlan", "step_launches"]
 class EpochPlan:
     """The buffers (and, once captured, the graph) of epochs of `n` rows in batches."""
 
-    def __init__(self, cp, arch: Architecture, dtype, n: int, batch_size: int):
+    def __init__(self, cp, arch: Architecture, dtype, n: int, batch_size: int,
+                 warp_bank: int = 0):
         self.n, self.batch_size = n, batch_size
         self.n_batches = -(-n // batch_size)
         n_split = -(-arch.n_inputs // kern.K_SLICE)
@@ -45,6 +46,10 @@ class EpochPlan:
         self.dh = cp.zeros((b, arch.n_hidden), dtype)
         self.loss = cp.zeros((), cp.float64)
         self.hits = cp.zeros((), cp.uint64)
+        # each epoch's warps are copied in here: a graph holds its buffers' addresses
+        self.warp_index = cp.zeros((max(warp_bank, 1), arch.n_inputs), cp.int64)
+        self.warp_keep = cp.zeros((max(warp_bank, 1), arch.n_inputs), cp.uint8)
+        self.warp_ids = cp.zeros(n if warp_bank else 1, cp.int64)
         self.graph = None
 
 
@@ -64,15 +69,19 @@ class CudaEpochRunner:
         A CuPy backend; its device must be current while the runner is used.
     shifter : RandomShift, optional
         When given, each batch is moved by the shift `run_epoch` is given for it.
+    warper : RandomWarp, optional
+        When given, each image is distorted by the warp `run_epoch` is given for it.
     graphs : bool
         Capture each epoch as a CUDA graph and replay it (default); False launches
         the same kernels from Python, step by step.
     """
 
     def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x, y, backend,
-                 shifter: RandomShift | None = None, graphs: bool = True):
+                 shifter: RandomShift | None = None, graphs: bool = True,
+                 warper: RandomWarp | None = None):
         cp = backend.xp
         self.cp, self.arch, self.opt, self.shifter, self.graphs = cp, arch, optimizer, shifter, graphs
+        self.warper = warper
         self.dtype = np.dtype(params["W1"].dtype)
         self.real = self.dtype.type
         self.x = x
@@ -85,7 +94,7 @@ class CudaEpochRunner:
                 raise ValueError(f"{k} must be C-contiguous {self.dtype}")
         # plain SGD keeps (unused) velocity buffers: one kernel signature for all
         self.velocity = {k: cp.zeros_like(p) for k, p in self.params.items()}
-        source = kern.kernel_source(arch, self.dtype, x.dtype, side)
+        source = kern.kernel_source(arch, self.dtype, x.dtype, side, warp=warper is not None)
         module = cp.RawModule(code=source, options=("--std=c++14",))
         # get_function compiles (or loads from CuPy's disk cache) and loads the module
         # now, not during a graph capture
@@ -96,9 +105,11 @@ class CudaEpochRunner:
         self._plan: EpochPlan | None = None
 
     @staticmethod
-    def unsupported_reason(params, arch: Architecture, x, shifter=None) -> str | None:
+    def unsupported_reason(params, arch: Architecture, x, shifter=None, warper=None) -> str | None:
         """Why this runner cannot train this setup (the generic path is used), or None."""
         side = shifter.side if shifter is not None else 0
+        if warper is not None and warper.side ** 2 != arch.n_inputs:
+            return f"warps of {warper.side}x{warper.side} images with {arch.n_inputs} inputs"
         return kern.unsupported_reason(arch, params["W1"].dtype, x.dtype, side)
 
     def write_back(self, params: dict) -> None:
@@ -108,10 +119,12 @@ class CudaEpochRunner:
         plan = self._plan
         if plan is None or (plan.n, plan.batch_size) != (n, batch_size):
             with self.stream:
-                plan = self._plan = EpochPlan(self.cp, self.arch, self.dtype, n, batch_size)
+                bank = self.warper.bank_size if self.warper is not None else 0
+                plan = self._plan = EpochPlan(self.cp, self.arch, self.dtype, n, batch_size, bank)
         return plan
 
-    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None):
+    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None,
+                  warps: EpochWarps | None = None):
         """Train one pass over `order`; return device (loss sum float64, hits uint64).
 
         Parameters
@@ -126,6 +139,8 @@ class CudaEpochRunner:
         on_batch : callable, optional
             Progress: called with the number of batches queued (once per batch without
             graphs; once, with the total, when a graph runs the epoch).
+        warps : EpochWarps, optional
+            The epoch's warps; needed with a warper.
         """
         cp, s = self.cp, self.stream
         n = int(order.shape[0])
@@ -137,6 +152,10 @@ class CudaEpochRunner:
             if self.shifter is not None:
                 offsets = np.array([self.shifter.offset(i) for i in shift_ids], dtype=np.int32)
                 self._upload(plan.shifts, offsets)
+            if self.warper is not None:
+                cp.copyto(plan.warp_index, warps.index)
+                cp.copyto(plan.warp_keep, warps.keep)
+                cp.copyto(plan.warp_ids, warps.ids)
             if not self.graphs:
                 self._launch_epoch(plan, on_batch)
             else:
@@ -191,7 +210,8 @@ def step_launches(arch: Architecture, optimizer: SGD, plan: EpochPlan, params: d
     return [
         ("hidden_partial", grid["hidden_partial"], (kern.THREADS_A,),
          (x, plan.order, np.int32(base), np.int32(rows), plan.shifts, np.int32(i), real(scale),
-          p["W1"], plan.xbuf, plan.part, plan.loss, plan.hits)),
+          p["W1"], plan.xbuf, plan.part, plan.loss, plan.hits, plan.warp_index, plan.warp_keep,
+          plan.warp_ids)),
         ("output_backward", grid["output_backward"], (kern.THREADS_B,),
          (plan.part, p["b1"], p["W2"], p["b2"], y, plan.order, np.int32(base), np.int32(rows),
           real(1.0 / rows), plan.h, plan.dz, plan.dh, plan.loss, plan.hits)),

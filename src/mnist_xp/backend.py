@@ -143,7 +143,8 @@ class Backend:
         See `mnist_xp.train.GenericEpochs` for the interface; each fast path is tested
         against the generic path. On CUDA, `graphs` chooses between replaying each epoch
         as a captured CUDA graph (True) and launching the same kernels step by step.
-        `warper` (a `RandomWarp`) distorts each image; only the NumPy fast path has it.
+        `warper` (a `RandomWarp`) distorts each image; `label_smoothing` and optimizers
+        other than SGD take the generic path.
         """
         from .optim import SGD
 
@@ -153,11 +154,12 @@ class Backend:
             from ._fast_cpu import NumpyEpochRunner
 
             return NumpyEpochRunner(params, arch, optimizer, x, y, shifter, warper)
-        if self.name == "cupy" and warper is None:
+        if self.name == "cupy":
             from ._fast_cuda import CudaEpochRunner
 
-            if CudaEpochRunner.unsupported_reason(params, arch, x, shifter) is None:
-                return CudaEpochRunner(params, arch, optimizer, x, y, self, shifter, graphs)
+            if CudaEpochRunner.unsupported_reason(params, arch, x, shifter, warper) is None:
+                return CudaEpochRunner(params, arch, optimizer, x, y, self, shifter, graphs,
+                                       warper)
         return None
 
     def owns(self, a) -> bool:
