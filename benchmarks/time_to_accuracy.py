@@ -1,13 +1,12 @@
-"""Training time until the test accuracy first reaches 97%, 98% and 98.5%, on the CPU.
+"""Training time until the test accuracy first reaches 97%, 98%, 98.5% and 98.8% (CPU).
 
-mnist_xp's recommended settings (the ``default`` preset) against a strong PyTorch CPU
-recipe for the same 784-100-10 network: Adam with a one-cycle learning rate, batch 128,
-with and without the random 1-pixel shifts that mnist_xp uses. Only training counts
+mnist_xp's ``default`` and ``best`` presets against a strong PyTorch CPU recipe for the
+same 784-100-10 network: Adam with a one-cycle learning rate, batch 128, with and without the random 1-pixel shifts that mnist_xp uses. Only training counts
 toward the time; the test set is scored after every epoch, off the clock. Accuracy is
 read once per epoch, so a threshold is "reached" at the end of the first epoch that
 passes it.
 
-    python benchmarks/time_to_accuracy.py --data-dir ../shared/data/mnist
+    python benchmarks/time_to_accuracy.py --data-dir ../shared/data/mnist --seeds 3
 
 PyTorch runs only when installed (``pip install -e '.[bench]'``).
 """
@@ -26,13 +25,14 @@ from _common import machine_info, write_result  # noqa: E402
 
 import mnist_xp  # noqa: E402
 
-THRESHOLDS = (0.97, 0.98, 0.985)
+THRESHOLDS = (0.97, 0.98, 0.985, 0.988)
 
 
-def run_mnist_xp(data, epochs: int, seed: int) -> list[tuple[float, float]]:
-    """(cumulative training seconds, test accuracy) after each epoch of the default preset."""
-    clf = mnist_xp.MLPClassifier.from_preset("default", epochs=epochs, device="cpu",
-                                             random_state=seed)
+def run_mnist_xp(data, epochs: int | None, seed: int, preset: str = "default",
+                 device: str = "cpu") -> list[tuple[float, float]]:
+    """(cumulative training seconds, test accuracy) after each epoch of a preset."""
+    extra = {} if epochs is None else {"epochs": epochs}
+    clf = mnist_xp.MLPClassifier.from_preset(preset, device=device, random_state=seed, **extra)
     x_test = data.x_test.reshape(len(data.x_test), -1)
     clf.fit(data.x_train.reshape(len(data.x_train), -1), data.y_train,
             eval_set=(x_test, data.y_test))
@@ -101,7 +101,10 @@ def reached(curve, threshold):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX directory (default: bundled subset)")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=15,
+                        help="epochs of the default preset and the peers (best: its own 30)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds of the best preset (its mean accuracy is reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -109,6 +112,9 @@ def main(argv=None) -> int:
     print(f"data: {data.source}")
 
     runs = {"mnist_xp default preset": lambda: run_mnist_xp(data, args.epochs, args.seed)}
+    for k in range(args.seeds):
+        label = "mnist_xp best preset" + (f" (seed {args.seed + k})" if args.seeds > 1 else "")
+        runs[label] = (lambda s=args.seed + k: run_mnist_xp(data, None, s, "best"))
     try:
         import torch  # noqa: F401
 
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
     rows = []
     for name, run in runs.items():
         curve = run()
-        row = {"implementation": name, "epochs": args.epochs, "curve": curve,
+        row = {"implementation": name, "epochs": len(curve), "curve": curve,
                "final_accuracy": curve[-1][1], "best_accuracy": max(a for _, a in curve),
                "seconds_to": {f"{t:.3f}": reached(curve, t) for t in THRESHOLDS}}
         rows.append(row)
@@ -137,8 +143,17 @@ def main(argv=None) -> int:
                          f"{s:.1f}s" + ("" if not b or row is rows[0] else f" ({s / b:.1f}x)"))
         print(f"{row['implementation']:<34}" + "".join(f"{c:>16}" for c in cells)
               + f"{row['best_accuracy']:>9.2%}")
+    best_rows = [r for r in rows if r["implementation"].startswith("mnist_xp best")]
+    summary = None
+    if best_rows:
+        finals = [r["final_accuracy"] for r in best_rows]
+        summary = {"best_preset_final_accuracies": finals,
+                   "best_preset_mean_final_accuracy": float(np.mean(finals))}
+        print(f"best preset: final accuracy {', '.join(f'{a:.2%}' for a in finals)}; "
+              f"mean {np.mean(finals):.2%}")
     path = write_result(args.out, "time_to_accuracy", {
-        "data": data.source, "thresholds": THRESHOLDS, "rows": rows, "machine": machine_info()})
+        "data": data.source, "thresholds": THRESHOLDS, "rows": rows, "summary": summary,
+        "machine": machine_info()})
     print(f"wrote {path}")
     return 0
 

@@ -214,7 +214,8 @@ def test_train_names_data_and_device_and_writes_model_and_metrics(trained):
 
     records = [json.loads(line) for line in trained["metrics"].read_text().splitlines()]
     assert len(records) == 1
-    assert set(records[0]) == {"epoch", "train_loss", "train_accuracy", "test_accuracy",
+    assert set(records[0]) == {"epoch", "train_loss", "train_accuracy", "val_accuracy",
+                               "test_accuracy",
                                "seconds", "device"}
     assert records[0]["epoch"] == 1 and records[0]["device"] == "cpu"
     assert 0.0 <= records[0]["train_accuracy"] <= 1.0

@@ -23,9 +23,11 @@ from .errors import (  # noqa: E402
     DeviceError,
     DeviceFallbackWarning,
     DownloadError,
+    ImageError,
     MnistXPError,
     ModelFileError,
     NotFittedError,
+    ReportError,
 )
 from .estimator import PRESETS, MLPClassifier  # noqa: E402
 
@@ -50,4 +52,6 @@ __all__ = [
     "DeviceError",
     "DeviceFallbackWarning",
     "NotFittedError",
+    "ReportError",
+    "ImageError",
 ]

@@ -1,4 +1,8 @@
-"""The ``mnist-xp`` command: train, evaluate, predict, info.
+"""The ``mnist-xp`` command: train, evaluate, predict, preprocess, info.
+
+``predict`` classifies arrays (.npy, IDX) and image files (PNG, JPEG, BMP, GIF, TIFF;
+normalised like MNIST by `mnist_xp.images`); ``preprocess`` writes the 28×28 image
+the model sees for one picture.
 
 A user's mistake (bad flag, missing or corrupt file, unusable required device) ends
 with one line on stderr and exit status 2, never a traceback; files are written
@@ -20,9 +24,16 @@ import numpy as np
 from . import __version__
 from ._files import atomic_write
 from .backend import DEVICE_FORMS, cuda_status, get_backend, parse_device
-from .checkpoint import load, save
+from .checkpoint import default_model_path, load, save
 from .errors import DataError, DeviceError, MnistXPError
 from .estimator import PRESETS, MLPClassifier
+from .images import (
+    IMAGE_SUFFIXES,
+    INVERT_CHOICES,
+    looks_like_image,
+    preprocess_file,
+    save_png,
+)
 from .model import ACTIVATIONS, LOSSES, Architecture
 from .progress import EpochProgress, format_epoch
 from .train import SCHEDULES
@@ -59,6 +70,16 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+
+_MAX_SCALE = 64  # a 28x28 image at 64x is 1792x1792: large enough to see, small to write
+
+
+def _scale(text: str) -> int:
+    """An argparse type: a whole number from 1 to _MAX_SCALE."""
+    value = _positive_int(text)
+    if value > _MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_SCALE}, got {value}")
+    return value
 
 
 def _float_in(low: float, high: float, *, low_open: bool, high_open: bool):
@@ -111,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "on NumPy (CPU) or CuPy (CUDA).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{train,evaluate,predict,info}")
+                                metavar="{train,evaluate,predict,preprocess,info}")
 
     t = sub.add_parser("train", help="train a model and report its test accuracy",
                        description="Train a model; print per-epoch results and the final "
@@ -139,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", metavar="PATH", type=Path, help="write the trained model here (.npz)")
     t.add_argument("--metrics", metavar="FILE", type=Path,
                    help="write one JSON line per epoch here (rewritten after every epoch)")
+    t.add_argument("--plot", metavar="DIR", type=Path,
+                   help="after training, write training_curves.png and weights.png into DIR "
+                        "(created if missing; needs matplotlib: pip install 'mnist-xp[plot]')")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress line and no per-epoch lines; only the result")
 
@@ -148,16 +172,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_flags(e)
     _add_device_flags(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--report", metavar="DIR", type=Path,
+                   help="also write report.json (per-class precision, recall, F1, confusion "
+                        "matrix, most confident mistakes) and PNG figures into DIR (created "
+                        "if missing; needs matplotlib: pip install 'mnist-xp[plot]')")
+    e.add_argument("--metrics", metavar="FILE", type=Path,
+                   help="with --report: the model's training log (train --metrics FILE), "
+                        "drawn as training_curves.png")
 
-    p = sub.add_parser("predict", help="classify 28x28 images stored as .npy or IDX arrays",
-                       description="Print the predicted digit and its probability for every "
-                                   "image in the given .npy or IDX files (shape (28, 28), "
-                                   "(n, 28, 28) or (n, 784); uint8 pixels or floats in [0, 1]).")
+    p = sub.add_parser("predict", help="recognise digits in image files or .npy/IDX arrays",
+                       description="Print the predicted digit and its probability for each "
+                                   "input. An INPUT is an image of one digit (.png, .jpg, "
+                                   ".jpeg, .bmp, .gif, .tif, .tiff; dark ink on light paper "
+                                   "or the reverse, any size; needs pip install "
+                                   "'mnist-xp[images]'), a .npy or IDX array of 28x28 "
+                                   "images (shape (28, 28), (n, 28, 28) or (n, 784); uint8 "
+                                   "white-on-black pixels or floats in [0, 1]), or a "
+                                   "directory of such files. A bad input gets one error "
+                                   "line, the others are still classified, and the exit "
+                                   "status is 2.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path)
-    p.add_argument("--model", metavar="PATH", type=Path, required=True)
+    p.add_argument("--model", metavar="PATH", type=Path,
+                   help="a model saved by 'train --save' (default: the model installed "
+                        "with mnist-xp)")
     _add_device_flags(p)
+    p.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                   help="images only: yes: dark ink on a light background; no: light ink "
+                        "on dark; auto: decide from the picture's border (default: auto)")
+    p.add_argument("--top-k", metavar="K", type=_positive_int, default=1,
+                   help="show the K most probable digits with their probabilities "
+                        "(default: 1)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list with all class probabilities")
+
+    r = sub.add_parser("preprocess", help="write the 28x28 image the model sees for a picture",
+                       description="Normalise a picture of one digit like MNIST (white ink "
+                                   "on black, fitted to 20x20, centred by mass in 28x28) "
+                                   "and write it as a PNG (or the uint8 array as .npy).")
+    r.add_argument("image", metavar="IMAGE", type=Path)
+    r.add_argument("-o", "--output", metavar="OUT", type=Path, required=True,
+                   help="a .png file (or .npy for the (28, 28) uint8 array); written "
+                        "atomically, into an existing directory")
+    r.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
+                   help="yes: dark ink on light; no: light ink on dark (default: auto)")
+    r.add_argument("--scale", metavar="N", type=_scale, default=1,
+                   help=f"enlarge each pixel of the PNG to NxN, 1 to {_MAX_SCALE} "
+                        "(default: 1)")
 
     i = sub.add_parser("info", help="version, backends and devices")
     i.add_argument("--json", action="store_true")
@@ -194,6 +254,58 @@ def _check_writable(path: Path | None, flag: str) -> None:
         raise UsageError(f"{flag} {path}: directory {parent} is not writable")
 
 
+def _check_figure_dir(path: Path | None, flag: str) -> None:
+    """Fail before the work when `path` cannot hold figures or matplotlib is missing."""
+    if path is None:
+        return
+    from .errors import ReportError
+    from .plots import check_matplotlib
+    from .report import check_output_dir
+
+    try:
+        check_output_dir(path)
+    except ReportError as exc:
+        raise UsageError(f"{flag} {exc}") from None
+    check_matplotlib()
+
+
+def _report_history(args) -> list[dict] | None:
+    """Check evaluate's --report/--metrics before any work; the training log, if given."""
+    if args.metrics is not None and args.report is None:
+        raise UsageError(f"--metrics {args.metrics}: only used with --report DIR, which its "
+                         "training curves are drawn into; add --report DIR")
+    _check_figure_dir(args.report, "--report")
+    if args.metrics is None:
+        return None
+    from .errors import ReportError
+    from .report import read_metrics
+
+    try:
+        return read_metrics(args.metrics)
+    except ReportError as exc:
+        raise UsageError(f"--metrics {exc}") from None
+
+
+def _write_evaluation_report(args, model, data, x, predicted, history) -> dict:
+    """Write evaluate's --report directory; a summary of it for the output."""
+    from .plots import write_report
+    from .report import evaluation_report
+
+    proba = np.asarray(model.predict_proba(x))
+    # predicted (model.predict) is what the accuracy line counted; the report uses the same.
+    try:
+        scores = evaluation_report(data.y_test, proba, model.classes_, y_pred=predicted)
+    except ValueError as exc:  # test labels the model was never trained on
+        raise DataError(f"{data.source}: no report for {args.model}: {exc}") from None
+    report = {"model": str(args.model), "data": data.source, **scores}
+    files = write_report(args.report, report, images=data.x_test,
+                         W1=model.backend_.to_numpy(model.params_["W1"]), history=history)
+    return {"path": str(args.report), "macro_f1": report["macro"]["f1"],
+            "macro_precision": report["macro"]["precision"],
+            "macro_recall": report["macro"]["recall"],
+            "files": [p.name for p in files.values()]}
+
+
 def _plural(n: int, word: str) -> str:
     """'1 epoch', '2 epochs'."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -210,6 +322,7 @@ def cmd_train(args) -> int:
     """Train, report, and optionally save the model and per-epoch metrics."""
     _check_writable(args.save, "--save")
     _check_writable(args.metrics, "--metrics")
+    _check_figure_dir(args.plot, "--plot")
     settings = dict(PRESETS[args.preset])
     for name in ("epochs", "batch_size", "learning_rate", "momentum", "weight_decay",
                  "schedule", "shift", "activation", "loss", "dtype"):
@@ -260,6 +373,12 @@ def cmd_train(args) -> int:
         save(model, args.save, metadata={"data": data.source, "test_accuracy": final["test_accuracy"],
                                          "seed": args.seed, "preset": args.preset})
         print(f"saved model to {args.save}")
+    if args.plot is not None:
+        from .plots import write_training_plots
+
+        files = write_training_plots(args.plot, records,
+                                     W1=backend.to_numpy(model.params_["W1"]))
+        print(f"wrote {', '.join(p.name for p in files.values())} to {args.plot}")
     return 0
 
 
@@ -283,6 +402,7 @@ def _load_model(args):
 
 def cmd_evaluate(args) -> int:
     """Score a saved model on the test images of the chosen data."""
+    history = _report_history(args)
     model, backend = _load_model(args)
     data = _data(args)
     x = _flatten(data.x_test)
@@ -294,10 +414,16 @@ def cmd_evaluate(args) -> int:
     total = x.shape[0]
     result = {"model": str(args.model), "data": data.source, "device": backend.device,
               "accuracy": correct / total, "correct": correct, "total": total}
+    if args.report is not None:
+        result["report"] = _write_evaluation_report(args, model, data, x, predicted, history)
     if args.json:
         print(json.dumps(result))
     else:
         print(f"test accuracy: {correct / total:.2%} ({correct}/{total}) on {data.source}")
+        if args.report is not None:
+            summary = result["report"]
+            print(f"macro F1 {summary['macro_f1']:.4f}; wrote {', '.join(summary['files'])} "
+                  f"to {args.report}")
     return 0
 
 
@@ -348,29 +474,127 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
     return rows
 
 
+# A directory INPUT contributes its images and these array files. By MNIST's naming,
+# "*-idx3-ubyte" files hold images, "*-idx1-ubyte" ones labels (skipped).
+_ARRAY_ENDINGS = (".npy", ".idx", ".idx.gz", "idx3-ubyte", "idx3-ubyte.gz")
+
+
+def _default_model() -> Path:
+    """The model installed with mnist-xp, or a UsageError saying what to do instead."""
+    path = default_model_path()
+    if not path.is_file():
+        raise UsageError(f"no --model given and the model installed with mnist-xp is missing "
+                         f"({path}); pass --model PATH (a file from 'mnist-xp train --save') "
+                         "or reinstall mnist-xp")
+    return path
+
+
+def _expand_input(path: Path) -> list[Path]:
+    """`path` itself, or the image and array files directly inside it if a directory."""
+    if not path.is_dir():
+        return [path]
+    try:
+        files = sorted(p for p in path.iterdir()
+                       if not p.name.startswith(".") and p.is_file()
+                       and (p.suffix.lower() in IMAGE_SUFFIXES
+                            or p.name.lower().endswith(_ARRAY_ENDINGS)))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot list the directory ({exc.strerror or exc})") from None
+    if not files:
+        raise DataError(f"{path}: the directory holds no image ({', '.join(IMAGE_SUFFIXES)}), "
+                        ".npy or IDX files")
+    return files
+
+
+def _is_picture(path: Path) -> bool:
+    """An image file by its name, or by its first bytes unless it is named .npy."""
+    return path.suffix.lower() != ".npy" and looks_like_image(path)
+
+
+def _read_picture(path: Path, n_features: int, invert: str) -> np.ndarray:
+    """One image file as a (1, 784) uint8 row, normalised like MNIST."""
+    if n_features != 28 * 28:
+        raise DataError(f"{path}: the model expects {n_features} pixels per image; "
+                        "pictures become 28x28 = 784")
+    return preprocess_file(path, invert=invert).reshape(1, -1)
+
+
+def _prediction(path: Path, index: int | None, p: np.ndarray, classes, top_k: int) -> dict:
+    """One JSON-ready result: the best class, all probabilities, and the top k."""
+    order = np.argsort(-p, kind="stable")[:top_k]
+    labels = [c.item() for c in np.asarray(classes)]
+    return {"input": str(path), "index": index,
+            "prediction": labels[order[0]], "probability": float(p[order[0]]),
+            "probabilities": [float(v) for v in p],
+            "probabilities_by_class": {str(c): float(v) for c, v in zip(labels, p)},
+            "top_k": [{"prediction": labels[j], "probability": float(p[j])} for j in order]}
+
+
 def cmd_predict(args) -> int:
     """Classify every image in the inputs; a bad input is reported and skipped."""
+    if args.model is None:
+        args.model = _default_model()
     model, _ = _load_model(args)
+    n_classes = len(model.classes_)
+    if args.top_k > n_classes:
+        raise UsageError(f"--top-k {args.top_k}: the model knows {n_classes} digits; "
+                         f"use at most {n_classes}")
     results, failed = [], 0
-    for path in args.inputs:
+    for given in args.inputs:
         try:
-            images = _read_images(path, model.n_features_in_)
-            proba = np.asarray(model.predict_proba(images))
+            files = _expand_input(given)
         except MnistXPError as exc:
             _say(f"error: {exc}")
             failed += 1
             continue
-        for i, p in enumerate(proba):
-            best = int(np.argmax(p))
-            results.append({"input": str(path), "index": i,
-                            "prediction": model.classes_[best].item(),
-                            "probability": float(p[best]),
-                            "probabilities": [float(v) for v in p]})
-            if not args.json:
-                print(f"{path}[{i}]: {model.classes_[best]} ({p[best]:.1%})", flush=True)
+        for path in files:
+            try:
+                picture = _is_picture(path)
+                if picture:
+                    images = _read_picture(path, model.n_features_in_, args.invert)
+                else:
+                    images = _read_images(path, model.n_features_in_)
+                proba = np.asarray(model.predict_proba(images))
+            except MnistXPError as exc:
+                _say(f"error: {exc}")
+                failed += 1
+                continue
+            for i, p in enumerate(proba):
+                row = _prediction(path, None if picture else i, p, model.classes_, args.top_k)
+                results.append(row)
+                if not args.json:
+                    where = f"{path}" if picture else f"{path}[{i}]"
+                    shown = ", ".join(f"{t['prediction']} ({t['probability']:.1%})"
+                                      for t in row["top_k"])
+                    print(f"{where}: {shown}", flush=True)
     if args.json:
         print(json.dumps(results))
     return 2 if failed else 0
+
+
+def cmd_preprocess(args) -> int:
+    """Write the 28x28 image the model sees for one picture (PNG, or .npy array)."""
+    out = args.output
+    kind = out.suffix.lower()
+    if kind not in (".png", ".npy"):
+        raise UsageError(f"-o {out}: give a .png file name (or .npy for the uint8 array)")
+    if kind == ".npy" and args.scale != 1:
+        raise UsageError(f"--scale {args.scale}: only a .png output can be enlarged, not {out}")
+    _check_writable(out, "-o")
+    if out.resolve() == args.image.resolve():
+        raise UsageError(f"-o {out}: that is the input picture; choose another file name")
+    pixels = preprocess_file(args.image, invert=args.invert)
+    if kind == ".png":
+        save_png(pixels, out, scale=args.scale)
+    else:
+        try:
+            with atomic_write(out) as f:
+                np.save(f, pixels)
+        except OSError as exc:
+            raise DataError(f"{out}: cannot write ({exc.strerror or exc})") from None
+    size = 28 * args.scale
+    print(f"wrote {out} ({size}x{size}): the 28x28 image the model sees for {args.image}")
+    return 0
 
 
 def cmd_info(args) -> int:
@@ -409,7 +633,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "preprocess": cmd_preprocess, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

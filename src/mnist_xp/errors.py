@@ -13,6 +13,8 @@ __all__ = [
     "DownloadError",
     "ModelFileError",
     "DeviceError",
+    "ReportError",
+    "ImageError",
     "DeviceFallbackWarning",
     "NotFittedError",
 ]
@@ -36,6 +38,14 @@ class ModelFileError(MnistXPError, ValueError):
 
 class DeviceError(MnistXPError, RuntimeError):
     """A device string does not parse, or a required device cannot be used."""
+
+
+class ReportError(MnistXPError, ValueError):
+    """A report or figure cannot be made: unusable output directory, bad metrics log, no matplotlib."""
+
+
+class ImageError(MnistXPError, ValueError):
+    """An image file is missing, unreadable, too large or blank, or Pillow is not installed."""
 
 
 class DeviceFallbackWarning(UserWarning):
