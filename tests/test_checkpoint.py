@@ -177,3 +177,29 @@ def test_numpy_scalars_in_metadata_are_stored_as_numbers(fitted, tmp_path):
     with pytest.raises(ValueError, match="JSON-serialisable"):
         save(clf, tmp_path / "other.npz", metadata={"bad": object()})
     assert not (tmp_path / "other.npz").exists()
+
+
+def test_installed_model_is_the_best_preset_and_scores_as_recorded():
+    from mnist_xp import load_mnist
+    from mnist_xp.checkpoint import default_model_path
+
+    path = default_model_path()
+    meta = read_metadata(path)
+    assert meta["extra"]["preset"] == "best" and meta["estimator_params"]["augment"]
+    model = load(path, device="cpu")
+    data = load_mnist("bundled")  # its test set is the official 10,000
+    accuracy = model.score(data.x_test.reshape(len(data.x_test), -1), data.y_test)
+    assert accuracy == pytest.approx(meta["extra"]["test_accuracy"], abs=1e-9)
+    assert accuracy >= 0.988
+    assert path.stat().st_size < 1_000_000
+
+
+def test_distortion_settings_survive_a_round_trip(tmp_path):
+    from mnist_xp import MLPClassifier
+
+    x = np.random.default_rng(0).integers(0, 256, (40, 36), dtype=np.uint8)
+    y = np.arange(40) % 3
+    model = MLPClassifier(8, epochs=1, augment={"rotate": 5, "elastic": 2.5}, device="cpu",
+                          random_state=0).fit(x, y)
+    save(model, tmp_path / "m.npz")
+    assert load(tmp_path / "m.npz", device="cpu").augment == {"rotate": 5, "elastic": 2.5}

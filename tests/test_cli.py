@@ -722,6 +722,22 @@ BAD_FLAGS = [
     (["--shift", "28"], "--shift 28"),
     (["--shift", "-1"], "--shift"),
     (["--data-dir"], "--data-dir"),
+    (["--optimizer", "rmsprop"], "--optimizer"),
+    (["--schedule", "linear"], "--schedule"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--warmup", "50"], "--warmup 50"),
+    (["--label-smoothing", "1"], "--label-smoothing"),
+    (["--rotate", "-5"], "--rotate"),
+    (["--rotate", "200"], "--rotate"),
+    (["--zoom", "1.5"], "--zoom"),
+    (["--shear", "90"], "--shear"),
+    (["--elastic-sigma", "0"], "--elastic-sigma"),
+    (["--validation", "1"], "--validation"),
+    (["--validation", "0.0001"], "--validation"),
+    (["--patience", "0"], "--patience"),
+    (["--patience", "3"], "--patience 3"),
+    (["--no-augment", "--rotate", "5"], "--no-augment"),
+    (["--shift", "1", "--rotate", "5"], "--shift 1"),
 ]
 
 
@@ -956,3 +972,17 @@ def test_preset_default_header_shows_relu_and_cross_entropy(trained):
     header = next(line for line in trained["result"].stdout.splitlines()
                   if line.startswith("model:"))
     assert "relu" in header and "cross entropy" in header and "sigmoid" not in header, header
+
+
+def test_train_with_validation_and_distortions(small_dir, tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    r = run_cli("train", "--data-dir", small_dir, "--epochs", "3", "--device", "cpu",
+                "--validation", "0.25", "--rotate", "5", "--elastic", "2", "--optimizer",
+                "nesterov", "--warmup", "1", "--metrics", metrics, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "distortions rotate 5, elastic 2" in r.stdout and "nesterov 0.9" in r.stdout
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert all(rec["val_accuracy"] is not None for rec in records)
+    kept = [line for line in r.stdout.splitlines() if line.startswith("kept epoch")]
+    best = max(rec["val_accuracy"] for rec in records)
+    assert kept and kept[0].endswith(f"(validation accuracy {best:.2%})")

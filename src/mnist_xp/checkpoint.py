@@ -60,9 +60,10 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
         raise ValueError(f"only integer or string class labels can be saved, got {classes.dtype}")
     arrays = {k: to_numpy(v) for k, v in model.params_.items()}
     arch = model._arch()
-    # Settings that JSON cannot hold (a Generator as random_state) are stored as null.
-    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else None
-              for k, v in model.get_params().items() if k != "device"}
+    # Settings that JSON cannot hold (a Generator as random_state) are stored as null;
+    # the distortion settings are a flat dict of numbers.
+    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) or _flat_numbers(v)
+              else None for k, v in model.get_params().items() if k != "device"}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -85,6 +86,13 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
     with atomic_write(path) as f:
         np.savez(f, **arrays, classes=classes, metadata=np.array(text))
     return path
+
+
+def _flat_numbers(value) -> bool:
+    """Whether `value` is a dict of str to plain numbers (the `augment` setting)."""
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+        for k, v in value.items())
 
 
 def _json_scalar(value):

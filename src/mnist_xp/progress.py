@@ -79,6 +79,8 @@ def format_epoch(record: dict) -> str:
     """One line summing up an epoch record from `mnist_xp.train.train`."""
     line = (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
             f"train {record['train_accuracy']:7.2%}")
+    if record.get("val_accuracy") is not None:
+        line += f"  val {record['val_accuracy']:7.2%}"
     if record.get("test_accuracy") is not None:
         line += f"  test {record['test_accuracy']:7.2%}"
     return line + f"  {record['seconds']:6.2f}s"
