@@ -170,3 +170,33 @@ def test_warped_epochs_match_numpy(gpu, graphs):
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-4, err_msg=k)
     assert got_h[-1]["train_accuracy"] == pytest.approx(want_h[-1]["train_accuracy"], abs=0.01)
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+def test_interrupted_and_resumed_cuda_run_equals_the_uninterrupted_one(gpu, graphs):
+    from mnist_xp.train_control import TrainingInterrupted
+
+    x, y = blobs(n=300, side=28, n_classes=10)
+    arch = Architecture()
+    config = TrainConfig(epochs=4, batch_size=64, momentum=0.9, schedule="cosine", shift=1)
+    whole, whole_h = run(gpu, x, y, arch, config, cuda_graphs=graphs)
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 7  # mid-epoch 2 step by step; at the end of epoch 2 with graphs
+
+    with pytest.raises(TrainingInterrupted) as info:
+        run(gpu, x, y, arch, config, cuda_graphs=graphs, should_stop=stop)
+    state = info.value.state
+    assert state is not None and state.epoch >= 1
+    resumed, resumed_h = run(gpu, x, y, arch, config, cuda_graphs=graphs, resume=state)
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+    assert [r["train_accuracy"] for r in resumed_h] == [r["train_accuracy"] for r in whole_h]
+
+
+def test_cuda_out_of_memory_is_a_memory_error(gpu):
+    # the command line turns MemoryError into one line suggesting a smaller batch or the CPU
+    with pytest.raises(MemoryError):
+        gpu.xp.empty(1 << 50, dtype=gpu.xp.uint8)

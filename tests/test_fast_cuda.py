@@ -154,6 +154,7 @@ class _RawModule:
 fake = types.SimpleNamespace(
     uint8=np.uint8, int32=np.int32, int64=np.int64, uint64=np.uint64, float64=np.float64,
     zeros=np.zeros, zeros_like=np.zeros_like, copyto=np.copyto, RawModule=_RawModule,
+    asnumpy=np.asarray, asarray=np.asarray,
     cuda=types.SimpleNamespace(Stream=_Stream), captures=0, eager_launches=0)
 
 
@@ -258,3 +259,17 @@ def test_emulated_cuda_runner_with_per_image_warps_matches_the_generic_path(monk
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-5, err_msg=k)
     assert [r["train_accuracy"] for r in fast_history] == \
         [r["train_accuracy"] for r in slow_history]
+
+
+@needs_compiler
+def test_emulated_cuda_runner_names_the_step_where_the_loss_diverged(monkeypatch):
+    from mnist_xp.train_control import TrainingDiverged
+
+    x, y = blobs()
+    arch = Architecture(36, 40, 4)
+    config = TrainConfig(epochs=2, batch_size=40, learning_rate=1e30, momentum=0.9)
+    monkeypatch.setattr(Backend, "epoch_runner", emulated_runner(True))
+    rng = np.random.default_rng(3)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step [23] of 3"):
+        train(init_params(arch, np.float32, rng), x, y, arch=arch, config=config, backend=CPU,
+              rng=rng)

@@ -5,14 +5,17 @@ One training step is three kernels, each fusing what the generic path does in ma
 ``hidden_partial``
     gathers the batch's rows from the uint8 dataset through the epoch's order, moves
     them by the batch's shift (or each image through its own warp), converts and
-    scales them (kept in ``xbuf`` for the weight gradient), and computes partial sums of ``x @ W1`` over slices of the
-    inputs (split-K: a grid of (row blocks, input slices) keeps the GPU busy at small
-    batches, and the slices are summed in a fixed order, so results are deterministic).
+    scales them (kept in ``xbuf`` for the weight gradient), and computes partial sums
+    of ``x @ W1`` over slices of the inputs (split-K: a grid of (row blocks, input
+    slices) keeps the GPU busy at small batches, and the slices are summed in a fixed
+    order, so results are deterministic). It also zeroes the step's loss counter (and,
+    at step 0, the epoch's hit counter), so an epoch is nothing but kernel launches.
 ``output_backward``
     one warp per sample: sums the slices, adds ``b1`` and applies the activation
     (stores ``h``), computes the output scores, the loss, the hit and the output
-    gradient ``dz``, then back-propagates to ``dh``. The batch's loss and hits are
-    added to two device counters (read once per epoch).
+    gradient ``dz``, then back-propagates to ``dh``. Each sample's loss is added to its
+    step's counter and its hit to the epoch's (read once per epoch; the per-step losses
+    say where a diverging run first went wrong).
 ``grads_update``
     the weight gradients (``xbuf.T @ dh`` as 32x32 tiles; ``h.T @ dz`` and the bias
     sums one warp per row, lanes striding over the batch and reduced by shuffles; all
@@ -98,15 +101,16 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
     const in_t* __restrict__ data, const long long* __restrict__ order, const int base,
     const int rows, const int* __restrict__ shifts, const int batch, const real scale,
     const real* __restrict__ W1, real* __restrict__ xbuf, real* __restrict__ part,
-    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits,
+    double* __restrict__ step_loss, unsigned long long* __restrict__ hits,
     const long long* __restrict__ warp_index, const unsigned char* __restrict__ warp_keep,
     const long long* __restrict__ warp_ids)
 {
     __shared__ real xs[ROWS_A][K_SLICE];
-    if (batch == 0 && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
-        // the epoch's counters start here: output_backward of step 0 runs after this kernel
-        *loss_sum = 0.0;
-        *hits = 0ULL;
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
+        // this step's loss, and at step 0 the epoch's hits, start here: output_backward
+        // of the same step runs after this kernel
+        step_loss[batch] = 0.0;
+        if (batch == 0) *hits = 0ULL;
     }
     const int r0 = blockIdx.x * ROWS_A;
     const int split = blockIdx.y;
@@ -185,7 +189,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
     const real* __restrict__ b2, const long long* __restrict__ labels,
     const long long* __restrict__ order, const int base, const int rows, const real inv_rows,
     real* __restrict__ h, real* __restrict__ dz, real* __restrict__ dh,
-    double* __restrict__ loss_sum, unsigned long long* __restrict__ hits)
+    double* __restrict__ step_loss, const int step, unsigned long long* __restrict__ hits)
 {
     const int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int lane = threadIdx.x & 31;
@@ -242,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
     loss *= (real)0.5;
 #endif
     if (lane == 0) {
-        atomicAdd(loss_sum, (double)loss);
+        atomicAdd(step_loss + step, (double)loss);
         if (best == label) atomicAdd(hits, 1ULL);
 #pragma unroll
         for (int c = 0; c < N_OUT; ++c) dz[(long long)row * N_OUT + c] = z[c];

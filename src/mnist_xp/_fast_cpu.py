@@ -36,6 +36,7 @@ import numpy as np
 from .augment import EpochWarps, RandomShift, RandomWarp
 from .model import Architecture
 from .optim import SGD
+from .train_control import StopEpoch
 
 __all__ = ["NumpyEpochRunner", "SINGLE_THREAD_BELOW"]
 
@@ -190,8 +191,46 @@ class NumpyEpochRunner:
         np.multiply(buf.raw, w["keep"], out=buf.raw)
         np.copyto(buf.x[:, :n_in], buf.raw, casting="unsafe")
 
+    # -- exact state, for checkpoints ---------------------------------------------------
+
+    def exact_state(self) -> dict[str, np.ndarray]:
+        """Copies of every array training continues from (this runner's own layout)."""
+        out = {"w1": self.w1.copy(), "w2t": self.w2t.copy(), "b2": self.b2.copy()}
+        if self.velocity is not None:
+            out.update({f"v{i}": v.copy() for i, v in enumerate(self.velocity)})
+        return out
+
+    def load_exact_state(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state` (from `exact_state` of a runner of the same setup), exactly."""
+        for name in ("w1", "w2t", "b2"):
+            np.copyto(getattr(self, name), state[name])
+        if self.velocity is not None:
+            for i, v in enumerate(self.velocity):
+                np.copyto(v, state[f"v{i}"])
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The momentum buffers in the generic layout (``velocity/W1`` ...), as SGD keeps them."""
+        if self.velocity is None:
+            return {}
+        n_in, inv = self.arch.n_inputs, 1.0 / self.scale
+        v1, v2t, vb2 = self.velocity
+        return {"velocity/W1": v1[:n_in] * inv, "velocity/b1": v1[n_in] * inv,
+                "velocity/W2": v2t.T.copy(), "velocity/b2": vb2[:, 0].copy()}
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take momentum buffers in the generic layout (see `optimizer_state`)."""
+        if self.velocity is None:
+            return
+        n_in = self.arch.n_inputs
+        v1, v2t, vb2 = self.velocity
+        np.multiply(state["velocity/W1"], self.scale, out=v1[:n_in])
+        np.multiply(state["velocity/b1"], self.scale, out=v1[n_in])
+        np.copyto(v2t, state["velocity/W2"].T)
+        np.copyto(vb2[:, 0], state["velocity/b2"])
+
     def run_epoch(self, order: np.ndarray, batch_size: int, lr_at, shift_ids=None,
-                  on_batch=None, warps: EpochWarps | None = None) -> tuple[float, int]:
+                  on_batch=None, warps: EpochWarps | None = None,
+                  should_stop=None) -> tuple[float, int]:
         """Train one pass over `order`; return (summed loss, correct count)."""
         n = order.shape[0]
         losses = np.empty(n, self.dtype)
@@ -209,7 +248,15 @@ class NumpyEpochRunner:
                 self._step(buf, buf.y, lr_at(i), losses[start:stop], hits[start:stop])
                 if on_batch is not None:
                     on_batch(i + 1)
+                if should_stop is not None and should_stop():
+                    raise StopEpoch(i + 1)
+        self._losses, self._batch_size = losses, batch_size
         return float(losses.sum(dtype=np.float64)), int(np.count_nonzero(hits))
+
+    def first_bad_step(self) -> int | None:
+        """The first step (from 0) of the last epoch whose loss was not finite, or None."""
+        bad = np.flatnonzero(~np.isfinite(self._losses))
+        return int(bad[0]) // self._batch_size if bad.size else None
 
     def _step(self, buf: _Buffers, y: np.ndarray, lr: float, losses: np.ndarray,
               hits: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from . import _cuda_kernels as kern
 from .augment import EpochWarps, RandomShift, RandomWarp
 from .model import Architecture
 from .optim import SGD
+from .train_control import StopEpoch
 
 __all__ = ["CudaEpochRunner", "EpochPlan", "step_launches"]
 
@@ -44,7 +45,7 @@ class EpochPlan:
         self.h = cp.zeros((b, arch.n_hidden), dtype)
         self.dz = cp.zeros((b, arch.n_outputs), dtype)
         self.dh = cp.zeros((b, arch.n_hidden), dtype)
-        self.loss = cp.zeros((), cp.float64)
+        self.step_loss = cp.zeros(self.n_batches, cp.float64)  # summed loss of each step
         self.hits = cp.zeros((), cp.uint64)
         # each epoch's warps are copied in here: a graph holds its buffers' addresses
         self.warp_index = cp.zeros((max(warp_bank, 1), arch.n_inputs), cp.int64)
@@ -124,7 +125,7 @@ class CudaEpochRunner:
         return plan
 
     def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None,
-                  warps: EpochWarps | None = None):
+                  warps: EpochWarps | None = None, should_stop=None):
         """Train one pass over `order`; return device (loss sum float64, hits uint64).
 
         Parameters
@@ -141,6 +142,9 @@ class CudaEpochRunner:
             graphs; once, with the total, when a graph runs the epoch).
         warps : EpochWarps, optional
             The epoch's warps; needed with a warper.
+        should_stop : callable, optional
+            Without graphs, checked after each step's launches (`StopEpoch` ends the
+            epoch early); a graph runs its whole epoch, and the loop checks after it.
         """
         cp, s = self.cp, self.stream
         n = int(order.shape[0])
@@ -157,15 +161,33 @@ class CudaEpochRunner:
                 cp.copyto(plan.warp_keep, warps.keep)
                 cp.copyto(plan.warp_ids, warps.ids)
             if not self.graphs:
-                self._launch_epoch(plan, on_batch)
+                self._launch_epoch(plan, on_batch, should_stop)
             else:
                 if plan.graph is None:
                     plan.graph = self._capture(plan)
                 plan.graph.launch(stream=s)
                 if on_batch is not None:
                     on_batch(plan.n_batches)
-            # copies: the counters are overwritten by the next epoch
-            return plan.loss.copy(), plan.hits.copy()
+            # new arrays: the counters are overwritten by the next epoch
+            return plan.step_loss.sum(), plan.hits.copy()
+
+    def first_bad_step(self) -> int | None:
+        """The first step (from 0) of the last epoch whose loss was not finite, or None."""
+        losses = self.cp.asnumpy(self._plan.step_loss)  # only read after a bad epoch
+        bad = np.flatnonzero(~np.isfinite(losses))
+        return int(bad[0]) if bad.size else None
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The momentum buffers (``velocity/W1`` ...), host copies; empty for plain SGD."""
+        if not self.opt.momentum:
+            return {}
+        return {f"velocity/{k}": self.cp.asnumpy(v) for k, v in self.velocity.items()}
+
+    def load_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        """Take momentum buffers as `optimizer_state` gives them."""
+        if self.opt.momentum:
+            for k, v in self.velocity.items():
+                v[...] = self.cp.asarray(state[f"velocity/{k}"])
 
     def _upload(self, dst, host: np.ndarray) -> None:
         """Copy host array `host` into device buffer `dst`, in order on the runner's stream."""
@@ -181,7 +203,7 @@ class CudaEpochRunner:
             graph = s.end_capture()  # always leave capture mode, even after an error
         return graph
 
-    def _launch_epoch(self, plan: EpochPlan, on_batch) -> None:
+    def _launch_epoch(self, plan: EpochPlan, on_batch, should_stop=None) -> None:
         """Queue the kernels of every step of an epoch on the runner's stream."""
         s = self.stream
         for i in range(plan.n_batches):
@@ -191,6 +213,8 @@ class CudaEpochRunner:
                 self.kernels[name](grid, block, args, stream=s)
             if on_batch is not None:
                 on_batch(i + 1)
+            if should_stop is not None and should_stop():
+                raise StopEpoch(i + 1)
 
 
 def step_launches(arch: Architecture, optimizer: SGD, plan: EpochPlan, params: dict,
@@ -210,11 +234,11 @@ def step_launches(arch: Architecture, optimizer: SGD, plan: EpochPlan, params: d
     return [
         ("hidden_partial", grid["hidden_partial"], (kern.THREADS_A,),
          (x, plan.order, np.int32(base), np.int32(rows), plan.shifts, np.int32(i), real(scale),
-          p["W1"], plan.xbuf, plan.part, plan.loss, plan.hits, plan.warp_index, plan.warp_keep,
-          plan.warp_ids)),
+          p["W1"], plan.xbuf, plan.part, plan.step_loss, plan.hits, plan.warp_index,
+          plan.warp_keep, plan.warp_ids)),
         ("output_backward", grid["output_backward"], (kern.THREADS_B,),
          (plan.part, p["b1"], p["W2"], p["b2"], y, plan.order, np.int32(base), np.int32(rows),
-          real(1.0 / rows), plan.h, plan.dz, plan.dh, plan.loss, plan.hits)),
+          real(1.0 / rows), plan.h, plan.dz, plan.dh, plan.step_loss, np.int32(i), plan.hits)),
         ("grads_update", grid["grads_update"], (kern.THREADS_C,),
          (plan.xbuf, plan.h, plan.dz, plan.dh, np.int32(rows), p["W1"], p["b1"], p["W2"],
           p["b2"], v["W1"], v["b1"], v["W2"], v["b2"], plan.lrs, np.int32(i), mu, wd,

@@ -249,7 +249,8 @@ class MLPClassifier:
         self.backend_ = backend
         self.params_ = {k: backend.asarray(v) for k, v in host_params.items()}
 
-    def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None) -> "MLPClassifier":
+    def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None, resume=None,
+            on_checkpoint=None, checkpoint_every=1, should_stop=None) -> "MLPClassifier":
         """Train from scratch on `X`, `y`.
 
         The fitted attributes are set together once training has finished, so a
@@ -268,6 +269,9 @@ class MLPClassifier:
             Called with each epoch's record (a dict) as soon as it is known.
         progress : EpochProgress, optional
             Live display; by default one is drawn when ``verbose`` is true.
+        resume, on_checkpoint, checkpoint_every, should_stop
+            Resumable training; see `mnist_xp.train.train`. `resume` is a
+            `mnist_xp.training_state.TrainState` of a run with these settings on this data.
 
         Returns
         -------
@@ -304,7 +308,9 @@ class MLPClassifier:
         params = {k: backend.asarray(v) for k, v in init_params(arch, dtype, rng).items()}
         history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
                         backend=backend, rng=rng, eval_set=eval_dev, on_epoch=on_epoch,
-                        progress=progress, val_set=val_dev, patience=self.n_iter_no_change)
+                        progress=progress, val_set=val_dev, patience=self.n_iter_no_change,
+                        resume=resume, on_checkpoint=on_checkpoint,
+                        checkpoint_every=checkpoint_every, should_stop=should_stop)
         best = [r["epoch"] for r in history if r.get("best")]
         self.classes_, self.n_features_in_, self.history_ = classes, n_features, history
         self.best_epoch_ = best[0] if best else history[-1]["epoch"]

@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 
 from .augment import Distortion, EpochWarps, RandomShift, RandomWarp, image_side
+from .train_control import StopEpoch, TrainingDiverged, TrainingInterrupted
+from .training_state import TrainState
 from .backend import Backend
 from .model import Architecture, forward, loss_and_grads
 from .optim import OPTIMIZERS, SGD, make_optimizer
@@ -113,11 +115,14 @@ def input_scale(x, xp) -> float:
 
 def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch_size, scale,
                 backend, lr_at: Callable[[int], float],
-                on_batch: Callable[[int], None] | None = None, label_smoothing: float = 0.0):
+                on_batch: Callable[[int], None] | None = None, label_smoothing: float = 0.0,
+                step_losses=None, should_stop: Callable[[], bool] | None = None):
     """Run one pass over the data in the given order; return device sums (loss, correct).
 
     ``fetch(i, idx)`` gives the raw input rows of batch `i`, whose image indices are
-    `idx`; ``lr_at(i)`` the learning rate of batch `i`.
+    `idx`; ``lr_at(i)`` the learning rate of batch `i`. With `step_losses` (a device
+    vector, one entry per batch) each batch's summed loss is stored there too; when
+    ``should_stop()`` turns true after a step, `StopEpoch` is raised.
     """
     xp = backend.xp
     loss_sum = xp.zeros((), dtype=dtype)
@@ -132,9 +137,63 @@ def train_epoch(params, opt: SGD, opt_state, fetch, y, order, arch, dtype, batch
         opt.step(params, grads, opt_state, lr_at(i))
         loss_sum += batch_loss
         correct += xp.astype(batch_correct, xp.int64)
+        if step_losses is not None:
+            step_losses[i] = batch_loss
         if on_batch is not None:
             on_batch(i + 1)
+        if should_stop is not None and should_stop():
+            raise StopEpoch(i + 1)
     return loss_sum, correct
+
+
+def flatten_optimizer_state(state: dict, backend: Backend) -> dict[str, np.ndarray]:
+    """An optimizer's state (`SGD.init_state` / `Adam.init_state`) as flat host arrays."""
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": backend.to_numpy(v).copy() for k, v in value.items()})
+        elif key == "t":
+            flat["t"] = np.array(value, dtype=np.int64)
+        else:  # SGD: velocity per parameter
+            flat[f"velocity/{key}"] = backend.to_numpy(value).copy()
+    return flat
+
+
+def load_optimizer_state(state: dict, flat: dict[str, np.ndarray], backend: Backend) -> None:
+    """Fill an optimizer's `state` in place from `flatten_optimizer_state`'s arrays."""
+    for key in list(state):
+        value = state[key]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                v[...] = backend.asarray(flat[f"{key}/{k}"])
+        elif key == "t":
+            state["t"] = int(flat["t"])
+        else:
+            value[...] = backend.asarray(flat[f"velocity/{key}"])
+
+
+def _restore(state: TrainState, params, runner, rng, backend) -> int:
+    """Put a run back where `state` left it; return the epochs it had done."""
+    for k, v in state.params.items():
+        params[k][...] = backend.asarray(v)
+    if state.runner and state.runner_kind == type(runner).__name__ and hasattr(runner, "load_exact_state"):
+        runner.load_exact_state(state.runner)  # the fast path's own arrays: bit for bit
+    else:
+        if hasattr(runner, "read"):
+            runner.read(params)
+        runner.load_optimizer_state(state.optimizer)
+    rng.bit_generator.state = state.rng_state
+    return state.epoch
+
+
+def _diverged(epoch: int, runner, n_batches: int, loss: float, lr: float):
+    """Raise `TrainingDiverged` for a non-finite epoch loss, naming where it began."""
+    step = runner.first_bad_step() if hasattr(runner, "first_bad_step") else None
+    what = "NaN" if math.isnan(loss) else "infinite"
+    where = f"epoch {epoch}" + ("" if step is None else f", step {step + 1} of {n_batches}")
+    raise TrainingDiverged(
+        f"training diverged: the loss became {what} in {where}; the run was stopped. "
+        f"Try a smaller learning rate (e.g. --learning-rate {lr / 10:g})", epoch, step)
 
 
 def _chunks(n: int, size: int):
@@ -219,13 +278,16 @@ class GenericEpochs:
         self.state = optimizer.init_state(params, backend.xp)
 
     def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None,
-                  warps: EpochWarps | None = None):
+                  warps: EpochWarps | None = None, should_stop=None):
         """Train one pass over `order` (device int64); return device (loss sum, correct).
 
         `shift_ids` (host integers, one per batch) pick each batch's translation;
-        `warps` (with a warper) each sample's distortion.
+        `warps` (with a warper) each sample's distortion. ``should_stop()``, checked
+        after every step, ends the epoch early with `StopEpoch`.
         """
         xp, x, shifter, warper = self.backend.xp, self.x, self.shifter, self.warper
+        n_batches = -(-order.shape[0] // batch_size)
+        self._step_losses = xp.zeros(n_batches, dtype=self.params["W1"].dtype)
 
         def fetch(i, idx):
             if warper is not None:
@@ -234,16 +296,33 @@ class GenericEpochs:
             return xb if shifter is None else shifter.apply(xb, shift_ids[i], xp)
         return train_epoch(self.params, self.opt, self.state, fetch, self.y, order, self.arch,
                            self.params["W1"].dtype, batch_size, input_scale(x, xp), self.backend,
-                           lr_at=lr_at, on_batch=on_batch, label_smoothing=self.label_smoothing)
+                           lr_at=lr_at, on_batch=on_batch, label_smoothing=self.label_smoothing,
+                           step_losses=self._step_losses, should_stop=should_stop)
 
     def write_back(self, params) -> None:
         """Nothing to do: the generic path updates `params` directly."""
+
+    def first_bad_step(self) -> int | None:
+        """The first step (from 0) of the last epoch whose loss was not finite, or None."""
+        losses = self.backend.to_numpy(self._step_losses)  # only read after a bad epoch
+        bad = np.flatnonzero(~np.isfinite(losses))
+        return int(bad[0]) if bad.size else None
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's buffers as host arrays, flattened (``velocity/W1``, ``m/W1``...)."""
+        return flatten_optimizer_state(self.state, self.backend)
+
+    def load_optimizer_state(self, flat: dict[str, np.ndarray]) -> None:
+        """Take buffers as `optimizer_state` gives them."""
+        load_optimizer_state(self.state, flat, self.backend)
 
 
 def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Backend,
           rng: np.random.Generator, eval_set=None, on_epoch=None, progress=None,
           fast: bool = True, cuda_graphs: bool = True, val_set=None,
-          patience: int | None = None) -> list[dict]:
+          patience: int | None = None, resume: TrainState | None = None,
+          on_checkpoint: Callable[[TrainState], None] | None = None, checkpoint_every: int = 1,
+          should_stop: Callable[[], bool] | None = None) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -281,6 +360,22 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
     patience : int, optional
         With `val_set`: stop once this many epochs in a row have not beaten the best
         validation accuracy (early stopping).
+    resume : TrainState, optional
+        Continue a run from this state (see `mnist_xp.training_state`) instead of from
+        `params`; on the same backend and fast path, the result is bit for bit that of
+        the uninterrupted run.
+    on_checkpoint : callable, optional
+        Called with a `TrainState` after every `checkpoint_every`-th epoch and after the
+        last one.
+    should_stop : callable, optional
+        Checked after every step (after every epoch on a CUDA graph): once it returns
+        True, the running epoch's work is dropped and `TrainingInterrupted` is raised
+        carrying the state after the last completed epoch.
+
+    Raises
+    ------
+    TrainingDiverged
+        The loss became NaN or infinite; the message names the epoch and step.
 
     Returns
     -------
@@ -297,7 +392,9 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
     n_batches = -(-n // config.batch_size)
     total_steps = n_batches * config.epochs
     history = []
-    with backend.activate():
+    # NaN and overflow are detected once per epoch from the loss (TrainingDiverged, one
+    # clear message); NumPy's own warnings would only add noise on the way there.
+    with backend.activate(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         shifter = _shifter(config.shift, arch.n_inputs)
         warper = _warper(config, arch.n_inputs)
         runner = (backend.epoch_runner(params, arch, opt, x, y, shifter, graphs=cuda_graphs,
@@ -317,11 +414,33 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
             warps = warper.draw_epoch(n, rng) if warper is not None else None
             return order, shifts, warps
 
-        pending = draw_epoch()
         best = None  # (epoch, validation accuracy, parameters) of the best epoch so far
         if patience is not None and (patience < 1 or val_set is None):
             raise ValueError("patience needs a validation set and must be >= 1")
-        for epoch in range(1, config.epochs + 1):
+        first_epoch = 1
+        if resume is not None:
+            first_epoch, best = _restore(resume, params, runner, rng, backend) + 1, None
+            history = [dict(r) for r in resume.history]
+            if resume.best is not None:
+                best = (resume.best[0], resume.best[1],
+                        {k: backend.asarray(v) for k, v in resume.best[2].items()})
+        kind = type(runner).__name__
+
+        def snapshot(epoch, rng_state):
+            """The state after `epoch`, on the host (copies: training goes on in place)."""
+            runner.write_back(params)
+            return TrainState(
+                epoch=epoch, history=[dict(r) for r in history], rng_state=rng_state,
+                params={k: backend.to_numpy(v).copy() for k, v in params.items()},
+                optimizer=runner.optimizer_state(), runner_kind=kind,
+                runner=runner.exact_state() if hasattr(runner, "exact_state") else {},
+                best=None if best is None else (best[0], best[1], {
+                    k: backend.to_numpy(v).copy() for k, v in best[2].items()}))
+
+        last_state = resume
+        rng_state = rng.bit_generator.state  # before the next epoch's draws
+        pending = draw_epoch() if first_epoch <= config.epochs else None
+        for epoch in range(first_epoch, config.epochs + 1):
             if progress is not None:
                 progress.start(epoch, n_batches)
             host_order, shift_ids, host_warps = pending
@@ -330,15 +449,22 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
             backend.synchronize()  # sync point: the uploads stay out of the epoch's time
             t0 = time.perf_counter()
             first_step = (epoch - 1) * n_batches
-            loss_sum, correct = runner.run_epoch(
-                order, config.batch_size,
-                lambda i: learning_rate_at(config, first_step + i, total_steps, n_batches),
-                shift_ids=shift_ids,
-                on_batch=None if progress is None else progress.advance,
-                **({} if warps is None else {"warps": warps}),
-            )
+            try:
+                loss_sum, correct = runner.run_epoch(
+                    order, config.batch_size,
+                    lambda i: learning_rate_at(config, first_step + i, total_steps, n_batches),
+                    shift_ids=shift_ids,
+                    on_batch=None if progress is None else progress.advance,
+                    **({} if warps is None else {"warps": warps}),
+                    **({} if should_stop is None else {"should_stop": should_stop}),
+                )
+            except StopEpoch as stop:
+                if progress is not None:
+                    progress.finish()
+                raise TrainingInterrupted(epoch, stop.steps_done, last_state) from None
             runner.write_back(params)
             last = epoch == config.epochs
+            next_rng_state = rng.bit_generator.state
             if backend.is_async and not last:
                 pending = draw_epoch()  # on the host while the device runs the queued epoch
             backend.synchronize()  # sync point: the epoch's work is done before the clock is read
@@ -347,6 +473,11 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
                 pending = draw_epoch()
             # The one device -> host read of the epoch's training metrics.
             loss_sum, correct = backend.to_numpy(loss_sum), backend.to_numpy(correct)
+            if not math.isfinite(float(loss_sum)):
+                if progress is not None:
+                    progress.finish()
+                _diverged(epoch, runner, n_batches, float(loss_sum), learning_rate_at(
+                    config, first_step, total_steps, n_batches))
             record = {
                 "epoch": epoch,
                 "train_loss": float(loss_sum) / n,
@@ -369,7 +500,14 @@ def train(params, x, y, *, arch: Architecture, config: TrainConfig, backend: Bac
             history.append(record)
             if on_epoch is not None:
                 on_epoch(record)
-            if best is not None and patience is not None and epoch - best[0] >= patience:
+            stopping = best is not None and patience is not None and epoch - best[0] >= patience
+            if should_stop is not None or on_checkpoint is not None:
+                last_state = snapshot(epoch, next_rng_state)
+                if on_checkpoint is not None and (epoch % checkpoint_every == 0 or last or stopping):
+                    on_checkpoint(last_state)
+                if should_stop is not None and should_stop() and not last:
+                    raise TrainingInterrupted(epoch + 1, 0, last_state)
+            if stopping:
                 break
         if best is not None:
             history[best[0] - 1]["best"] = True
