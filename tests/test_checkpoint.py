@@ -203,3 +203,101 @@ def test_distortion_settings_survive_a_round_trip(tmp_path):
                           random_state=0).fit(x, y)
     save(model, tmp_path / "m.npz")
     assert load(tmp_path / "m.npz", device="cpu").augment == {"rotate": 5, "elastic": 2.5}
+
+
+# -- hostile archives: refused from the headers alone, before any data is allocated -----
+
+def _zip_members(path, members: dict, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression=compression) as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    return path
+
+
+def _npy(array) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _good_members(good):
+    with zipfile.ZipFile(good) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _huge_header(shape, descr="<f4") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue() + bytes(64)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m.update({"W1.npy": _huge_header((10**6, 10**6))}),
+         "member W1.npy: header declares 4,000,000,000,000 bytes"),
+        (lambda m: m.update({"metadata.npy": _huge_header((10**9,), "<U1")}),
+         "member metadata.npy: header declares 4,000,000,000 bytes"),
+        (lambda m: m.update({"metadata.npy": b'{"format": "mnist_xp.model"}'}),
+         "member metadata.npy: not .npy data"),
+        (lambda m: m.update({"b1.npy": _npy(np.array([object()], dtype=object))}),
+         "pickled objects, which are never loaded"),
+    ],
+    ids=["4TB-array", "4GB-metadata-string", "member-not-npy", "object-array"],
+)
+def test_hostile_members_are_refused_before_allocating(fitted, tmp_path, damage, message):
+    import tracemalloc
+
+    clf, _ = fitted
+    members = _good_members(save(clf, tmp_path / "good.npz"))
+    damage(members)
+    bad = _zip_members(tmp_path / "bad.npz", members)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ModelFileError) as info:
+            load(bad, device="cpu")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(info.value).startswith(f"{bad}: ") and message in str(info.value)
+    assert peak < 16 << 20
+
+
+def test_only_the_npy_members_are_read(fitted, tmp_path):
+    # np.load would hand back a same-named member without .npy, inflating it whole.
+    clf, _ = fitted
+    members = _good_members(save(clf, tmp_path / "good.npz"))
+    members["W1"] = b"\0" * (8 << 20)  # deflates to a few KB; never read
+    path = _zip_members(tmp_path / "m.npz", members, zipfile.ZIP_DEFLATED)
+    np.testing.assert_array_equal(load(path, device="cpu").params_["W1"], clf.params_["W1"])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.update(estimator_params="abc"), "estimator_params is not a JSON object"),
+        (lambda m: m.update(format_version=True), "bad format_version True"),
+    ],
+)
+def test_odd_metadata_values_are_refused(fitted, tmp_path, change, message):
+    clf, _ = fitted
+    good = save(clf, tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", lambda a, m: change(m))
+    with pytest.raises(ModelFileError, match=message):
+        load(bad, device="cpu")
+
+
+def test_absurdly_nested_metadata_is_invalid_json(fitted, tmp_path):
+    clf, _ = fitted
+    good = save(clf, tmp_path / "good.npz")
+    with np.load(good, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["metadata"] = np.array("[" * 100_000 + "]" * 100_000)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ModelFileError, match="metadata is not valid JSON"):
+        load(tmp_path / "bad.npz", device="cpu")

@@ -217,3 +217,41 @@ def test_unreadable_file_is_refused(tmp_path):
         assert_data_error(path, "permission denied")
     finally:
         path.chmod(0o644)
+
+
+def test_gzip_bomb_is_refused_after_reading_a_bounded_amount(tmp_path, monkeypatch):
+    # The trailing data is counted up to a limit, then refused without inflating the
+    # rest; a smaller limit here stands in for the real 64 MiB.
+    from mnist_xp.data import idx as idx_module
+
+    monkeypatch.setattr(idx_module, "_MAX_TRAILING", 1 << 20)
+    path = tmp_path / "bomb.gz"
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    with open(path, "wb") as f:
+        f.write(compressor.compress(idx_bytes(0x08, (16,), bytes(16))))
+        f.writelines(compressor.compress(bytes(1 << 20)) for _ in range(64))
+        f.write(compressor.flush())
+    reads = []
+    real_read = gzip.GzipFile.read
+
+    def counting_read(self, size=-1):
+        data = real_read(self, size)
+        reads.append(len(data))
+        return data
+
+    monkeypatch.setattr(gzip.GzipFile, "read", counting_read)
+    assert_data_error(path, f"more than {1 << 20:,} bytes of trailing data")
+    assert sum(reads) < 4 << 20  # not the 64 MiB that follow
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_named_pipe_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "pipe.idx"
+    os.mkfifo(path)  # nothing ever writes to it: opening it normally would block
+    assert_data_error(path, "named pipe")
+
+
+def test_sides_numpy_cannot_index_are_refused_even_with_a_zero_side(tmp_path):
+    path = tmp_path / "a.idx"
+    path.write_bytes(idx_bytes(0x08, (0, 2, 2**31, 2**31), b""))
+    assert_data_error(path, "too large for any array")

@@ -46,7 +46,9 @@ __all__ = [
 
 DEVICE_FORMS = "auto, cpu, cuda or cuda:N (N a device number, e.g. cuda:0)"
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|array_api_strict)(?::(\d+))?$")
+# [0-9], not \d: \d also matches other scripts' digits ("cuda:٣"), which int() accepts.
+# \Z, not $: $ also matches before a trailing newline.
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|array_api_strict)(?::([0-9]+))?\Z")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_write
+from ._inputs import NotRegularFileError, NpyHeaderError, open_regular, read_npy_header
 from .backend import get_backend, to_numpy
 from .errors import ModelFileError
 from .estimator import MLPClassifier
@@ -28,6 +30,13 @@ __all__ = ["save", "load", "read_metadata", "default_model_path", "FORMAT", "FOR
 
 FORMAT = "mnist_xp.model"
 FORMAT_VERSION = 1
+
+# The archive members a model file must hold (each NAME.npy) and the only ones read.
+_MEMBERS = (*PARAM_NAMES, "classes", "metadata")
+
+# Deflate cannot expand data more than ~1032:1, so a member declaring more array data
+# than this many times the size of the whole archive is corrupt or hostile.
+_MAX_DEFLATE_RATIO = 1100
 
 
 def default_model_path() -> Path:
@@ -60,10 +69,7 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
         raise ValueError(f"only integer or string class labels can be saved, got {classes.dtype}")
     arrays = {k: to_numpy(v) for k, v in model.params_.items()}
     arch = model._arch()
-    # Settings that JSON cannot hold (a Generator as random_state) are stored as null;
-    # the distortion settings are a flat dict of numbers.
-    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) or _flat_numbers(v)
-              else None for k, v in model.get_params().items() if k != "device"}
+    params = jsonable_settings(model)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -86,6 +92,16 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
     with atomic_write(path) as f:
         np.savez(f, **arrays, classes=classes, metadata=np.array(text))
     return path
+
+
+def jsonable_settings(model: MLPClassifier) -> dict:
+    """The estimator's settings as JSON values (``device`` left out).
+
+    Settings that JSON cannot hold (a Generator as random_state) become null; the
+    distortion settings are a flat dict of numbers.
+    """
+    return {k: v if isinstance(v, (bool, int, float, str, type(None))) or _flat_numbers(v)
+            else None for k, v in model.get_params().items() if k != "device"}
 
 
 def _flat_numbers(value) -> bool:
@@ -148,36 +164,89 @@ def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
 
 
 def _read(path: Path):
-    """Open, validate and return (arrays, classes, metadata) of a model file."""
-    if not path.exists():
-        raise ModelFileError(f"{path}: no such model file")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a directory, not a model file")
+    """Open, validate and return (arrays, classes, metadata) of a model file.
+
+    The archive is read member by member with `numpy.lib.format`, not `np.load`, so
+    that only the six expected ``NAME.npy`` members are ever touched (np.load would
+    also hand back a non-.npy member, or a same-named one without ``.npy``, as raw
+    bytes, inflating it whole), and every member's header is checked -- no object
+    dtype (which would need unpickling), no more data than the archive can hold --
+    before any array is allocated.
+    """
     try:
-        # np.load reads anything that is not a zip as .npy or pickle: rule that out first.
-        if not zipfile.is_zipfile(path):
-            raise ModelFileError(f"{path}: not a readable .npz model file (not a zip archive)")
-        with np.load(path, allow_pickle=False) as npz:
-            names = set(npz.files)
-            missing = {*PARAM_NAMES, "classes", "metadata"} - names
-            if missing:
-                raise ModelFileError(
-                    f"{path}: not an mnist_xp model (missing {', '.join(sorted(missing))})")
-            arrays = {k: npz[k] for k in PARAM_NAMES}
-            classes, text = npz["classes"], npz["metadata"]
-    except ModelFileError:
-        raise
+        f = open_regular(path)
+    except FileNotFoundError:
+        raise ModelFileError(f"{path}: no such model file") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{path}: is a directory, not a model file") from None
+    except NotRegularFileError as exc:
+        raise ModelFileError(f"{path}: {exc.strerror}; expected a .npz model file") from None
     except PermissionError:
         raise ModelFileError(f"{path}: permission denied") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise ModelFileError(f"{path}: holds pickled objects, which are never loaded") from None
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file ({exc})") from None
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with f:
+        try:
+            # Anything that is not a zip would be read by np.load as .npy or pickle;
+            # here it is simply refused.
+            if not zipfile.is_zipfile(f):
+                raise ModelFileError(f"{path}: not a readable .npz model file (not a zip archive)")
+            with zipfile.ZipFile(f) as archive:
+                loaded = _read_members(path, archive, os.fstat(f.fileno()).st_size)
+        except ModelFileError:
+            raise
+        except PermissionError:
+            raise ModelFileError(f"{path}: permission denied") from None
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error,
+                NotImplementedError,  # a compression method zipfile cannot undo
+                RuntimeError,  # an encrypted member
+                ) as exc:
+            raise ModelFileError(f"{path}: not a readable .npz model file ({_one_line(exc)})") from None
+    arrays = {k: loaded[k] for k in PARAM_NAMES}
+    classes, text = loaded["classes"], loaded["metadata"]
     meta = _parse_metadata(path, text)
     _check_arrays(path, arrays, classes, meta)
     return arrays, classes, meta
+
+
+def _read_members(path: Path, archive: zipfile.ZipFile, archive_size: int) -> dict:
+    """The six arrays of a model archive, every header checked before any data is read."""
+    names = set(archive.namelist())
+    missing = [m for m in _MEMBERS if f"{m}.npy" not in names]
+    if missing:
+        raise ModelFileError(f"{path}: not an mnist_xp model (missing {', '.join(sorted(missing))})")
+    infos = {m: archive.getinfo(f"{m}.npy") for m in _MEMBERS}
+    problems = []
+    for name, info in infos.items():  # first pass: headers only
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            problems.append(f"member {info.filename} uses an unsupported compression "
+                            f"method ({info.compress_type})")
+            continue
+        # What the member can really hold: the sizes in the zip directory may lie,
+        # but stored data cannot exceed its compressed size, nor deflated data its
+        # compressed size times deflate's ratio, nor either the archive itself.
+        stored = min(info.compress_size, archive_size)
+        if info.compress_type == zipfile.ZIP_DEFLATED:
+            stored *= _MAX_DEFLATE_RATIO
+        with archive.open(info) as member:
+            try:
+                read_npy_header(member, min(info.file_size, stored))
+            except NpyHeaderError as exc:
+                if "pickled" in str(exc):  # said first, whatever else is wrong
+                    raise ModelFileError(f"{path}: {exc}") from None
+                problems.append(f"member {info.filename}: {exc}")
+    if problems:
+        raise ModelFileError(f"{path}: {problems[0]}")
+    loaded = {}
+    for name, info in infos.items():  # second pass: the data, now known to be bounded
+        with archive.open(info) as member:
+            loaded[name] = np.lib.format.read_array(member, allow_pickle=False)
+    return loaded
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's text on one line (its type name if it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _parse_metadata(path: Path, text: np.ndarray) -> dict:
@@ -186,18 +255,20 @@ def _parse_metadata(path: Path, text: np.ndarray) -> dict:
         raise ModelFileError(f"{path}: metadata is not a JSON string")
     try:
         meta = json.loads(str(text))
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ModelFileError(f"{path}: metadata is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not an mnist_xp model (format is {meta.get('format')!r})"
                              if isinstance(meta, dict) else f"{path}: metadata is not a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFileError(f"{path}: bad format_version {version!r}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
             f"{path}: model format version {version} is newer than this mnist_xp reads "
             f"({FORMAT_VERSION}); upgrade mnist-xp")
+    if not isinstance(meta.get("estimator_params") or {}, dict):
+        raise ModelFileError(f"{path}: metadata estimator_params is not a JSON object")
     return meta
 
 

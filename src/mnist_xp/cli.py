@@ -12,10 +12,12 @@ atomically, and only once the work that produces them has succeeded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import sys
 from pathlib import Path
 
@@ -23,8 +25,9 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_write
+from ._inputs import read_npy
 from .backend import DEVICE_FORMS, cuda_status, get_backend, parse_device
-from .checkpoint import default_model_path, load, save
+from .checkpoint import default_model_path, jsonable_settings, load, save
 from .errors import DataError, DeviceError, MnistXPError
 from .estimator import PRESETS, MLPClassifier
 from .images import (
@@ -39,6 +42,8 @@ from .progress import EpochProgress, format_epoch
 from .augment import Distortion
 from .optim import OPTIMIZERS
 from .train import SCHEDULES
+from .train_control import TrainingInterrupted
+from .training_state import data_fingerprint, load_state, save_state
 
 PROG = "mnist-xp"
 
@@ -47,11 +52,25 @@ class UsageError(MnistXPError):
     """A command-line flag or value the user must change."""
 
 
+def _one_line(text: str) -> str:
+    """`text` with unprintable characters escaped (a newline becomes \\x0a).
+
+    Messages quote paths and arguments as given, and a file name may hold a newline
+    (or U+2028, or an undecodable byte); escaping keeps every diagnostic to exactly
+    one line that stderr can always encode.
+    """
+    return "".join(c if c.isprintable() else
+                   f"\\x{ord(c):02x}" if ord(c) < 0x100 else
+                   f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}"
+                   for c in text)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit status 2) instead of usage dumps."""
 
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        sys.stderr.write(_one_line(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+                         + "\n")
         sys.exit(2)
 
 
@@ -81,6 +100,20 @@ def _scale(text: str) -> int:
     value = _positive_int(text)
     if value > _MAX_SCALE:
         raise argparse.ArgumentTypeError(f"must be at most {_MAX_SCALE}, got {value}")
+    return value
+
+
+# 65,536 hidden units are ~200 MB of float32 weights (x4 with gradients and momentum);
+# far more than MNIST can use, and a typo such as --hidden 1000000000 (5.7 TiB) is
+# refused here rather than by an allocation failure.
+_MAX_HIDDEN = 1 << 16
+
+
+def _hidden(text: str) -> int:
+    """An argparse type: a whole number from 1 to _MAX_HIDDEN."""
+    value = _positive_int(text)
+    if value > _MAX_HIDDEN:
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_HIDDEN}, got {value}")
     return value
 
 
@@ -179,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "with the best validation accuracy (the test set is only reported)")
     t.add_argument("--patience", metavar="EPOCHS", type=_positive_int,
                    help="with --validation: stop after this many epochs without improvement")
-    t.add_argument("--hidden", type=_positive_int, help="hidden units (default 100)")
+    t.add_argument("--hidden", type=_hidden, help="hidden units (default 100)")
     t.add_argument("--activation", choices=ACTIVATIONS)
     t.add_argument("--loss", choices=LOSSES)
     t.add_argument("--dtype", choices=("float32", "float64"))
@@ -190,6 +223,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", metavar="DIR", type=Path,
                    help="after training, write training_curves.png and weights.png into DIR "
                         "(created if missing; needs matplotlib: pip install 'mnist-xp[plot]')")
+    t.add_argument("--checkpoint", metavar="PATH", type=Path,
+                   help="keep the training state here (rewritten atomically every "
+                        "--checkpoint-every epochs and at the end), to continue with --resume")
+    t.add_argument("--checkpoint-every", metavar="N", type=_positive_int, default=1,
+                   help="epochs between checkpoints (default 1)")
+    t.add_argument("--resume", metavar="PATH", type=Path,
+                   help="continue the run saved in this checkpoint (its settings, seed and "
+                        "data; the result is as if it had never stopped)")
     t.add_argument("--quiet", "-q", action="store_true",
                    help="no progress line and no per-epoch lines; only the result")
 
@@ -257,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _say(line: str) -> None:
     """One diagnostic line on stderr."""
-    print(f"{PROG}: {line}", file=sys.stderr, flush=True)
+    print(_one_line(f"{PROG}: {line}"), file=sys.stderr, flush=True)
 
 
 def _backend(args):
@@ -347,11 +388,35 @@ def _flatten(images: np.ndarray) -> np.ndarray:
 
 # -- commands ---------------------------------------------------------------------------
 
+# Flags that set what is trained; --resume takes all of them from the checkpoint.
+_TRAINING_FLAGS = ("preset", "epochs", "batch_size", "learning_rate", "momentum", "weight_decay",
+                   "schedule", "shift", "activation", "loss", "dtype", "optimizer", "warmup",
+                   "label_smoothing", "hidden", "rotate", "zoom", "shear", "translate",
+                   "elastic", "elastic_sigma", "no_augment", "validation", "patience", "seed")
+
+
+def _resume_settings(args):
+    """The checkpoint of --resume and its settings; refuses flags that would change them."""
+    defaults = build_parser().parse_args(["train"])
+    changed = [f for f in _TRAINING_FLAGS if getattr(args, f) != getattr(defaults, f)]
+    if changed:
+        flag = "--" + changed[0].replace("_", "-")
+        raise UsageError(f"{flag} cannot be combined with --resume, which continues the "
+                         f"saved run with its own settings; drop {flag}")
+    state, info = load_state(args.resume)
+    settings = {k: v for k, v in info["settings"].items()
+                if k in MLPClassifier._get_param_names() and k != "device"}
+    return state, info, settings
+
+
 def cmd_train(args) -> int:
     """Train, report, and optionally save the model and per-epoch metrics."""
     _check_writable(args.save, "--save")
     _check_writable(args.metrics, "--metrics")
+    _check_writable(args.checkpoint, "--checkpoint")
     _check_figure_dir(args.plot, "--plot")
+    if args.resume is not None:
+        return _train(args, *_resume_settings(args))
     settings = dict(PRESETS[args.preset])
     for name in ("epochs", "batch_size", "learning_rate", "momentum", "weight_decay",
                  "schedule", "shift", "activation", "loss", "dtype", "optimizer", "warmup",
@@ -380,6 +445,12 @@ def cmd_train(args) -> int:
     if settings.get("warmup", 0) > settings["epochs"]:
         raise UsageError(f"--warmup {settings['warmup']:g} is longer than the run "
                          f"({settings['epochs']} epochs)")
+    settings["random_state"] = args.seed
+    return _train(args, None, None, settings)
+
+
+def _train(args, state, info, settings) -> int:
+    """Train with `settings` (from flags, or from the checkpoint `state` of --resume)."""
     backend = _backend(args)
     data = _data(args)
     n_train = data.x_train.shape[0]
@@ -387,7 +458,15 @@ def cmd_train(args) -> int:
         raise UsageError(f"--batch-size {settings['batch_size']} is larger than the training "
                          f"set ({n_train:,} images); use at most {n_train}")
     classes = _check_classes(data)
-    model = MLPClassifier(**settings, device=backend, random_state=args.seed)
+    model = MLPClassifier(**settings, device=backend)
+    fingerprint = data_fingerprint(_flatten(data.x_train), data.y_train)
+    if state is not None:
+        if info["data_fingerprint"] != fingerprint or not np.array_equal(info["classes"], classes):
+            raise UsageError(f"--resume {args.resume}: that run trained on other data than "
+                             f"{data.source}; give the same --data/--data-dir as it had")
+        if state.epoch >= model.epochs:
+            raise UsageError(f"--resume {args.resume}: that run already finished "
+                             f"({state.epoch} of {model.epochs} epochs); nothing to continue")
     try:
         model._validation_split(n_train)
     except ValueError as exc:
@@ -411,9 +490,24 @@ def cmd_train(args) -> int:
             with atomic_write(args.metrics, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
 
+    if state is not None:
+        records.extend(state.history)
+        print(f"resuming after epoch {state.epoch} from {args.resume}", flush=True)
+
+    def write_checkpoint(train_state, path=args.checkpoint):
+        return save_state(path, train_state, settings=jsonable_settings(model), classes=classes,
+                          fingerprint=fingerprint, metadata={"data": data.source})
+
     progress = EpochProgress(model.epochs, enabled=False if args.quiet else None)
-    model.fit(_flatten(data.x_train), data.y_train, eval_set=(_flatten(data.x_test), data.y_test),
-              on_epoch=on_epoch, progress=progress)
+    with _stop_on_signals() as stop:
+        try:
+            model.fit(_flatten(data.x_train), data.y_train,
+                      eval_set=(_flatten(data.x_test), data.y_test), on_epoch=on_epoch,
+                      progress=progress, resume=state,
+                      on_checkpoint=None if args.checkpoint is None else write_checkpoint,
+                      checkpoint_every=args.checkpoint_every, should_stop=stop.requested)
+        except TrainingInterrupted as exc:
+            return _interrupted(exc, stop.signum, args, write_checkpoint)
     final = records[model.best_epoch_ - 1]
     n_test = data.x_test.shape[0]
     seconds = sum(r["seconds"] for r in records)
@@ -423,8 +517,10 @@ def cmd_train(args) -> int:
           f"({round(final['test_accuracy'] * n_test)}/{n_test}) after {_plural(len(records), 'epoch')}, "
           f"{seconds:.1f} s of training on {backend.device}")
     if args.save is not None:
-        save(model, args.save, metadata={"data": data.source, "test_accuracy": final["test_accuracy"],
-                                         "seed": args.seed, "preset": args.preset})
+        save(model, args.save, metadata={
+            "data": data.source, "test_accuracy": final["test_accuracy"],
+            "seed": model.random_state,
+            **({"preset": args.preset} if state is None else {"resumed_from": str(args.resume)})})
         print(f"saved model to {args.save}")
     if args.plot is not None:
         from .plots import write_training_plots
@@ -433,6 +529,59 @@ def cmd_train(args) -> int:
                                      W1=backend.to_numpy(model.params_["W1"]))
         print(f"wrote {', '.join(p.name for p in files.values())} to {args.plot}")
     return 0
+
+
+class _StopRequest:
+    """Which stop signal arrived (None until one does)."""
+
+    signum = None
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGINT/SIGTERM ask training to stop after its current step (a second one aborts)."""
+    stop = _StopRequest()
+
+    def handler(signum, frame):
+        if stop.signum is not None:
+            raise KeyboardInterrupt  # asked twice: stop now, without a checkpoint
+        stop.signum = signum
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _interrupted(exc: TrainingInterrupted, signum, args, write_checkpoint) -> int:
+    """Save the state of the last finished epoch of an interrupted run; the exit status."""
+    name = signal.Signals(signum).name if signum else "a stop request"
+    where = f"epoch {exc.epoch}" + (f" after step {exc.step}" if exc.step else "")
+    status = 128 + signum if signum else 130
+    if exc.state is None:
+        _say(f"stopped by {name} during {where}; no epoch had finished, so there is nothing "
+             "to resume and no model was saved")
+        return status
+    path = args.checkpoint or _free_path(Path("mnist-xp-checkpoint.npz"))
+    write_checkpoint(exc.state, path)
+    _say(f"stopped by {name} during {where}; saved the state after epoch {exc.state.epoch} "
+         f"to {path}; continue with: mnist-xp train --resume {path}")
+    return status
+
+
+def _free_path(path: Path) -> Path:
+    """`path`, or `path` with -1, -2... before its suffix if that name is taken."""
+    candidate, i = path, 0
+    while candidate.exists():
+        i += 1
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+    return candidate
 
 
 def _augment_settings(args, preset: dict | None) -> dict | None:
@@ -523,21 +672,8 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
     from .data import read_idx
 
     if path.suffix == ".npy":
-        try:
-            with open(path, "rb") as f:
-                if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
-                    raise DataError(f"{path}: not a .npy file (no NumPy array header)")
-            images = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise DataError(f"{path}: is a directory, not a .npy file") from None
-        except PermissionError:
-            raise DataError(f"{path}: permission denied") from None
-        except (ValueError, OSError, EOFError) as exc:
-            if "pickle" in str(exc):
-                raise DataError(f"{path}: holds pickled objects, which are never loaded") from None
-            raise DataError(f"{path}: not a readable .npy array ({exc})") from None
+        # Not np.load: it allocates whatever size a corrupt header claims (see _inputs).
+        images = read_npy(path)
     else:
         images = read_idx(path)
     if images.dtype != np.uint8 and images.dtype.kind != "f":
@@ -583,6 +719,10 @@ def _default_model() -> Path:
 def _expand_input(path: Path) -> list[Path]:
     """`path` itself, or the image and array files directly inside it if a directory."""
     if not path.is_dir():
+        # A FIFO or device would block (or never end) the sniffing and reading below.
+        if path.exists() and not path.is_file():
+            raise DataError(f"{path}: not a regular file (a FIFO, device or socket); give "
+                            "an image, .npy or IDX file")
         return [path]
     try:
         files = sorted(p for p in path.iterdir()
@@ -735,6 +875,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except MnistXPError as exc:
         _say(f"error: {exc}")
+        return 2
+    except MemoryError as exc:
+        # Backstop: inputs are size-checked before allocating, but a size the user
+        # asked for may still not fit; one line, not a traceback.
+        _say(f"error: out of memory ({_one_line(str(exc)) or 'MemoryError'}); use smaller "
+             "inputs, --batch-size or --hidden")
         return 2
     except KeyboardInterrupt:
         _say("interrupted; no model was saved" if args.command == "train" else "interrupted")

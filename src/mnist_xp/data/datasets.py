@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import gzip
 import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO, Callable, Mapping, Sequence
+from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -59,6 +61,18 @@ FULL_SHA256 = {
 
 _SOURCES = ("auto", "full", "bundled")
 _CHUNK = 1 << 20
+
+# A download larger than this is refused (Content-Length) or cut off (streamed): the
+# largest MNIST file is under 10 MB, so a mirror sending more is broken or hostile,
+# and the cache's disk must not fill up with it.
+_MAX_DOWNLOAD = 256 << 20
+
+# The cache lock (see _cache_lock): how long to wait for another process that is
+# downloading the same file, how often to look, and -- for the portable lock-file
+# fallback only -- after how long without a sign of life a lock file is stale.
+_LOCK_WAIT = 600.0
+_LOCK_POLL = 0.05
+_STALE_LOCK = 120.0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -195,6 +209,15 @@ def download_mnist(
     directory, and renamed into place only if the SHA-256 of its decompressed
     content matches; a failed or mismatching download is deleted, never cached.
 
+    Several processes may fill the same cache at once: each file is downloaded under
+    an exclusive lock on ``.NAME.lock`` beside it (removed afterwards; see
+    `_cache_lock`), and a process
+    that waited finds the file there and skips it, so each file is fetched once. The
+    lock is ``fcntl.flock`` on POSIX (released by the kernel if its holder dies) and
+    otherwise an ``O_CREAT | O_EXCL`` lock file, broken when its holder has not
+    touched it for two minutes. The cache is correct even without the lock: files
+    appear only by atomic rename, after verification.
+
     Parameters
     ----------
     cache_dir : str or os.PathLike, optional
@@ -217,8 +240,9 @@ def download_mnist(
     Raises
     ------
     DownloadError
-        If the cache directory cannot be created, or every mirror fails for a file;
-        the message lists each mirror's reason.
+        If the cache directory cannot be created, every mirror fails for a file (the
+        message lists each mirror's reason), or another process holds a file's lock
+        for more than ten minutes.
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     try:
@@ -230,12 +254,22 @@ def download_mnist(
         ) from e
     for name, sha256 in checksums.items():
         target = cache_dir / name
-        if target.exists() or (cache_dir / name.removesuffix(".gz")).exists():
+        if _is_cached(cache_dir, name):
             continue
-        mirror, size = _download_from_any(name, sha256, target, mirrors, timeout)
+        with _cache_lock(target) as keep_alive:
+            # Another process may have filled this entry while we waited for the lock.
+            if _is_cached(cache_dir, name):
+                continue
+            mirror, size = _download_from_any(name, sha256, target, mirrors, timeout,
+                                              keep_alive)
         if log is not None:
             log(f"downloaded {name} ({size:,} bytes) from {mirror}")
     return cache_dir
+
+
+def _is_cached(cache_dir: Path, name: str) -> bool:
+    """Whether the cache holds `name` (``.gz``) or its raw form."""
+    return (cache_dir / name).exists() or (cache_dir / name.removesuffix(".gz")).exists()
 
 
 def find_full_mnist(cache_dir: str | os.PathLike) -> Path | None:
@@ -417,14 +451,15 @@ class _BadDownload(Exception):
 
 
 def _download_from_any(
-    name: str, sha256: str, target: Path, mirrors: Sequence[str], timeout: float
+    name: str, sha256: str, target: Path, mirrors: Sequence[str], timeout: float,
+    keep_alive: Callable[[], None] = lambda: None,
 ) -> tuple[str, int]:
     """Fetch `name` from the first mirror that delivers it intact; return (url, bytes)."""
     reasons = []
     for mirror in mirrors:
         url = f"{mirror.rstrip('/')}/{name}"
         try:
-            return url, _download_verified(url, target, sha256, timeout)
+            return url, _download_verified(url, target, sha256, timeout, keep_alive)
         except (
             OSError,  # URLError, HTTPError, timeouts, resets, bad gzip
             http.client.HTTPException,  # bad status line, broken chunked reply
@@ -437,13 +472,19 @@ def _download_from_any(
     raise DownloadError(f"{target}: every mirror failed ({'; '.join(reasons)})")
 
 
-def _download_verified(url: str, target: Path, sha256: str, timeout: float) -> int:
+def _download_verified(
+    url: str, target: Path, sha256: str, timeout: float,
+    keep_alive: Callable[[], None] = lambda: None,
+) -> int:
     """Stream `url` into a temp file beside `target`; keep it only if it verifies."""
     with atomic_write(target, "w+b") as out:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            size = _copy(response, out)
-            # read(n) returns b"" when the server closes early instead of raising.
             declared = response.headers.get("Content-Length")
+            if declared is not None and int(declared) > _MAX_DOWNLOAD:
+                raise _BadDownload(f"{int(declared):,} bytes announced, more than any "
+                                   f"MNIST file ({_MAX_DOWNLOAD:,} at most)")
+            size = _copy(response, out, keep_alive)
+            # read(n) returns b"" when the server closes early instead of raising.
             if declared is not None and size < int(declared):
                 raise _BadDownload(
                     f"connection closed after {size:,} of {int(declared):,} bytes"
@@ -457,12 +498,22 @@ def _download_verified(url: str, target: Path, sha256: str, timeout: float) -> i
     return size
 
 
-def _copy(source: BinaryIO, destination: BinaryIO) -> int:
-    """Copy one stream to another in chunks; return the number of bytes copied."""
+def _copy(
+    source: BinaryIO, destination: BinaryIO, keep_alive: Callable[[], None] = lambda: None
+) -> int:
+    """Copy one stream to another in chunks; return the number of bytes copied.
+
+    Refuses to copy more than `_MAX_DOWNLOAD` bytes; calls `keep_alive` after each
+    chunk (it keeps a fallback cache lock fresh).
+    """
     total = 0
     while chunk := source.read(_CHUNK):
-        destination.write(chunk)
         total += len(chunk)
+        if total > _MAX_DOWNLOAD:
+            raise _BadDownload(f"more than {_MAX_DOWNLOAD:,} bytes sent, more than any "
+                               "MNIST file")
+        destination.write(chunk)
+        keep_alive()
     return total
 
 
@@ -490,6 +541,144 @@ def _reason(error: BaseException) -> str:
     if isinstance(error, (gzip.BadGzipFile, EOFError, zlib.error)):
         return f"not valid gzip data ({error})"
     return " ".join(str(error).split()) or type(error).__name__
+
+
+# -- the cache lock ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _cache_lock(target: Path) -> Iterator[Callable[[], None]]:
+    """Hold an exclusive lock on the cache entry `target` while the block runs.
+
+    The lock is the file ``.NAME.lock`` beside `target` (``.NAME.lock-excl`` for
+    the fallback below); it is removed on release.
+    Yields a `keep_alive` function for long work under the lock (it refreshes the
+    fallback lock file's mtime; with flock it does nothing).
+
+    POSIX: ``fcntl.flock`` on that file. The kernel releases the lock when its holder
+    exits, however it exits, so a crashed download never blocks the next one. Because
+    the holder deletes the file on release, a waiter that then gets the lock checks
+    that its descriptor is still the file at that path, and starts over if not.
+
+    Elsewhere (no ``fcntl``), or where the file system refuses flock: the lock file is
+    created with ``O_CREAT | O_EXCL``, and one not touched for `_STALE_LOCK` seconds
+    (its holder died) is removed. Breaking a stale lock is best effort: in a race two
+    processes may download the same file, which costs time but never correctness,
+    since files enter the cache only by atomic rename after their checksum matched.
+
+    Raises DownloadError after `_LOCK_WAIT` seconds of waiting, or if the lock file
+    cannot be created.
+    """
+    lock = target.parent / f".{target.name}.lock"
+    deadline = time.monotonic() + _LOCK_WAIT
+    try:
+        fd = _flock(lock, deadline)
+    except _NoFlock:
+        # Only a probe: with flock unsupported on this file system, nobody holds it.
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        # A name of its own, so that removing a probe never removes a live lock file.
+        lock, fd = lock.with_name(f"{lock.name}-excl"), None
+    if fd is not None:
+        try:
+            yield lambda: None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock)  # while still holding it; see above
+            os.close(fd)  # releases the flock
+        return
+    _create_lock_file(lock, deadline)
+    try:
+        yield lambda: _touch(lock)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+
+
+class _NoFlock(Exception):
+    """fcntl.flock is unavailable here, or the file system does not support it."""
+
+
+def _flock(lock: Path, deadline: float) -> int:
+    """Open `lock` and flock it exclusively; the descriptor. _NoFlock if impossible."""
+    try:
+        import fcntl
+    except ImportError:
+        raise _NoFlock() from None
+    while True:
+        fd = _open_lock(lock, os.O_RDWR | os.O_CREAT)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    _wait_or_give_up(lock, deadline)
+                except OSError as e:
+                    if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                        raise _NoFlock() from None
+                    raise DownloadError(
+                        f"{lock}: cannot lock the cache entry ({e.strerror or e})") from None
+            # The previous holder deletes the file on release: if this descriptor's
+            # file is no longer the one at `lock`, another process may be locking a
+            # new file there, so start over.
+            try:
+                if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _create_lock_file(lock: Path, deadline: float) -> None:
+    """The portable fallback: create `lock` exclusively, breaking a stale one."""
+    while True:
+        try:
+            fd = _open_lock(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            try:
+                age = time.time() - os.stat(lock).st_mtime
+            except FileNotFoundError:
+                continue  # released just now: try again at once
+            if age > _STALE_LOCK:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(lock)
+                continue
+            _wait_or_give_up(lock, deadline)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")  # for a person wondering who holds it
+        return
+
+
+def _open_lock(lock: Path, flags: int) -> int:
+    """os.open for the lock file; DownloadError for anything but FileExistsError."""
+    try:
+        return os.open(lock, flags | getattr(os, "O_BINARY", 0), 0o666)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise DownloadError(
+            f"{lock}: cannot create the cache lock file ({e.strerror or e}); "
+            "set MNIST_XP_DATA to a writable directory") from None
+
+
+def _wait_or_give_up(lock: Path, deadline: float) -> None:
+    """Sleep a little, or raise DownloadError once `deadline` has passed."""
+    if time.monotonic() >= deadline:
+        raise DownloadError(
+            f"{lock}: another process has been downloading this file for over "
+            f"{_LOCK_WAIT:g} s; wait for it to finish, or remove the lock file if no "
+            "mnist-xp is running")
+    time.sleep(_LOCK_POLL)
+
+
+def _touch(lock: Path) -> None:
+    """Refresh the fallback lock file's mtime: its holder is alive."""
+    with contextlib.suppress(OSError):
+        os.utime(lock)
 
 
 def _print_to_stderr(line: str) -> None:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 import numpy as np
 
 from mnist_xp._files import atomic_write
+from mnist_xp._inputs import NotRegularFileError, open_regular
 from mnist_xp.errors import DataError
 
 __all__ = ["read_idx", "write_idx"]
@@ -42,6 +43,12 @@ _MAX_GZIP_RATIO = 1100
 # beyond the size the header declares.
 _CHUNK = 1 << 20
 
+# Trailing data after the declared payload is counted up to this many bytes, then the
+# file is refused without inflating the rest: a small .gz can expand ~1000-fold, and
+# counting every byte of a bomb would take minutes. The exact count is reported when
+# there is less than this.
+_MAX_TRAILING = 64 << 20
+
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file, raw or gzip-compressed, into a NumPy array.
@@ -49,7 +56,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Gzip is recognised by its magic bytes (1f 8b), not by the file name. The whole
     file is validated: a header that does not fit the payload, a truncated or corrupt
     file, or trailing data is refused, and a header declaring more data than the file
-    could hold is refused before any memory is allocated for it.
+    could hold is refused before any memory is allocated for it. Trailing data is
+    inflated only up to 64 MiB, so a gzip bomb is refused quickly. Only regular files
+    are opened: a named pipe or device is refused without blocking.
 
     Parameters
     ----------
@@ -66,16 +75,19 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     DataError
-        If the file is missing, a directory, unreadable, empty, or not valid IDX data.
-        The message is one line that starts with the path.
+        If the file is missing, a directory, not a regular file, unreadable, empty,
+        or not valid IDX data. The message is one line that starts with the path.
     """
     path = Path(path)
     with _open(path) as f:
-        is_gzip = f.read(2) == _GZIP_MAGIC
-        f.seek(0)
-        if is_gzip:
-            return _read_gzip(f, path)
-        return _read_raw(f, path)
+        try:
+            is_gzip = f.read(2) == _GZIP_MAGIC
+            f.seek(0)
+            if is_gzip:
+                return _read_gzip(f, path)
+            return _read_raw(f, path)
+        except OSError as e:  # an I/O error part-way (EIO, a vanished network mount)
+            raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
 
 
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
@@ -125,11 +137,18 @@ def _header(array: np.ndarray) -> bytes:
 
 
 def _open(path: Path) -> BinaryIO:
-    """Open `path` for binary reading; the usual ways that fails become DataError."""
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, not an IDX file; name a file inside it")
+    """Open `path` for binary reading; the usual ways that fails become DataError.
+
+    Only a regular file is opened: a FIFO would block the open (and then the reads)
+    forever, and a device has no size to check the header against.
+    """
     try:
-        return open(path, "rb")
+        return open_regular(path)
+    except IsADirectoryError as e:
+        raise DataError(
+            f"{path}: is a directory, not an IDX file; name a file inside it") from e
+    except NotRegularFileError as e:
+        raise DataError(f"{path}: {e.strerror}; expected an IDX file") from e
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file; check the path") from e
     except PermissionError as e:
@@ -206,7 +225,22 @@ def _read_payload(
     stream: BinaryIO, path: Path, dtype: np.dtype, dims: tuple[int, ...]
 ) -> np.ndarray:
     """Read exactly the declared values, chunk by chunk, into a native-order array."""
-    buffer = np.empty(math.prod(dims) * dtype.itemsize, dtype=np.uint8)
+    # With a side of 0 the size checks pass, but NumPy still refuses a shape whose
+    # other sides multiply past its index range (e.g. 0x2x2^31x2^31); that is data.
+    if math.prod(d for d in dims if d) * dtype.itemsize > np.iinfo(np.intp).max:
+        raise DataError(
+            f"{path}: header declares dimensions {'x'.join(map(str, dims))}, too large "
+            "for any array; the header is corrupt"
+        )
+    size = math.prod(dims) * dtype.itemsize
+    try:
+        # Callers have checked `size` against what the file can hold; this catches a
+        # genuine file larger than the memory this process may use.
+        buffer = np.empty(size, dtype=np.uint8)
+    except MemoryError as e:
+        raise DataError(
+            f"{path}: header declares {size:,} bytes of data, more than can be "
+            "allocated here") from e
     view = memoryview(buffer)
     filled = 0
     while filled < len(view):
@@ -218,9 +252,13 @@ def _read_payload(
 
 
 def _count_rest(stream: BinaryIO) -> int:
-    """Number of bytes left in `stream`, read one chunk at a time."""
+    """Number of bytes left in `stream`, read one chunk at a time.
+
+    Stops once more than `_MAX_TRAILING` bytes are seen (a gzip bomb), returning a
+    count above that limit without reading further.
+    """
     total = 0
-    while chunk := stream.read(_CHUNK):
+    while total <= _MAX_TRAILING and (chunk := stream.read(_CHUNK)):
         total += len(chunk)
     return total
 
@@ -239,7 +277,9 @@ def _size_error(path: Path, declared: int, held: int) -> DataError:
             f"{path}: truncated: header declares {declared:,} bytes of data, "
             f"file holds {held:,}; the file is incomplete, fetch it again"
         )
+    extra = held - declared
+    amount = f"{extra:,}" if extra <= _MAX_TRAILING else f"more than {_MAX_TRAILING:,}"
     return DataError(
-        f"{path}: {held - declared:,} bytes of trailing data after the {declared:,} "
+        f"{path}: {amount} bytes of trailing data after the {declared:,} "
         "bytes the header declares; not a valid IDX file"
     )
