@@ -986,3 +986,20 @@ def test_train_with_validation_and_distortions(small_dir, tmp_path):
     kept = [line for line in r.stdout.splitlines() if line.startswith("kept epoch")]
     best = max(rec["val_accuracy"] for rec in records)
     assert kept and kept[0].endswith(f"(validation accuracy {best:.2%})")
+
+
+def test_out_of_gpu_memory_is_one_line_suggesting_a_smaller_batch_or_the_cpu(monkeypatch, capsys):
+    # CuPy raises cupy.cuda.memory.OutOfMemoryError, a MemoryError; stand one in
+    import mnist_xp.cli as cli_module
+
+    class OutOfMemoryError(MemoryError):
+        pass
+
+    def boom(args):
+        raise OutOfMemoryError("Out of memory allocating 51,200,000,000 bytes")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "train", boom)
+    assert cli_module.main(["train"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "out of GPU memory" in err[0]
+    assert "--batch-size" in err[0] and "--device cpu" in err[0]

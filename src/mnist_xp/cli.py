@@ -879,8 +879,12 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as exc:
         # Backstop: inputs are size-checked before allocating, but a size the user
         # asked for may still not fit; one line, not a traceback.
-        _say(f"error: out of memory ({_one_line(str(exc)) or 'MemoryError'}); use smaller "
-             "inputs, --batch-size or --hidden")
+        if type(exc).__name__ == "OutOfMemoryError":  # CuPy's, a MemoryError subclass
+            _say(f"error: out of GPU memory ({_one_line(str(exc))}); try a smaller "
+                 "--batch-size, or --device cpu")
+        else:
+            _say(f"error: out of memory ({_one_line(str(exc)) or 'MemoryError'}); use smaller "
+                 "inputs, --batch-size or --hidden")
         return 2
     except KeyboardInterrupt:
         _say("interrupted; no model was saved" if args.command == "train" else "interrupted")
