@@ -29,7 +29,7 @@ PRESETS = {
                     batch_size=128, epochs=15, schedule="cosine", shift=1),
     "best": dict(activation="relu", loss="cross_entropy", learning_rate=0.1, momentum=0.9,
                  batch_size=128, epochs=30, schedule="cosine", shift=0,
-                 augment=dict(rotate=6, zoom=0.06, shear=6, translate=1, elastic=16,
+                 augment=dict(rotate=8, zoom=0.08, shear=8, translate=1.5, elastic=20,
                               sigma=4)),
     "classic": dict(activation="sigmoid", loss="squared_error", learning_rate=3.0, momentum=0.0,
                     batch_size=10, epochs=30, schedule="constant", shift=0),

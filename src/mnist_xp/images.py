@@ -126,8 +126,8 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     Parameters
     ----------
-    path : str or os.PathLike
-        The image file.
+    path : str, os.PathLike or binary file object
+        The image file, or an open binary file (such as ``io.BytesIO(data)``).
 
     Returns
     -------
@@ -142,7 +142,12 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         `MAX_PIXELS`, truncated or corrupt. The message is one line starting with
         the path.
     """
-    path = Path(path)
+    # A binary file object (e.g. io.BytesIO of an uploaded body) is decoded as it is,
+    # with the same checks; messages then name it by its ``name`` attribute.
+    if hasattr(path, "read"):
+        source, path = path, getattr(path, "name", "image")
+    else:
+        source = path = Path(path)
     Image, ImageOps = _pil(path)
     from PIL import UnidentifiedImageError
 
@@ -152,7 +157,7 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            im = Image.open(path)
+            im = Image.open(source)
         except FileNotFoundError:
             raise ImageError(f"{path}: no such file") from None
         except IsADirectoryError:
