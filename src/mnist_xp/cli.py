@@ -1,4 +1,4 @@
-"""The ``mnist-xp`` command: train, evaluate, predict, preprocess, info.
+"""The ``mnist-xp`` command: train, evaluate, predict, preprocess, serve, info.
 
 ``predict`` classifies arrays (.npy, IDX) and image files (PNG, JPEG, BMP, GIF, TIFF;
 normalised like MNIST by `mnist_xp.images`); ``preprocess`` writes the 28×28 image
@@ -132,6 +132,17 @@ def _float_in(low: float, high: float, *, low_open: bool, high_open: bool):
     return parse
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; use 1 to 65535 "
+                                         "(or 0 for any free one)")
+    return value
+
+
 def _device(text: str) -> str:
     try:
         parse_device(text)
@@ -167,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "on NumPy (CPU) or CuPy (CUDA).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{train,evaluate,predict,preprocess,info}")
+                                metavar="{train,evaluate,predict,preprocess,serve,info}")
 
     t = sub.add_parser("train", help="train a model and report its test accuracy",
                        description="Train a model; print per-epoch results and the final "
@@ -288,6 +299,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", metavar="N", type=_scale, default=1,
                    help=f"enlarge each pixel of the PNG to NxN, 1 to {_MAX_SCALE} "
                         "(default: 1)")
+
+    v = sub.add_parser("serve", help="a web page to draw digits on, and a JSON API",
+                       description="Serve a page where you draw a digit and watch the model "
+                                   "answer, plus a JSON API: POST /api/predict (a PNG/JPEG "
+                                   "body or a JSON array of 784 pixels), GET /api/health. "
+                                   "Ctrl-C stops it.")
+    v.add_argument("--model", metavar="PATH", type=Path,
+                   help="a model saved by 'train --save' (default: the model installed "
+                        "with mnist-xp)")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only; "
+                        "0.0.0.0 lets other machines connect)")
+    v.add_argument("--port", type=_port, default=8000,
+                   help="TCP port, 0 for any free one (default: 8000)")
+    _add_device_flags(v)
 
     i = sub.add_parser("info", help="version, backends and devices")
     i.add_argument("--json", action="store_true")
@@ -864,8 +890,53 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Serve the drawing page and the JSON API until Ctrl-C (exit status 130)."""
+    import errno
+
+    from .checkpoint import read_metadata
+    from .serve import make_server
+
+    model, backend = _load_model(args)
+    try:
+        server = make_server(model, args.host, args.port, device=backend.device,
+                             model_name=args.model.name, metadata=read_metadata(args.model))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"--port {args.port}: address {args.host}:{args.port} is already "
+                             "in use; choose another --port (0 picks a free one)") from None
+        if exc.errno == errno.EACCES:
+            raise UsageError(f"--port {args.port}: permission denied; use a port above "
+                             "1023") from None
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"--host {args.host}: cannot listen there ({reason}); use an "
+                         "address of this machine, e.g. 127.0.0.1") from None
+    # Ctrl-C (and SIGTERM) ask the server to stop instead of raising KeyboardInterrupt,
+    # which could land anywhere, e.g. inside the event loop's construction, and print
+    # a traceback there.
+    stopped = []
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        server.shutdown()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        print(f"serving http://{shown}:{port}/ (model {args.model.name}, {backend.device}); "
+              "Ctrl-C stops", flush=True)
+        server.serve_forever()
+    finally:
+        server.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _say("stopped")
+    return 130 if signal.SIGINT in stopped else 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "preprocess": cmd_preprocess, "info": cmd_info}
+            "preprocess": cmd_preprocess, "serve": cmd_serve, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:

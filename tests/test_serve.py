@@ -1,0 +1,376 @@
+"""``mnist-xp serve``: the JSON API, its refusals, the page, and the command line.
+
+The server runs in-process on a free port of 127.0.0.1 (one per module); the command
+line is run in a subprocess for its start-up line, a busy port and Ctrl-C. Every bad
+request must get a 4xx JSON answer, and the server must keep answering afterwards.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+import mnist_xp
+from mnist_xp.checkpoint import default_model_path, load, read_metadata
+from mnist_xp.serve import MAX_BODY, make_server
+
+PIL = pytest.importorskip("PIL", reason="Pillow is needed to decode pictures")
+from PIL import Image, ImageDraw  # noqa: E402
+
+TIMEOUT = 60  # seconds; a safety net against a hung server, never asserted on
+
+
+@pytest.fixture(scope="module")
+def server():
+    model = load(default_model_path(), device="cpu")
+    srv = make_server(model, "127.0.0.1", 0, device="cpu", model_name="default.npz",
+                      metadata=read_metadata(default_model_path()))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    assert srv.wait_started(TIMEOUT)
+    yield srv
+    srv.shutdown()
+    thread.join(TIMEOUT)
+    srv.server_close()
+
+
+def request(server, method, path, body=None, headers=None):
+    """(status, parsed JSON or raw bytes, headers) of one request on a new connection."""
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        kind = r.getheader("Content-Type", "")
+        return r.status, (json.loads(data) if kind.startswith("application/json") else data), r
+    finally:
+        conn.close()
+
+
+def predict(server, body, content_type="application/json"):
+    return request(server, "POST", "/api/predict", body, {"Content-Type": content_type})
+
+
+def assert_still_answers(server):
+    status, health, _ = request(server, "GET", "/api/health")
+    assert status == 200 and health["status"] == "ok"
+
+
+def png_bytes(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def drawn(strokes, size=280) -> bytes:
+    """A PNG of black strokes on white, like the page's canvas."""
+    im = Image.new("L", (size, size), 255)
+    d = ImageDraw.Draw(im)
+    for stroke in strokes:
+        d.line(stroke, fill=0, width=size // 14, joint="curve")
+    return png_bytes(im)
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return mnist_xp.load_mnist("bundled")
+
+
+# -- the API ----------------------------------------------------------------------------
+
+def test_health_reports_model_and_device(server):
+    status, body, r = request(server, "GET", "/api/health")
+    assert status == 200
+    assert body["status"] == "ok" and body["device"] == "cpu"
+    assert body["model"]["file"] == "default.npz"
+    assert body["model"]["n_features"] == 784 and body["model"]["classes"] == list(range(10))
+    assert body["model"]["metadata"]["architecture"]["n_hidden"] == 100
+    assert "/" not in body["model"]["file"]  # no server paths leak
+
+
+def test_predict_json_array_of_a_real_digit(server, mnist):
+    for i in range(5):
+        x, label = mnist.x_test[i].reshape(-1), int(mnist.y_test[i])
+        status, body, _ = predict(server, json.dumps(x.tolist()))
+        assert status == 200, body
+        assert body["digit"] == label
+        assert len(body["probabilities"]) == 10
+        assert abs(sum(body["probabilities"]) - 1) < 1e-4
+        assert body["probability"] == pytest.approx(max(body["probabilities"]), abs=1e-6)
+        assert body["image"] == x.tolist()  # a 28x28 array is used as it is
+
+
+def test_predict_json_floats_in_unit_range_and_pixels_object(server, mnist):
+    x, label = mnist.x_test[0].reshape(-1), int(mnist.y_test[0])
+    status, body, _ = predict(server, json.dumps((x / 255).tolist()))
+    assert status == 200 and body["digit"] == label
+    assert body["image"] == x.tolist()
+    status, body, _ = predict(server, json.dumps({"pixels": x.tolist()}))
+    assert status == 200 and body["digit"] == label
+
+
+@pytest.mark.parametrize("digit, strokes", [
+    (1, [[(140, 40), (140, 240)]]),
+    (7, [[(60, 60), (220, 60), (120, 235)]]),
+])
+def test_predict_png_drawing(server, digit, strokes):
+    status, body, _ = predict(server, drawn(strokes), "image/png")
+    assert status == 200, body
+    assert body["digit"] == digit
+    image = np.array(body["image"])
+    assert image.shape == (784,) and image.min() >= 0 and image.max() == 255
+    # Preprocessed like MNIST: white ink on black, so the border is black.
+    assert image.reshape(28, 28)[0].max() == 0
+
+
+def test_predict_png_matches_the_cli_preprocessing(server, tmp_path):
+    from mnist_xp.images import preprocess_file
+
+    data = drawn([[(60, 60), (220, 60), (120, 235)]])
+    path = tmp_path / "seven.png"
+    path.write_bytes(data)
+    status, body, _ = predict(server, data, "image/png")
+    assert status == 200
+    assert body["image"] == preprocess_file(path).reshape(-1).tolist()
+
+
+def test_jpeg_body(server):
+    im = Image.open(io.BytesIO(drawn([[(140, 40), (140, 240)]]))).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=90)
+    status, body, _ = predict(server, buf.getvalue(), "image/jpeg")
+    assert status == 200 and body["digit"] == 1
+
+
+def _png_header(width, height) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
+BAD_BODIES = {
+    "malformed_json": (b"[1, 2,", 400),
+    "not_json": (b"hello", 400),
+    "json_object_without_pixels": (b'{"x": 1}', 400),
+    "json_number": (b"7", 400),
+    "wrong_length": (json.dumps([0] * 783).encode(), 422),
+    "too_long": (json.dumps([0] * 785).encode(), 422),
+    "nan": (("[" + ",".join(["0"] * 783 + ["NaN"]) + "]").encode(), 400),
+    "infinity": (("[" + ",".join(["0"] * 783 + ["Infinity"]) + "]").encode(), 400),
+    "huge_number": (("[" + ",".join(["0"] * 783 + ["1e400"]) + "]").encode(), 422),
+    "out_of_range": (json.dumps([0] * 783 + [256]).encode(), 422),
+    "negative": (json.dumps([0] * 783 + [-1]).encode(), 422),
+    "strings": (json.dumps(["0"] * 784).encode(), 422),
+    "nested": (json.dumps([[0]] * 784).encode(), 422),
+    "booleans": (json.dumps([False] * 784).encode(), 422),
+    "nulls": (json.dumps([None] * 784).encode(), 422),
+    "empty": (b"", 400),
+    "corrupt_png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, 422),
+    "truncated_png": (drawn([[(140, 40), (140, 240)]])[:300], 422),
+    "bomb_header_40k": (_png_header(40_000, 40_000) + b"\0" * 64, 422),
+    "bomb_header_just_over": (_png_header(8_000, 5_001) + b"\0" * 64, 422),
+    "blank_png": (png_bytes(Image.new("L", (100, 100), 255)), 422),
+    "invalid_utf8": (b"\xff\xfe[1]", 400),
+    "deep_nesting": (b"[" * 100_000 + b"]" * 100_000, 400),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+def test_bad_bodies_get_4xx_json(server, name):
+    body, expected = BAD_BODIES[name]
+    status, answer, r = predict(server, body)
+    assert status == expected, answer
+    assert isinstance(answer, dict) and answer["error"]
+    assert "Traceback" not in answer["error"]
+    assert r.getheader("Content-Type") == "application/json"
+    assert_still_answers(server)
+
+
+def test_oversized_body_is_refused_before_reading(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        # Only the headers: a server that waited for the 6 MB would hang here.
+        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  f"Content-Length: {MAX_BODY + 1}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413")
+    assert b"Connection: close" in head
+    assert "too large" in json.loads(body)["error"]
+    assert_still_answers(server)
+
+
+def test_oversized_body_sent_whole(server):
+    status, answer, _ = predict(server, b"\x89PNG\r\n\x1a\n" + b"\0" * (MAX_BODY + 10),
+                                "image/png")
+    assert status == 413 and "5 MB" in answer["error"]
+    assert_still_answers(server)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 411),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     411),
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 400),
+    (b"DELETE /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"GET /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 431),
+])
+def test_malformed_http_gets_4xx_json(server, raw, expected):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.sendall(raw)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {expected}".encode()), answer[:200]
+    assert json.loads(body)["error"]
+    assert_still_answers(server)
+
+
+@pytest.mark.parametrize("path", ["/nope", "/api", "/api/predict/x", "/../etc/passwd",
+                                  "/index.html/..", "/web/index.html", "/serve.py"])
+def test_unknown_paths_are_404_json(server, path):
+    status, body, _ = request(server, "GET", path)
+    assert status == 404 and body["error"].startswith("no such page")
+    status, body, _ = request(server, "POST", path, b"[]")
+    assert status == 404
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(server, mnist):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    body = json.dumps(mnist.x_test[0].reshape(-1).tolist())
+    try:
+        for _ in range(20):
+            conn.request("POST", "/api/predict", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 200 and json.loads(r.read())["digit"] == int(mnist.y_test[0])
+            conn.request("POST", "/api/predict", b"[1,", {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 400
+            r.read()
+    finally:
+        conn.close()
+
+
+def test_concurrent_requests_are_each_answered_correctly(server, mnist):
+    # Batched together in the server, each answer must still be its own request's.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        x = mnist.x_test[i].reshape(-1)
+        status, body, _ = predict(server, json.dumps(x.tolist()))
+        return status, body["image"] == x.tolist(), body["digit"]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(64)))
+    predicted = np.array([d for _, _, d in results])
+    assert all(s == 200 and same for s, same, _ in results)
+    assert np.mean(predicted == mnist.y_test[:64]) > 0.9
+
+
+# -- the page ---------------------------------------------------------------------------
+
+def test_page_is_served_self_contained(server):
+    status, body, r = request(server, "GET", "/")
+    assert status == 200
+    assert r.getheader("Content-Type").startswith("text/html")
+    assert "default-src 'none'" in r.getheader("Content-Security-Policy")
+    html = body.decode()
+    assert "<canvas" in html and 'id="clear"' in html and "api/predict" in html
+    # No CDN, font or script from elsewhere: the page works offline.
+    assert not re.search(r"(?i)(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", html), \
+        re.findall(r"(?i)(?:https?:)?//\S+", html)
+    assert not re.search(r"(?i)<(script|link|img)[^>]+(src|href)=", html)
+    status, head_body, _ = request(server, "HEAD", "/")
+    assert status == 200 and head_body == b""
+
+
+def test_page_accessibility_basics(server):
+    html = request(server, "GET", "/")[1].decode()
+    assert '<html lang="en">' in html and 'name="viewport"' in html
+    assert re.search(r'<button type="button" id="clear"', html)
+    assert re.search(r'<label[^>]+for="file"', html)
+    assert 'aria-live="polite"' in html and "aria-label=" in html
+
+
+# -- the command line -------------------------------------------------------------------
+
+def _start_cli(*args):
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_xp", "serve", "--port", "0",
+                             "--device", "cpu", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.match(r"serving http://127\.0\.0\.1:(\d+)/ \(model default\.npz, cpu\)", line)
+    if not m:
+        proc.kill()
+        pytest.fail(f"unexpected start-up line {line!r}: {proc.communicate()[1]}")
+    return proc, int(m.group(1))
+
+
+def test_cli_serves_then_stops_cleanly_on_ctrl_c():
+    proc, port = _start_cli()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        conn.request("GET", "/api/health")
+        assert json.loads(conn.getresponse().read())["status"] == "ok"
+        conn.close()
+        busy = subprocess.run([sys.executable, "-m", "mnist_xp", "serve", "--port", str(port)],
+                              capture_output=True, text=True, timeout=TIMEOUT)
+        assert busy.returncode == 2
+        assert busy.stderr.count("\n") == 1 and "Traceback" not in busy.stderr
+        assert f"--port {port}" in busy.stderr and "already in use" in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode in (0, 130)
+    assert err == "mnist-xp: stopped\n"
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--port", "70000"], "--port"),
+    (["--port", "x"], "--port"),
+    (["--host", "no-such-host.invalid"], "--host"),
+    (["--model", "/no/such/model.npz"], "/no/such/model.npz"),
+])
+def test_cli_mistakes_are_one_line_exit_2(args, flag):
+    r = subprocess.run([sys.executable, "-m", "mnist_xp", "serve", "--port", "0", *args],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert flag in r.stderr
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_cli_stops_cleanly_on_a_signal_right_after_start(sig, status):
+    # The signal may land while the event loop is still being set up: still one line.
+    proc, _ = _start_cli()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == status
+    assert err == "mnist-xp: stopped\n"
