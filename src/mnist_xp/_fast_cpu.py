@@ -18,7 +18,9 @@ shaped for the BLAS and for NumPy's per-call overhead:
   matrix products are then too small to gain from a second core, and handing the
   arrays between cores' caches costs more than it gains (measured on 2 cores: one
   thread takes about 0.7x the epoch time of two at batch 32; from batch 128 up two
-  threads are as fast or faster, 1.4x at 512).
+  threads are as fast or faster, 1.4x at 512);
+- with per-image warps the next batch is gathered on a second thread while this one
+  steps with a one-thread BLAS (see `NumpyEpochRunner._run_warped`).
 
 Results match the generic path up to float rounding: the folded scales round
 differently, and over many epochs the weights drift apart as any two float32
