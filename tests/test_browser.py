@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 
 import pytest
 
@@ -26,8 +25,7 @@ from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-from mnist_xp.checkpoint import default_model_path, load, read_metadata  # noqa: E402
-from mnist_xp.serve import make_server  # noqa: E402
+from helpers_serve import running_server  # noqa: E402
 
 TIMEOUT = 60  # seconds; a safety net against a hung browser, never asserted on
 
@@ -52,17 +50,9 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def url():
-    model = load(default_model_path(), device="cpu")
-    srv = make_server(model, "127.0.0.1", 0, device="cpu", model_name="default.npz",
-                      metadata=read_metadata(default_model_path()))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    assert srv.wait_started(TIMEOUT)
-    host, port = srv.server_address[:2]
-    yield f"http://{host}:{port}/"
-    srv.shutdown()
-    thread.join(TIMEOUT)
-    srv.server_close()
+    with running_server() as srv:
+        host, port = srv.server_address[:2]
+        yield f"http://{host}:{port}/"
 
 
 @pytest.fixture(scope="module")

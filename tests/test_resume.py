@@ -212,3 +212,13 @@ def test_resume_on_other_data_is_refused(tmp_path):
     proc = cli("--resume", "ck.npz", cwd=tmp_path)
     out, err = proc.communicate()
     assert proc.returncode == 2 and "trained on other data" in err
+
+
+def test_a_pipe_or_a_bare_array_is_refused_as_a_checkpoint(tmp_path):
+    fifo = tmp_path / "ck.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFileError, match="named pipe"):
+        load_state(fifo)  # without blocking on the pipe
+    np.save(tmp_path / "a.npy", np.arange(3))
+    with pytest.raises(ModelFileError, match="not an mnist_xp training checkpoint"):
+        load_state(tmp_path / "a.npy")

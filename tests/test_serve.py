@@ -16,15 +16,14 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import zlib
 
 import numpy as np
 import pytest
+from helpers_serve import running_server
 
 import mnist_xp
-from mnist_xp.checkpoint import default_model_path, load, read_metadata
-from mnist_xp.serve import MAX_BODY, make_server
+from mnist_xp.serve import MAX_BODY
 
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to decode pictures")
 from PIL import Image, ImageDraw  # noqa: E402
@@ -34,16 +33,8 @@ TIMEOUT = 60  # seconds; a safety net against a hung server, never asserted on
 
 @pytest.fixture(scope="module")
 def server():
-    model = load(default_model_path(), device="cpu")
-    srv = make_server(model, "127.0.0.1", 0, device="cpu", model_name="default.npz",
-                      metadata=read_metadata(default_model_path()))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    assert srv.wait_started(TIMEOUT)
-    yield srv
-    srv.shutdown()
-    thread.join(TIMEOUT)
-    srv.server_close()
+    with running_server() as srv:
+        yield srv
 
 
 def request(server, method, path, body=None, headers=None):

@@ -77,6 +77,22 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
+def open_user_file(path: str | os.PathLike, error: type[Exception], kind: str) -> BinaryIO:
+    """`open_regular`, with each failure turned into one `error` line naming `path` and `kind`."""
+    try:
+        return open_regular(path)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {kind}") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, not a {kind}") from None
+    except NotRegularFileError as exc:
+        raise error(f"{path}: {exc.strerror}; expected a {kind}") from None
+    except PermissionError:
+        raise error(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
 def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Read the header of a ``.npy`` stream and check it against `available` bytes.
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import __version__
 from ._files import atomic_write
-from ._inputs import NotRegularFileError, NpyHeaderError, open_regular, read_npy_header
+from ._inputs import NpyHeaderError, open_user_file, read_npy_header
 from .backend import get_backend, to_numpy
 from .errors import ModelFileError
 from .estimator import MLPClassifier
@@ -173,19 +173,7 @@ def _read(path: Path):
     dtype (which would need unpickling), no more data than the archive can hold --
     before any array is allocated.
     """
-    try:
-        f = open_regular(path)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such model file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a model file") from None
-    except NotRegularFileError as exc:
-        raise ModelFileError(f"{path}: {exc.strerror}; expected a .npz model file") from None
-    except PermissionError:
-        raise ModelFileError(f"{path}: permission denied") from None
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot open ({exc.strerror or exc})") from None
-    with f:
+    with open_user_file(path, ModelFileError, "model file") as f:
         try:
             # Anything that is not a zip would be read by np.load as .npy or pickle;
             # here it is simply refused.

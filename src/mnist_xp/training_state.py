@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._files import atomic_write
+from ._inputs import open_user_file
 from .errors import ModelFileError
 
 __all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "FORMAT"]
@@ -133,19 +134,22 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
         or damaged; the message names the file.
     """
     path = Path(path)
+    # a regular file only: a named pipe would block the reader for ever
+    f = open_user_file(path, ModelFileError, "checkpoint file")
+    loaded = None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no such checkpoint file") from None
-    except IsADirectoryError:
-        raise ModelFileError(f"{path}: is a directory, not a checkpoint file") from None
-    except PermissionError:
-        raise ModelFileError(f"{path}: permission denied") from None
+        with f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.lib.npyio.NpzFile):
+                with loaded:
+                    arrays = {k: loaded[k] for k in loaded.files}
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         if "pickle" in str(exc).lower():
             raise ModelFileError(f"{path}: holds pickled objects, which are never loaded") from None
         raise ModelFileError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
+        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint (a .npy array); "
+                             "resume needs a file from --checkpoint")
     try:
         meta = json.loads(str(arrays.pop("metadata")))
         if meta.get("format") != FORMAT:
