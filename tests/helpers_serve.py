@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from mnist_xp.checkpoint import default_model_path, load, read_metadata
-from mnist_xp.serve import make_server
+from mnist_xp.model_files import default_model_path, load, read_metadata
+from mnist_xp.web.server import make_server
 
 TIMEOUT = 60  # seconds; a safety net against a hung server, never asserted on
 

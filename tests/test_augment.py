@@ -9,7 +9,7 @@ from helpers_data import blobs
 from mnist_xp.augment import Distortion, RandomWarp
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
-from mnist_xp.train import TrainConfig, train
+from mnist_xp.training import TrainConfig, train
 
 CPU = get_backend("cpu")
 
@@ -118,8 +118,8 @@ def test_fast_path_with_warps_matches_the_generic_path(pixels, momentum):
         x = (x / 255).astype(np.float32)
     arch = Architecture(36, 7, 4)
     config = TrainConfig(epochs=2, batch_size=16, learning_rate=0.05, momentum=momentum,
-                         distortion=Distortion(rotate=15, zoom=0.1, shear=10, translate=1,
-                                               elastic=2, sigma=2), warp_bank=8)
+                         augment=dict(rotate=15, zoom=0.1, shear=10, translate=1, elastic=2,
+                                      sigma=2), warp_bank=8)
     results = []
     for fast in (True, False):
         rng = np.random.default_rng(3)
@@ -136,11 +136,11 @@ def test_distortions_change_what_the_network_sees():
     x, y = blobs(n=90)
     arch = Architecture(36, 7, 4)
     finals = []
-    for distortion in (None, Distortion(rotate=20, elastic=2, sigma=2)):
+    for augment in (None, dict(rotate=20, elastic=2, sigma=2)):
         rng = np.random.default_rng(3)
         params = init_params(arch, np.float32, rng)
         train(params, x, y, arch=arch, config=TrainConfig(epochs=1, batch_size=16,
-                                                          distortion=distortion), backend=CPU,
+                                                          augment=augment), backend=CPU,
               rng=rng)
         finals.append(params["W1"])
     assert not np.allclose(*finals)
@@ -152,5 +152,5 @@ def test_distortions_need_square_images():
     arch = Architecture(35, 4, 4)
     with pytest.raises(ValueError, match="square images"):
         train(init_params(arch, np.float32, np.random.default_rng(0)), x, y, arch=arch,
-              config=TrainConfig(epochs=1, distortion=Distortion(rotate=5)), backend=CPU,
+              config=TrainConfig(epochs=1, augment=dict(rotate=5)), backend=CPU,
               rng=np.random.default_rng(0))

@@ -215,8 +215,9 @@ def test_train_names_data_and_device_and_writes_model_and_metrics(trained):
     records = [json.loads(line) for line in trained["metrics"].read_text().splitlines()]
     assert len(records) == 1
     assert set(records[0]) == {"epoch", "train_loss", "train_accuracy", "val_accuracy",
-                               "test_accuracy",
-                               "seconds", "device"}
+                               "test_accuracy", "seconds", "device", "engine", "engine_reason"}
+    assert (records[0]["engine"], records[0]["engine_reason"]) == ("numpy", "")
+    assert "engine: NumPy fast path" in lines
     assert records[0]["epoch"] == 1 and records[0]["device"] == "cpu"
     assert 0.0 <= records[0]["train_accuracy"] <= 1.0
     assert 0.5 < records[0]["test_accuracy"] <= 1.0  # one epoch on 10,000 digits learns
@@ -360,7 +361,7 @@ def test_predict_json_gives_ten_probabilities_summing_to_one(trained, predict_in
 def _bad_input(kind: str, directory: Path) -> tuple[Path, str]:
     """A bad predict input of the given kind and a word its error line must contain."""
     if kind == "missing":
-        return directory / "missing.npy", "no such file"
+        return directory / "missing.npy", "no such .npy file"
     if kind == "wrong shape":
         path = directory / "wrong.npy"
         np.save(path, np.zeros((3, 27, 27), np.uint8))

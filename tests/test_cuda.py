@@ -1,7 +1,7 @@
 """The CUDA path on a real GPU: parity with NumPy, graphs, no syncs (all marked ``gpu``).
 
 Skipped with the reason where CuPy or a CUDA device is missing; the same runner is
-checked on the CPU through an emulation in tests/test_fast_cuda.py.
+checked on the CPU through an emulation in tests/test_cuda_engine.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from helpers_data import blobs
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
 from mnist_xp.optim import SGD
-from mnist_xp.train import TrainConfig, count_correct, train
+from mnist_xp.inference import count_correct
+from mnist_xp.training import TrainConfig, TrainingHooks, train
+from mnist_xp.training.engines import CudaEngine, EngineSetup, EpochInputs
 
 pytestmark = pytest.mark.gpu
 CPU = get_backend("cpu")
@@ -24,8 +26,9 @@ def gpu(cuda_backend):
     return cuda_backend
 
 
-def run(backend, x, y, arch, config, dtype=np.float32, seed=3, **kw):
+def run(backend, x, y, arch, config, dtype=np.float32, seed=3, should_stop=None, **kw):
     """Train from seed-`seed` weights on `backend`; return host params and the history."""
+    kw["hooks"] = TrainingHooks(should_stop=should_stop)
     rng = np.random.default_rng(seed)
     host = init_params(arch, dtype, rng)
     host["b1"] += dtype(0.01)
@@ -90,14 +93,19 @@ def test_graph_replay_equals_step_by_step_launches_bit_for_bit(gpu):
     assert [r["train_accuracy"] for r in h1] == [r["train_accuracy"] for r in h2]
 
 
+def epoch(n, batch_size, lr, order):
+    """An epoch of `n` samples in `order` at a constant learning rate."""
+    return EpochInputs(order, batch_size, [lr] * -(-n // batch_size))
+
+
 def _runner(gpu, graphs, n=500, momentum=0.9):
     x, y = blobs(n=n, side=28, n_classes=10)
     arch = Architecture()
     with gpu.activate():
         params = {k: gpu.asarray(v) for k, v in
                   init_params(arch, np.float32, np.random.default_rng(0)).items()}
-        runner = gpu.epoch_runner(params, arch, SGD(0.1, momentum), gpu.asarray(x), gpu.asarray(y),
-                                  graphs=graphs)
+        runner = CudaEngine(EngineSetup(params, arch, SGD(0.1, momentum), gpu.asarray(x),
+                                        gpu.asarray(y), gpu, cuda_graphs=graphs))
     return runner, params, n
 
 
@@ -108,13 +116,13 @@ def test_epoch_queues_without_waiting_for_the_device(gpu, graphs):
     import cupyx
 
     runner, params, n = _runner(gpu, graphs)
-    assert type(runner).__name__ == "CudaEpochRunner"
+    assert isinstance(runner, CudaEngine)
     with gpu.activate():
         order = gpu.asarray(np.random.default_rng(1).permutation(n))
         gpu.synchronize()
         for _ in range(2):
             with cupyx.allow_synchronize(False):
-                loss, hits = runner.run_epoch(order, 128, lambda i: 0.1)
+                loss, hits = runner.run_epoch(epoch(n, 128, 0.1, order))
         assert np.isfinite(float(gpu.to_numpy(loss)))
         assert 0 <= int(gpu.to_numpy(hits)) <= n
 
@@ -123,11 +131,11 @@ def test_changing_the_batch_size_makes_a_new_plan(gpu):
     runner, params, n = _runner(gpu, True, momentum=0.0)  # lr 0 then means no change
     with gpu.activate():
         order = gpu.asarray(np.arange(n))
-        runner.run_epoch(order, 128, lambda i: 0.1)
+        runner.run_epoch(epoch(n, 128, 0.1, order))
         first = runner._plan
-        runner.run_epoch(order, 100, lambda i: 0.1)
+        runner.run_epoch(epoch(n, 100, 0.1, order))
         assert runner._plan is not first and runner._plan.batch_size == 100
-        _, hits = runner.run_epoch(order, 100, lambda i: 0.0)  # lr 0: counts only
+        _, hits = runner.run_epoch(epoch(n, 100, 0.0, order))  # lr 0: counts only
         gpu.synchronize()
         # with a zero learning rate the epoch's hits equal a fresh count of the same weights
         # (cuBLAS sums in another order: allow one near-tie to fall the other way)
@@ -158,13 +166,11 @@ def test_short_run_on_the_bundled_subset_reaches_numpy_accuracy(gpu):
 
 @pytest.mark.parametrize("graphs", [True, False])
 def test_warped_epochs_match_numpy(gpu, graphs):
-    from mnist_xp.augment import Distortion
-
     x, y = blobs(n=300, side=28, n_classes=10)
     arch = Architecture()
     config = TrainConfig(epochs=2, batch_size=64, momentum=0.9, schedule="cosine",
-                         distortion=Distortion(rotate=8, zoom=0.08, shear=8, translate=1.5,
-                                               elastic=20, sigma=4), warp_bank=32)
+                         augment=dict(rotate=8, zoom=0.08, shear=8, translate=1.5,
+                                      elastic=20, sigma=4), warp_bank=32)
     want, want_h = run(CPU, x, y, arch, config, fast=False)
     got, got_h = run(gpu, x, y, arch, config, cuda_graphs=graphs)
     for k in want:
@@ -174,7 +180,7 @@ def test_warped_epochs_match_numpy(gpu, graphs):
 
 @pytest.mark.parametrize("graphs", [True, False])
 def test_interrupted_and_resumed_cuda_run_equals_the_uninterrupted_one(gpu, graphs):
-    from mnist_xp.train_control import TrainingInterrupted
+    from mnist_xp.errors import TrainingInterrupted
 
     x, y = blobs(n=300, side=28, n_classes=10)
     arch = Architecture()

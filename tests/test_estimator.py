@@ -277,11 +277,15 @@ def test_without_validation_the_last_epoch_is_kept():
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(validation_fraction=1.0), "validation_fraction must be in"),
+    (dict(validation_fraction=1.0), r"validation_fraction=1\.0: must be at least 0 and less than 1"),
     (dict(validation_fraction=0.0001), "at least one of each"),
-    (dict(n_iter_no_change=3), "needs a validation_fraction"),
+    (dict(n_iter_no_change=3), r"n_iter_no_change=3 needs validation_fraction > 0"),
     (dict(augment={"spin": 1}), "unknown distortion settings"),
-    (dict(optimizer="rmsprop"), "optimizer must be one of"),
+    (dict(optimizer="rmsprop"), "optimizer='rmsprop': must be one of sgd, nesterov, adam, adamw"),
+    (dict(epochs=0), "epochs=0: must be at least 1"),
+    (dict(learning_rate=float("nan")), "learning_rate=nan: must be a finite number"),
+    (dict(augment={"rotate": 200}), "rotate=200: must be at least 0 and at most 180"),
+    (dict(warmup=20), "warmup=20 is longer than the run"),
 ])
 def test_bad_training_settings_are_refused(kw, match):
     with pytest.raises(ValueError, match=match):

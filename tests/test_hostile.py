@@ -466,7 +466,7 @@ CASES: list = [
         "x.idx", idx_bytes(0x08, (2, 27, 27), bytes(2 * 27 * 27)), "shape (2, 27, 27)")),
     ("predict/idx-int32-values", bad_predict_input(
         "x.idx", idx_bytes(0x0C, (1, 28, 28), bytes(4 * 784)), "holds int32 values")),
-    ("predict/missing-file", bad_predict_input("nope.idx", None, "no such file")),
+    ("predict/missing-file", bad_predict_input("nope.idx", None, "no such IDX file")),
     pytest.param("predict/fifo", _predict_fifo,
                  marks=pytest.mark.skipif(not HAS_FIFO, reason="no os.mkfifo here")),
     ("predict/empty-directory", _predict_empty_dir),

@@ -202,7 +202,7 @@ def test_directory_is_refused(tmp_path):
 
 
 def test_missing_file_is_refused(tmp_path):
-    assert_data_error(tmp_path / "nope.gz", "no such file")
+    assert_data_error(tmp_path / "nope.gz", "no such IDX file")
 
 
 @pytest.mark.skipif(

@@ -22,7 +22,7 @@ from test_cli import assert_ok, assert_user_error, dot_files, run_cli, run_many
 
 import mnist_xp
 from mnist_xp import images
-from mnist_xp.checkpoint import default_model_path
+from mnist_xp.model_files import default_model_path
 from mnist_xp.errors import ImageError
 from mnist_xp.images import load_image, preprocess_file, save_png, to_mnist
 
@@ -258,7 +258,7 @@ def test_a_bad_file_is_one_line_naming_it(tmp_path, kind):
 def test_an_image_over_the_pixel_limit_is_refused_before_decoding(tmp_path, monkeypatch):
     path = save(draw(1, 300), tmp_path / "big.png")
     decoded = []
-    monkeypatch.setattr(images, "MAX_PIXELS", 200 * 200)
+    monkeypatch.setattr(images.decode, "MAX_PIXELS", 200 * 200)
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(1))
     with pytest.raises(ImageError, match=r"300x300 pixels is too large"):
         load_image(path)

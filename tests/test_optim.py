@@ -10,7 +10,7 @@ import pytest
 from helpers_backend import assert_close
 from mnist_xp.model import Architecture, init_params, loss_and_grads
 from mnist_xp.optim import OPTIMIZERS, SGD, Adam, make_optimizer
-from mnist_xp.train import TrainConfig, learning_rate_at
+from mnist_xp.training import TrainConfig, learning_rate_at
 
 
 def adam_reference(p, grads, lr, b1, b2, eps, wd, decoupled, is_matrix):

@@ -23,7 +23,7 @@ import pytest
 
 import mnist_xp
 from mnist_xp.errors import MnistXPError, ReportError
-from mnist_xp.report import check_output_dir, evaluation_report, read_metrics
+from mnist_xp.reporting.metrics import check_output_dir, evaluation_report, read_metrics
 
 try:
     import matplotlib  # noqa: F401
@@ -335,7 +335,7 @@ def digits():
     [{**r, "val_accuracy": 0.8 + 0.01 * r["epoch"]} for r in RECORDS * 10],
 ], ids=["test", "no-test", "one-epoch", "validation"])
 def test_plot_training_curves(tmp_path, history):
-    from mnist_xp.plots import plot_training_curves
+    from mnist_xp.reporting.figures import plot_training_curves
 
     path = plot_training_curves(history, tmp_path / "curves.png")
     assert path == tmp_path / "curves.png"
@@ -345,7 +345,7 @@ def test_plot_training_curves(tmp_path, history):
 
 @needs_mpl
 def test_plot_training_curves_refuses_an_empty_history(tmp_path):
-    from mnist_xp.plots import plot_training_curves
+    from mnist_xp.reporting.figures import plot_training_curves
 
     with pytest.raises(ValueError, match="empty"):
         plot_training_curves([], tmp_path / "curves.png")
@@ -359,7 +359,7 @@ def test_plot_training_curves_refuses_an_empty_history(tmp_path):
     np.random.default_rng(0).integers(0, 1200, (10, 10)),
 ])
 def test_plot_confusion_matrix(tmp_path, cm):
-    from mnist_xp.plots import plot_confusion_matrix
+    from mnist_xp.reporting.figures import plot_confusion_matrix
 
     classes = list(range(len(cm)))
     assert_png(plot_confusion_matrix(cm, classes, tmp_path / "cm.png"), min_side=500)
@@ -367,7 +367,7 @@ def test_plot_confusion_matrix(tmp_path, cm):
 
 @needs_mpl
 def test_plot_confusion_matrix_refuses_a_mismatched_matrix(tmp_path):
-    from mnist_xp.plots import plot_confusion_matrix
+    from mnist_xp.reporting.figures import plot_confusion_matrix
 
     with pytest.raises(ValueError, match="shape"):
         plot_confusion_matrix(np.ones((3, 3), int), [0, 1], tmp_path / "cm.png")
@@ -379,7 +379,7 @@ def test_plot_confusion_matrix_refuses_a_mismatched_matrix(tmp_path):
 @needs_mpl
 @pytest.mark.parametrize("n", [0, 1, 3, 25, 40])
 def test_plot_mistakes(tmp_path, digits, n):
-    from mnist_xp.plots import plot_mistakes
+    from mnist_xp.reporting.figures import plot_mistakes
 
     images, labels = digits
     mistakes = [{"index": i, "true": int(labels[i]), "predicted": (int(labels[i]) + 1) % 10,
@@ -390,7 +390,7 @@ def test_plot_mistakes(tmp_path, digits, n):
 
 @needs_mpl
 def test_plot_mistakes_refuses_an_index_outside_the_images(tmp_path, digits):
-    from mnist_xp.plots import plot_mistakes
+    from mnist_xp.reporting.figures import plot_mistakes
 
     bad = [{"index": 40, "true": 1, "predicted": 2, "probability": 0.9}]
     with pytest.raises(ValueError, match="outside"):
@@ -401,7 +401,7 @@ def test_plot_mistakes_refuses_an_index_outside_the_images(tmp_path, digits):
 @needs_mpl
 @pytest.mark.parametrize("n_hidden", [100, 7, 1])
 def test_plot_weights(tmp_path, n_hidden):
-    from mnist_xp.plots import plot_weights
+    from mnist_xp.reporting.figures import plot_weights
 
     W1 = np.random.default_rng(0).normal(size=(784, n_hidden)).astype(np.float32)
     W1[:, 0] = 0.0  # an all-zero unit must not divide by zero
@@ -410,7 +410,7 @@ def test_plot_weights(tmp_path, n_hidden):
 
 @needs_mpl
 def test_plot_weights_needs_square_images(tmp_path):
-    from mnist_xp.plots import plot_weights
+    from mnist_xp.reporting.figures import plot_weights
 
     with pytest.raises(ValueError, match="square"):
         plot_weights(np.zeros((10, 4)), tmp_path / "w.png")
@@ -418,7 +418,7 @@ def test_plot_weights_needs_square_images(tmp_path):
 
 @needs_mpl
 def test_a_plot_into_a_missing_directory_is_a_one_line_error(tmp_path):
-    from mnist_xp.plots import plot_weights
+    from mnist_xp.reporting.figures import plot_weights
 
     with pytest.raises(ReportError) as info:
         plot_weights(np.ones((4, 2)), tmp_path / "missing" / "w.png")
@@ -427,7 +427,7 @@ def test_a_plot_into_a_missing_directory_is_a_one_line_error(tmp_path):
 
 @needs_mpl
 def test_write_report_writes_json_and_figures(tmp_path, digits):
-    from mnist_xp.plots import write_report
+    from mnist_xp.reporting.figures import write_report
 
     images, labels = digits
     proba = np.random.default_rng(1).dirichlet(np.ones(10), size=len(labels))
@@ -453,7 +453,7 @@ def test_write_report_writes_json_and_figures(tmp_path, digits):
 
 @needs_mpl
 def test_write_report_renders_everything_before_writing_anything(tmp_path, digits):
-    from mnist_xp.plots import write_report
+    from mnist_xp.reporting.figures import write_report
 
     images, labels = digits
     report = evaluation_report(labels, np.eye(10)[(labels + 1) % 10], np.arange(10))
@@ -464,7 +464,7 @@ def test_write_report_renders_everything_before_writing_anything(tmp_path, digit
 
 
 def test_write_report_refuses_an_existing_file_and_a_missing_parent(tmp_path):
-    from mnist_xp.plots import write_report
+    from mnist_xp.reporting.figures import write_report
 
     report = evaluation_report(Y_TRUE, PROBA, CLASSES)
     (tmp_path / "taken").write_text("precious")
@@ -477,7 +477,7 @@ def test_write_report_refuses_an_existing_file_and_a_missing_parent(tmp_path):
 
 
 def test_without_matplotlib_plots_say_how_to_install_it(tmp_path, monkeypatch):
-    from mnist_xp import plots
+    from mnist_xp.reporting import figures as plots
 
     # A None entry in sys.modules makes `import matplotlib` raise ImportError.
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
@@ -503,7 +503,7 @@ def model_file(tmp_path_factory):
     x_test = data.x_test.reshape(-1, 784)
     clf = mnist_xp.MLPClassifier(epochs=1, random_state=0, device="cpu")
     clf.fit(data.x_train.reshape(-1, 784), data.y_train, eval_set=(x_test, data.y_test))
-    path = mnist_xp.checkpoint.save(clf, directory / "m.npz")
+    path = mnist_xp.model_files.save(clf, directory / "m.npz")
     metrics = write_jsonl(directory / "m.jsonl", clf.history_)
     return {"dir": directory, "model": path, "metrics": metrics,
             "accuracy": clf.score(x_test, data.y_test)}

@@ -16,8 +16,8 @@ import pytest
 
 from mnist_xp import MLPClassifier, load_mnist
 from mnist_xp.errors import ModelFileError
-from mnist_xp.train_control import TrainingDiverged, TrainingInterrupted
-from mnist_xp.training_state import data_fingerprint, load_state, save_state
+from mnist_xp.errors import TrainingDiverged, TrainingInterrupted
+from mnist_xp.training.checkpoint import data_fingerprint, load_state, save_state
 
 from helpers_data import blobs
 

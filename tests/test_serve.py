@@ -23,7 +23,7 @@ import pytest
 from helpers_serve import running_server
 
 import mnist_xp
-from mnist_xp.serve import MAX_BODY
+from mnist_xp.web.server import MAX_BODY
 
 PIL = pytest.importorskip("PIL", reason="Pillow is needed to decode pictures")
 from PIL import Image, ImageDraw  # noqa: E402

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_xp.augment import Distortion, RandomShift, image_side
+from mnist_xp.augment import RandomShift, image_side
 from mnist_xp.model import Architecture, forward, init_params
-from mnist_xp.train import (
-    TrainConfig,
-    count_correct,
-    learning_rate_at,
-    predict_scores,
-    train,
-)
+from mnist_xp.inference import count_correct, predict_scores
+from mnist_xp.training import TrainConfig, TrainingHooks, learning_rate_at, train
 
 from helpers_backend import assert_close
 
@@ -48,7 +43,9 @@ def test_training_learns_separable_data(backend):
     assert history[-1]["test_accuracy"] > 0.95
     for r in history:
         assert set(r) == {"epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy",
-                          "seconds", "device"}
+                          "seconds", "device", "engine", "engine_reason"}
+        assert r["engine"] == ("numpy" if backend.name == "numpy" else
+                               "cuda" if backend.name == "cupy" else "generic")
         assert isinstance(r["train_loss"], float) and isinstance(r["test_accuracy"], float)
         assert 0 <= r["train_accuracy"] <= 1 and r["seconds"] >= 0
         assert r["device"] == backend.device
@@ -108,7 +105,7 @@ def test_every_batch_runs_including_the_last_partial_one():
     progress = RecordingProgress()
     b = get_numpy()
     train(params, x, y, arch=arch, config=TrainConfig(epochs=2, batch_size=4), backend=b,
-          rng=rng, progress=progress)
+          rng=rng, hooks=TrainingHooks(progress=progress))
     epoch = [("advance", 1), ("advance", 2), ("advance", 3), ("finish",)]
     assert progress.calls == [("start", 1, 3), *epoch, ("start", 2, 3), *epoch]
 
@@ -129,14 +126,16 @@ def test_cosine_schedule_runs_from_peak_to_zero():
     assert learning_rate_at(config, 99, 100) < 0.001
     rates = [learning_rate_at(config, i, 100) for i in range(100)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
-    assert learning_rate_at(TrainConfig(learning_rate=0.2), 99, 100) == 0.2
+    assert learning_rate_at(TrainConfig(learning_rate=0.2, schedule="constant"), 99, 100) == 0.2
 
 
 @pytest.mark.parametrize("bad", [dict(epochs=0), dict(batch_size=0), dict(epochs=1.5),
                                  dict(schedule="linear"), dict(shift=-1), dict(optimizer="lbfgs"),
                                  dict(warmup=-1), dict(warmup=20, epochs=10),
                                  dict(label_smoothing=1.0), dict(label_smoothing=-0.1),
-                                 dict(shift=1, distortion=Distortion(rotate=5))])
+                                 dict(shift=1, augment=dict(rotate=5)), dict(augment=dict(spin=3)),
+                                 dict(optimizer="nesterov", momentum=0.0),
+                                 dict(n_iter_no_change=2)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
@@ -234,15 +233,12 @@ def test_cuda_batch_loop_never_waits_for_the_device(cuda_backend):
         xd, yd = b.asarray(x), b.asarray(y)
         order = b.asarray(rng.permutation(200))
         from mnist_xp.optim import SGD
-        from mnist_xp.train import train_epoch
+        from mnist_xp.training.engines import EngineSetup, EpochInputs, GenericEngine
 
-        opt = SGD(0.1, momentum=0.9)
-        state = opt.init_state(params, b.xp)
+        engine = GenericEngine(EngineSetup(params, arch, SGD(0.1, momentum=0.9), xd, yd, b))
         b.synchronize()
         with cupyx.allow_synchronize(False):
-            loss, correct = train_epoch(params, opt, state, lambda s, idx: b.xp.take(xd, idx, axis=0),
-                                        yd, order, arch, params["W1"].dtype, 32, 1 / 255, b,
-                                        lr_at=lambda i: 0.1)
+            loss, correct = engine.run_epoch(EpochInputs(order, 32, [0.1] * 7))
         assert np.isfinite(float(b.to_numpy(loss)))
 
 
@@ -256,8 +252,8 @@ def test_validation_keeps_the_weights_of_the_best_epoch():
     config = TrainConfig(epochs=8, batch_size=16, learning_rate=2.0, momentum=0.9)
     history = train(params, x[:150], y[:150], arch=arch, config=config, backend=get_numpy(),
                     rng=rng, val_set=(x[150:], y[150:]),
-                    on_epoch=lambda r: snapshots.__setitem__(
-                        r["epoch"], {k: v.copy() for k, v in params.items()}))
+                    hooks=TrainingHooks(on_epoch=lambda r: snapshots.__setitem__(
+                        r["epoch"], {k: v.copy() for k, v in params.items()})))
     accs = [r["val_accuracy"] for r in history]
     best = int(np.argmax(accs)) + 1  # the first epoch with the highest accuracy
     assert [r["epoch"] for r in history if r.get("best")] == [best]
@@ -271,8 +267,9 @@ def test_patience_stops_when_validation_accuracy_stops_improving():
     rng = np.random.default_rng(0)
     params = init_params(arch, np.float32, rng)
     history = train(params, x[:150], y[:150], arch=arch,
-                    config=TrainConfig(epochs=30, batch_size=16), backend=get_numpy(), rng=rng,
-                    val_set=(x[150:], y[150:]), patience=2)
+                    config=TrainConfig(epochs=30, batch_size=16, validation_fraction=0.25,
+                                       n_iter_no_change=2),
+                    backend=get_numpy(), rng=rng, val_set=(x[150:], y[150:]))
     best = [r["epoch"] for r in history if r.get("best")][0]
     assert len(history) == best + 2 < 30
     assert all(r["val_accuracy"] <= history[best - 1]["val_accuracy"] for r in history)
@@ -281,7 +278,7 @@ def test_patience_stops_when_validation_accuracy_stops_improving():
 def test_patience_needs_a_validation_set():
     x, y = blobs(n=40, n_features=36)
     arch = Architecture(36, 8, 3)
-    with pytest.raises(ValueError, match="patience needs a validation set"):
+    with pytest.raises(ValueError, match="n_iter_no_change needs a validation set"):
         train(init_params(arch, np.float32, np.random.default_rng(0)), x, y, arch=arch,
-              config=TrainConfig(epochs=2), backend=get_numpy(), rng=np.random.default_rng(0),
-              patience=3)
+              config=TrainConfig(epochs=2, validation_fraction=0.25, n_iter_no_change=3),
+              backend=get_numpy(), rng=np.random.default_rng(0))

@@ -16,7 +16,6 @@ Importing this package never imports CuPy; `get_backend` does, when asked for CU
 __version__ = "0.1.0"
 
 from .backend import Backend, get_backend, to_numpy  # noqa: E402
-from .checkpoint import load, read_metadata, save  # noqa: E402
 from .data import MNIST, load_mnist, read_idx, write_idx  # noqa: E402
 from .errors import (  # noqa: E402
     DataError,
@@ -28,8 +27,12 @@ from .errors import (  # noqa: E402
     ModelFileError,
     NotFittedError,
     ReportError,
+    SettingError,
 )
 from .estimator import PRESETS, MLPClassifier  # noqa: E402
+from .model_files import load, read_metadata, save  # noqa: E402
+from .settings import SETTINGS  # noqa: E402
+from .training.engines import EngineChoice  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -38,6 +41,8 @@ __all__ = [
     "to_numpy",
     "MLPClassifier",
     "PRESETS",
+    "SETTINGS",
+    "EngineChoice",
     "MNIST",
     "load_mnist",
     "read_idx",
@@ -54,4 +59,5 @@ __all__ = [
     "NotFittedError",
     "ReportError",
     "ImageError",
+    "SettingError",
 ]

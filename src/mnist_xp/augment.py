@@ -22,7 +22,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["image_side", "RandomShift", "Distortion", "RandomWarp", "EpochWarps"]
+from .errors import SettingError
+from .settings import AUGMENT_FIELDS, check_value
+
+__all__ = ["image_side", "RandomShift", "Distortion", "RandomWarp", "EpochWarps", "WARP_BANK"]
+
+#: Distinct warps drawn per epoch; each image draws one of them.
+WARP_BANK = 1024
 
 
 def image_side(n_features: int) -> int | None:
@@ -118,16 +124,9 @@ class Distortion:
     sigma: float = 4.0
 
     def __post_init__(self):
-        for name, value in asdict(self).items():
-            if not (isinstance(value, (int, float, np.floating, np.integer))
-                    and math.isfinite(value) and value >= 0):
-                raise ValueError(f"distortion {name} must be a finite number >= 0, got {value!r}")
-        if self.zoom >= 1:
-            raise ValueError(f"distortion zoom must be < 1, got {self.zoom!r}")
-        if self.rotate > 180 or self.shear >= 90:
-            raise ValueError("distortion rotate must be <= 180 and shear < 90 degrees")
-        if self.elastic and not self.sigma > 0:
-            raise ValueError("an elastic distortion needs sigma > 0")
+        # the ranges are the settings table's (mnist_xp.settings: --rotate, --zoom...)
+        for key, value in asdict(self).items():
+            check_value(AUGMENT_FIELDS[key], value)
 
     @property
     def active(self) -> bool:
@@ -136,12 +135,18 @@ class Distortion:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Distortion":
-        """A Distortion from a dict of its fields (None or {} give no distortion)."""
+        """A Distortion from a dict of its fields (None or {} give no distortion).
+
+        Raises
+        ------
+        SettingError
+            An unknown key, or a value out of its range.
+        """
         d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        unknown = sorted(set(d) - set(AUGMENT_FIELDS))
         if unknown:
-            raise ValueError(f"unknown distortion settings {unknown}; "
-                             f"known: {sorted(cls.__dataclass_fields__)}")
+            raise SettingError(f"unknown distortion settings {unknown}; known: "
+                               f"{list(AUGMENT_FIELDS)}", "augment")
         return cls(**d)
 
 
@@ -178,7 +183,7 @@ class RandomWarp:
         How many distinct warps are drawn per epoch.
     """
 
-    def __init__(self, side: int, distortion: Distortion, bank_size: int = 1024):
+    def __init__(self, side: int, distortion: Distortion, bank_size: int = WARP_BANK):
         if not distortion.active:
             raise ValueError("RandomWarp needs an active Distortion")
         if bank_size < 1:

@@ -30,17 +30,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import DeviceError, DeviceFallbackWarning
+from .errors import DeviceError, DeviceFallbackWarning, exception_line
 
 __all__ = [
     "Backend",
     "get_backend",
     "parse_device",
     "cuda_status",
+    "cuda_devices",
     "backend_name_of",
     "to_numpy",
     "numpy_dtype",
     "as_array_of",
+    "blas_threads",
     "DEVICE_FORMS",
 ]
 
@@ -138,32 +140,6 @@ class Backend:
             return self.xp.cuda.Device(self.device_index)
         return contextlib.nullcontext()
 
-    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True,
-                     warper=None, label_smoothing=0.0):
-        """This backend's fast path for whole training epochs, or None for the generic one.
-
-        See `mnist_xp.train.GenericEpochs` for the interface; each fast path is tested
-        against the generic path. On CUDA, `graphs` chooses between replaying each epoch
-        as a captured CUDA graph (True) and launching the same kernels step by step.
-        `warper` (a `RandomWarp`) distorts each image; `label_smoothing` and optimizers
-        other than SGD take the generic path.
-        """
-        from .optim import SGD
-
-        if not isinstance(optimizer, SGD) or label_smoothing:
-            return None  # the fast paths implement SGD with one-hot targets
-        if self.name == "numpy" and not optimizer.nesterov:
-            from ._fast_cpu import NumpyEpochRunner
-
-            return NumpyEpochRunner(params, arch, optimizer, x, y, shifter, warper)
-        if self.name == "cupy":
-            from ._fast_cuda import CudaEpochRunner
-
-            if CudaEpochRunner.unsupported_reason(params, arch, x, shifter, warper) is None:
-                return CudaEpochRunner(params, arch, optimizer, x, y, self, shifter, graphs,
-                                       warper)
-        return None
-
     def owns(self, a) -> bool:
         """True when `a` is an array of this backend (and, on CUDA, on its device)."""
         if backend_name_of(a) != self.name:
@@ -176,9 +152,7 @@ class Backend:
         """One human line: library, version and device (with the GPU's name on CUDA)."""
         version = getattr(self.xp, "__version__", "")
         if self.name == "cupy":
-            props = self.xp.cuda.runtime.getDeviceProperties(self.device_index)
-            gpu = props["name"]
-            gpu = gpu.decode() if isinstance(gpu, bytes) else gpu
+            gpu = _device_name(self.xp.cuda.runtime, self.device_index)
             return f"{self.device} ({gpu}, CuPy {version})"
         if self.name == "array_api_strict":
             return f"cpu (array_api_strict {version})"
@@ -242,9 +216,9 @@ def cuda_status(index: int = 0) -> tuple[Any, str]:
                 "CuPy is not installed (pip install 'mnist-xp[cuda12]' or "
                 "'mnist-xp[cuda13]', matching your CUDA driver)"
             )
-        return None, f"CuPy failed to import: {_one_line(exc)}"
+        return None, f"CuPy failed to import: {exception_line(exc, with_type=True)}"
     except Exception as exc:  # a broken CuPy install raises all sorts
-        return None, f"CuPy failed to import: {_one_line(exc)}"
+        return None, f"CuPy failed to import: {exception_line(exc, with_type=True)}"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
         if count == 0:
@@ -255,14 +229,39 @@ def cuda_status(index: int = 0) -> tuple[Any, str]:
             # Creating the context is what fails on a broken driver or a busy GPU.
             cupy.cuda.runtime.memGetInfo()
     except Exception as exc:  # CUDARuntimeError, driver errors, ...
-        return None, f"CUDA is not usable: {_one_line(exc)}"
+        return None, f"CUDA is not usable: {exception_line(exc, with_type=True)}"
     return cupy, ""
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception as one line: its type and first line of text."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def cuda_devices() -> dict:
+    """What CUDA looks like on this machine, for ``mnist-xp info``.
+
+    Returns
+    -------
+    dict
+        ``cupy`` (its version or None), ``runtime`` and ``driver`` (CUDA version
+        numbers or None), ``devices`` (a list of ``{"device": "cuda:N", "name": str,
+        "memory_bytes": int}``) and ``unavailable`` (the reason CUDA cannot be used, or
+        None).
+    """
+    cupy, reason = cuda_status(0)
+    info = {"cupy": None, "runtime": None, "driver": None, "devices": [],
+            "unavailable": reason or None}
+    if cupy is None:
+        return info
+    rt = cupy.cuda.runtime
+    info.update(cupy=cupy.__version__, runtime=rt.runtimeGetVersion(),
+                driver=rt.driverGetVersion())
+    for n in range(rt.getDeviceCount()):
+        info["devices"].append({"device": f"cuda:{n}", "name": _device_name(rt, n),
+                                "memory_bytes": int(rt.getDeviceProperties(n)["totalGlobalMem"])})
+    return info
+
+
+def _device_name(runtime, index: int) -> str:
+    """The GPU's marketing name (CuPy returns bytes on some versions)."""
+    name = runtime.getDeviceProperties(index)["name"]
+    return name.decode() if isinstance(name, bytes) else name
 
 
 def _numpy_backend(reason: str = "") -> Backend:
@@ -397,3 +396,28 @@ def as_array_of(result, template):
     if target == "array_api_strict":
         return sys.modules["array_api_strict"].asarray(host)
     return host
+
+
+def blas_threads(limit: int | None):
+    """A context manager limiting NumPy's BLAS to `limit` threads; None changes nothing.
+
+    Small matrix products (a training batch below 128 rows, a server's few rows) lose
+    more to handing arrays between cores than a second thread gains; threadpoolctl
+    finds and limits OpenBLAS, MKL, BLIS or Accelerate, whichever NumPy uses.
+    """
+    if limit is None:
+        return contextlib.nullcontext()
+    return _blas_controller().limit(limits=limit, user_api="blas")
+
+
+_BLAS_CONTROLLER = None
+
+
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, built once (it scans them)."""
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER

@@ -1,8 +1,10 @@
-"""Exceptions for mistakes a user can make and mend.
+"""Every exception mnist_xp raises on purpose, and the one-line form of any exception.
 
-Every error here is a *user* error: the CLI prints its message as one line on stderr
-and exits with status 2, without a traceback. Anything else that escapes is a bug and
-keeps its traceback.
+The `MnistXPError` family are *user* errors: the CLI prints the message as one line on
+stderr and exits with status 2, without a traceback. Anything else that escapes is a
+bug and keeps its traceback. The training loop's own signals (`StopEpoch`,
+`TrainingInterrupted`, `TrainingDiverged`) live here too, so that engines, the loop and
+the CLI share them without importing each other.
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ __all__ = [
     "DeviceError",
     "ReportError",
     "ImageError",
+    "SettingError",
     "DeviceFallbackWarning",
     "NotFittedError",
+    "StopEpoch",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "exception_line",
 ]
 
 
@@ -48,9 +55,70 @@ class ImageError(MnistXPError, ValueError):
     """An image file is missing, unreadable, too large or blank, or Pillow is not installed."""
 
 
+class SettingError(MnistXPError, ValueError):
+    """A training setting is out of range, of the wrong type, or at odds with another.
+
+    Attributes
+    ----------
+    setting : str
+        The name of the setting at fault (the first one a rule involves).
+    """
+
+    def __init__(self, message: str, setting: str):
+        super().__init__(message)
+        self.setting = setting
+
+
 class DeviceFallbackWarning(UserWarning):
     """An explicitly requested CUDA device was unusable, so the CPU is used instead."""
 
 
 class NotFittedError(ValueError, AttributeError):
     """A model was used before `fit` (the same bases as scikit-learn's NotFittedError)."""
+
+
+class StopEpoch(Exception):
+    """Raised by an engine after the step at which it was asked to stop."""
+
+    def __init__(self, steps_done: int):
+        super().__init__(f"stopped after {steps_done} steps")
+        self.steps_done = steps_done
+
+
+class TrainingDiverged(MnistXPError, ArithmeticError):
+    """The training loss became NaN or infinite; the run was stopped."""
+
+    def __init__(self, message: str, epoch: int, step: int | None):
+        super().__init__(message)
+        self.epoch, self.step = epoch, step
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped at a request (a signal) after a step.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch that was running (its work is discarded).
+    step : int
+        Steps of that epoch done when it stopped.
+    state : TrainState or None
+        The state after the last completed epoch (None if none completed), to save.
+    """
+
+    def __init__(self, epoch: int, step: int, state):
+        super().__init__(f"interrupted during epoch {epoch} after step {step}")
+        self.epoch, self.step, self.state = epoch, step, state
+
+
+def exception_line(exc: BaseException, *, with_type: bool = False) -> str:
+    """`exc`'s message with its white space folded onto one line.
+
+    Its type name stands in for an empty message, and is put in front of the message
+    with ``with_type=True`` (``"CUDARuntimeError: no CUDA-capable device"``).
+    """
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if not text:
+        return name
+    return f"{name}: {text}" if with_type else text

@@ -3,6 +3,8 @@
 scikit-learn is not a dependency: the estimator protocol (``get_params``,
 ``set_params``, ``fit``/``predict``/``score``, fitted attributes ending in ``_``) is
 implemented here, and the scikit-learn tags are built only when scikit-learn asks.
+The constructor, its parameter documentation and the parameter checks come from the
+settings table (`mnist_xp.settings`), as scikit-learn's ``_parameter_constraints`` do.
 """
 
 from __future__ import annotations
@@ -11,98 +13,53 @@ import inspect
 
 import numpy as np
 
-from .augment import Distortion
 from .backend import Backend, as_array_of, get_backend, numpy_dtype, to_numpy
 from .errors import NotFittedError
-from .progress import EpochProgress, format_epoch
+from .inference import predict_scores
 from .model import Architecture, init_params, probabilities
-from .train import TrainConfig, predict_scores, train
+from .reporting.progress import EpochProgress, format_epoch
+from .settings import (
+    ESTIMATOR_SETTINGS,
+    PRESETS,
+    TRAINING_SETTINGS,
+    check_against_data,
+    check_settings,
+    parameters_doc,
+    preset_settings,
+)
+from .training import TrainConfig, TrainingHooks, train
 
 __all__ = ["MLPClassifier", "PRESETS"]
 
-#: Named settings. ``default`` is the quick recipe; ``best`` the most accurate one
-#: (per-image affine and elastic distortions, twice the epochs); ``classic`` is the
-#: textbook network (sigmoid units, squared error, plain SGD, Nielsen's chapter 1
-#: settings).
-PRESETS = {
-    "default": dict(activation="relu", loss="cross_entropy", learning_rate=0.1, momentum=0.9,
-                    batch_size=128, epochs=15, schedule="cosine", shift=1),
-    "best": dict(activation="relu", loss="cross_entropy", learning_rate=0.1, momentum=0.9,
-                 batch_size=128, epochs=30, schedule="cosine", shift=0,
-                 augment=dict(rotate=8, zoom=0.08, shear=8, translate=1.5, elastic=20,
-                              sigma=4)),
-    "classic": dict(activation="sigmoid", loss="squared_error", learning_rate=3.0, momentum=0.0,
-                    batch_size=10, epochs=30, schedule="constant", shift=0),
-}
 
-_DTYPES = ("float32", "float64")
+def _make_init():
+    """The estimator's ``__init__``, generated from the settings table.
+
+    Written out as source (as `dataclasses` does) so that `inspect.signature` -- which
+    scikit-learn's ``get_params`` and ``clone`` read -- sees every parameter with its
+    default: the first positional, the rest keyword-only.
+    """
+    names = [s.name for s in ESTIMATOR_SETTINGS]
+    args = [f"{names[0]}=_defaults[{names[0]!r}]", "*"]
+    args += [f"{n}=_defaults[{n!r}]" for n in names[1:]]
+    body = "\n".join(f"    self.{n} = {n}" for n in names)
+    namespace = {"_defaults": {s.name: s.default for s in ESTIMATOR_SETTINGS}}
+    exec(f"def __init__(self, {', '.join(args)}):\n{body}\n", namespace)  # noqa: S102
+    init = namespace["__init__"]
+    init.__doc__ = "Store the settings as given; `fit` checks them (scikit-learn's convention)."
+    return init
 
 
 class MLPClassifier:
-    """A one-hidden-layer perceptron classifier on NumPy or CuPy.
+    __doc__ = """A one-hidden-layer perceptron classifier on NumPy or CuPy.
 
-    The constructor only stores its arguments (scikit-learn's convention); they are
-    checked by `fit`.
+    The constructor only stores its arguments (scikit-learn's convention); `fit` checks
+    them against the settings table (`mnist_xp.settings`), which is also where the CLI's
+    flags and the presets come from.
 
     Parameters
     ----------
-    n_hidden : int, default 100
-        Width of the hidden layer.
-    activation : {"relu", "sigmoid"}, default "relu"
-        Hidden-layer non-linearity.
-    loss : {"cross_entropy", "squared_error"}, default "cross_entropy"
-        Softmax outputs with cross-entropy, or sigmoid outputs with half the squared
-        error to one-hot targets (the textbook network).
-    learning_rate : float, default 0.1
-        Step size (the peak of the schedule).
-    momentum : float, default 0.9
-        SGD momentum in [0, 1); 0 is plain SGD (unused by Adam).
-    optimizer : {"sgd", "nesterov", "adam", "adamw"}, default "sgd"
-        SGD with (Nesterov) momentum, Adam, or Adam with decoupled weight decay.
-    batch_size : int, default 128
-        Minibatch size; clipped to the number of samples.
-    epochs : int, default 15
-        Passes over the training data.
-    schedule : {"cosine", "constant", "onecycle", "step"}, default "cosine"
-        Learning-rate schedule over the whole run; see `mnist_xp.train.learning_rate_at`.
-    warmup : float, default 0.0
-        Epochs over which the learning rate ramps up linearly from 0 (not with onecycle,
-        which has its own).
-    weight_decay : float, default 0.0
-        L2 penalty on the weight matrices.
-    shift : int, default 0
-        Random translation of each training image by up to this many pixels per
-        epoch (augmentation); needs square images flattened row by row (a row of
-        ``side**2`` pixels). 0, the default, is off, as suits tabular data; the
-        ``default`` preset, made for MNIST, uses 1. Moves whole batches alike; see
-        `augment` for per-image distortions.
-    augment : dict or None, default None
-        Per-image random distortions of square images, fields of
-        `mnist_xp.augment.Distortion`: ``rotate`` (degrees), ``zoom`` (relative),
-        ``shear`` (degrees), ``translate`` (pixels), ``elastic`` (strength) and
-        ``sigma`` (its smoothness, pixels). None or {} is off; not with `shift`.
-    label_smoothing : float, default 0.0
-        Targets are ``1 - label_smoothing`` on the true class plus
-        ``label_smoothing / n_classes`` everywhere.
-    validation_fraction : float, default 0.0
-        Hold out this fraction of the training data (at random, seeded by
-        `random_state`); it is scored after every epoch, and the weights of the epoch
-        with the best validation accuracy are kept. 0 trains on everything and keeps
-        the last epoch.
-    n_iter_no_change : int or None, default None
-        With a validation set: stop after this many epochs without a better validation
-        accuracy.
-    dtype : {"float32", "float64"}, default "float32"
-        Floating type of parameters and arithmetic.
-    device : str or Backend, default "auto"
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; see `mnist_xp.get_backend`. An
-        unusable explicit CUDA device falls back to the CPU with a
-        `DeviceFallbackWarning`.
-    random_state : int or None, default None
-        Seed of the initial weights, shuffles and augmentation.
-    verbose : bool, default False
-        Draw a progress line on standard error (on a terminal) and print one line
-        per epoch.
+{parameters}
 
     Attributes
     ----------
@@ -115,9 +72,13 @@ class MLPClassifier:
         ``W2 (n_hidden, n_classes)``, ``b2 (n_classes,)`` on the backend's device.
     backend_ : Backend
         Where the parameters live and the math runs.
+    engine_ : EngineChoice
+        The engine that trained the model and, when it is not the backend's fast one,
+        why (``str(clf.engine_)``: e.g. ``"generic array-API path (adam has no fused
+        CUDA kernel yet)"``). None for a loaded model.
     history_ : list of dict
         Per-epoch ``train_loss``, ``train_accuracy``, ``val_accuracy``,
-        ``test_accuracy``, ``seconds``.
+        ``test_accuracy``, ``seconds``, ``device``, ``engine``, ``engine_reason``.
     best_epoch_ : int
         The epoch whose weights were kept (the last one without a validation set).
 
@@ -125,52 +86,31 @@ class MLPClassifier:
     -----
     Inputs: uint8 arrays are read as pixel intensities in [0, 255] and scaled by
     1/255 on the device; arrays of any other numeric dtype (other integers
-    included) are converted to `dtype` and used as given, so scale them yourself. NumPy, CuPy and
-    array_api_strict arrays are accepted; `predict` and `predict_proba` return
+    included) are converted to `dtype` and used as given, so scale them yourself. NumPy,
+    CuPy and array_api_strict arrays are accepted; `predict` and `predict_proba` return
     arrays of the same library as their input.
-    """
+    """.format(parameters="\n".join("    " + line for line in parameters_doc().splitlines()))
 
     _estimator_type = "classifier"  # for scikit-learn < 1.6
 
-    def __init__(self, n_hidden=100, *, activation="relu", loss="cross_entropy",
-                 learning_rate=0.1, momentum=0.9, optimizer="sgd", batch_size=128, epochs=15,
-                 schedule="cosine", warmup=0.0, weight_decay=0.0, shift=0, augment=None,
-                 label_smoothing=0.0, validation_fraction=0.0, n_iter_no_change=None,
-                 dtype="float32", device="auto", random_state=None, verbose=False):
-        self.n_hidden = n_hidden
-        self.activation = activation
-        self.loss = loss
-        self.learning_rate = learning_rate
-        self.momentum = momentum
-        self.optimizer = optimizer
-        self.batch_size = batch_size
-        self.epochs = epochs
-        self.schedule = schedule
-        self.warmup = warmup
-        self.weight_decay = weight_decay
-        self.shift = shift
-        self.augment = augment
-        self.label_smoothing = label_smoothing
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.dtype = dtype
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+    __init__ = _make_init()
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "MLPClassifier":
-        """An estimator with the settings of preset `name` ("default" or "classic"), then `overrides`."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
+        """An estimator with the settings of preset `name` (see `PRESETS`), then `overrides`.
+
+        Raises
+        ------
+        ValueError
+            Unknown preset.
+        """
+        return cls(**{**preset_settings(name), **overrides})
 
     # -- scikit-learn estimator protocol -------------------------------------------
 
     @classmethod
     def _get_param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return sorted(p for p in sig.parameters if p != "self")
+        return sorted(s.name for s in ESTIMATOR_SETTINGS)
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments, as a dict (scikit-learn protocol)."""
@@ -218,26 +158,17 @@ class MLPClassifier:
         return Architecture(n_features, self.n_hidden, n_classes, self.activation, self.loss)
 
     def _train_config(self, n_samples: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=min(self.batch_size, n_samples),
-                           learning_rate=self.learning_rate, momentum=self.momentum,
-                           weight_decay=self.weight_decay, schedule=self.schedule,
-                           shift=self.shift, distortion=Distortion.from_dict(self.augment),
-                           optimizer=self.optimizer, warmup=self.warmup,
-                           label_smoothing=self.label_smoothing)
+        """The run's settings; the batch is clipped to the data."""
+        values = {s.name: getattr(self, s.name) for s in TRAINING_SETTINGS}
+        values["batch_size"] = min(self.batch_size, n_samples)
+        return TrainConfig(**values)
 
     def _validation_split(self, n_samples: int):
         """(training rows, validation rows) as host index arrays; (None, None) when off."""
         frac = self.validation_fraction
-        if not (isinstance(frac, (int, float, np.floating)) and 0 <= frac < 1):
-            raise ValueError(f"validation_fraction must be in [0, 1), got {frac!r}")
-        if self.n_iter_no_change is not None and not frac:
-            raise ValueError("n_iter_no_change needs a validation_fraction > 0")
         if not frac:
             return None, None
         n_val = int(round(frac * n_samples))
-        if not 1 <= n_val < n_samples:
-            raise ValueError(f"validation_fraction={frac} of {n_samples} samples leaves "
-                             f"{n_val} for validation; it needs at least one of each")
         # a generator of its own, so that turning validation on does not change the
         # initial weights or the shuffles drawn from random_state
         seed = None if self.random_state is None else [self.random_state, 1]
@@ -250,7 +181,8 @@ class MLPClassifier:
         self.params_ = {k: backend.asarray(v) for k, v in host_params.items()}
 
     def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None, resume=None,
-            on_checkpoint=None, checkpoint_every=1, should_stop=None) -> "MLPClassifier":
+            on_checkpoint=None, checkpoint_every=1, should_stop=None,
+            on_engine=None) -> "MLPClassifier":
         """Train from scratch on `X`, `y`.
 
         The fitted attributes are set together once training has finished, so a
@@ -270,20 +202,31 @@ class MLPClassifier:
         progress : EpochProgress, optional
             Live display; by default one is drawn when ``verbose`` is true.
         resume, on_checkpoint, checkpoint_every, should_stop
-            Resumable training; see `mnist_xp.train.train`. `resume` is a
-            `mnist_xp.training_state.TrainState` of a run with these settings on this data.
+            Resumable training; see `mnist_xp.training.train` and `TrainingHooks`.
+            `resume` is a `mnist_xp.training.TrainState` of a run with these settings
+            on this data.
+        on_engine : callable, optional
+            Called with the `EngineChoice` before the first epoch (``engine_`` holds it
+            after `fit`).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        SettingError
+            A setting out of range or at odds with another or with the data (a
+            `ValueError`).
         """
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
+        settings = self.get_params()
+        check_settings(settings)
         backend = get_backend(self.device)
         dtype = np.dtype(self.dtype)
         x_dev = _to_device(X, backend, dtype)
         n_samples, n_features = x_dev.shape
         classes, y_index = _encode_labels(y, n_samples)
+        check_against_data(settings, n_samples, n_features)
         arch = self._architecture(n_features, len(classes))
         train_rows, val_rows = self._validation_split(n_samples)
         val_dev = None
@@ -304,17 +247,25 @@ class MLPClassifier:
             progress = EpochProgress(config.epochs)
         if on_epoch is None and self.verbose:
             on_epoch = _print_epoch
+        chosen = []
+
+        def engine_chosen(choice):
+            chosen.append(choice)
+            if on_engine is not None:
+                on_engine(choice)
+
+        hooks = TrainingHooks(on_engine=engine_chosen, on_epoch=on_epoch, progress=progress,
+                              on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every,
+                              should_stop=should_stop)
         rng = np.random.default_rng(self.random_state)
         params = {k: backend.asarray(v) for k, v in init_params(arch, dtype, rng).items()}
         history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
-                        backend=backend, rng=rng, eval_set=eval_dev, on_epoch=on_epoch,
-                        progress=progress, val_set=val_dev, patience=self.n_iter_no_change,
-                        resume=resume, on_checkpoint=on_checkpoint,
-                        checkpoint_every=checkpoint_every, should_stop=should_stop)
+                        backend=backend, rng=rng, eval_set=eval_dev, val_set=val_dev,
+                        hooks=hooks, resume=resume)
         best = [r["epoch"] for r in history if r.get("best")]
         self.classes_, self.n_features_in_, self.history_ = classes, n_features, history
         self.best_epoch_ = best[0] if best else history[-1]["epoch"]
-        self.backend_, self.params_ = backend, params
+        self.backend_, self.params_, self.engine_ = backend, params, chosen[0]
         return self
 
     # -- prediction -----------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SGD", "Adam", "OPTIMIZERS", "make_optimizer"]
+import numpy as np
+
+__all__ = ["SGD", "Adam", "OPTIMIZERS", "make_optimizer", "state_to_host", "state_from_host"]
 
 #: Names accepted by `make_optimizer` (and ``--optimizer``).
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
@@ -35,6 +37,11 @@ class SGD:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs a momentum > 0")
+
+    @property
+    def name(self) -> str:
+        """The `OPTIMIZERS` name this optimizer goes by (``sgd`` or ``nesterov``)."""
+        return "nesterov" if self.nesterov else "sgd"
 
     def init_state(self, params, xp) -> dict:
         """Velocity buffers: zeros like each parameter (empty for plain SGD)."""
@@ -94,6 +101,11 @@ class Adam:
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
 
+    @property
+    def name(self) -> str:
+        """The `OPTIMIZERS` name this optimizer goes by (``adam`` or ``adamw``)."""
+        return "adamw" if self.decoupled else "adam"
+
     def init_state(self, params, xp) -> dict:
         """First and second moment buffers (zeros like each parameter) and the step count."""
         return {"t": 0, "m": {k: xp.zeros_like(p) for k, p in params.items()},
@@ -151,3 +163,33 @@ def make_optimizer(name: str, learning_rate: float, *, momentum: float = 0.9,
         return Adam(learning_rate, beta1, beta2, weight_decay=weight_decay,
                     decoupled=name == "adamw")
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+def state_to_host(state: dict, backend) -> dict[str, np.ndarray]:
+    """An optimizer's state (`SGD.init_state` / `Adam.init_state`) as flat host arrays.
+
+    Keys are ``velocity/W1``... for SGD, ``m/W1``, ``v/W1``... and ``t`` for Adam: the
+    layout checkpoints store, whichever engine trained.
+    """
+    flat = {}
+    for key, value in state.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}/{k}": backend.to_numpy(v).copy() for k, v in value.items()})
+        elif key == "t":
+            flat["t"] = np.array(value, dtype=np.int64)
+        else:  # SGD: velocity per parameter
+            flat[f"velocity/{key}"] = backend.to_numpy(value).copy()
+    return flat
+
+
+def state_from_host(state: dict, flat: dict[str, np.ndarray], backend) -> None:
+    """Fill an optimizer's `state` in place from `state_to_host`'s arrays."""
+    for key in list(state):
+        value = state[key]
+        if isinstance(value, dict):
+            for k, v in value.items():
+                v[...] = backend.asarray(flat[f"{key}/{k}"])
+        elif key == "t":
+            state["t"] = int(flat["t"])
+        else:
+            value[...] = backend.asarray(flat[f"velocity/{key}"])

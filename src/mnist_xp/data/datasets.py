@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from mnist_xp._files import atomic_write
+from mnist_xp.fileio.writing import atomic_write
 from mnist_xp.data.idx import read_idx
 from mnist_xp.errors import DataError, DownloadError
 

@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_xp._files import atomic_write
-from mnist_xp._inputs import NotRegularFileError, open_regular
+from mnist_xp.fileio.writing import atomic_write
+from mnist_xp.fileio.reading import open_user_file
 from mnist_xp.errors import DataError
 
 __all__ = ["read_idx", "write_idx"]
@@ -137,24 +137,10 @@ def _header(array: np.ndarray) -> bytes:
 
 
 def _open(path: Path) -> BinaryIO:
-    """Open `path` for binary reading; the usual ways that fails become DataError.
-
-    Only a regular file is opened: a FIFO would block the open (and then the reads)
-    forever, and a device has no size to check the header against.
-    """
-    try:
-        return open_regular(path)
-    except IsADirectoryError as e:
-        raise DataError(
-            f"{path}: is a directory, not an IDX file; name a file inside it") from e
-    except NotRegularFileError as e:
-        raise DataError(f"{path}: {e.strerror}; expected an IDX file") from e
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: no such file; check the path") from e
-    except PermissionError as e:
-        raise DataError(f"{path}: permission denied; make the file readable") from e
-    except OSError as e:
-        raise DataError(f"{path}: cannot open ({e.strerror})") from e
+    """Open `path` for binary reading (a regular file only); failures become DataError."""
+    # A FIFO would block the open (and then the reads) forever, and a device has no
+    # size to check the header against.
+    return open_user_file(path, DataError, "IDX file")
 
 
 def _read_raw(f: BinaryIO, path: Path) -> np.ndarray:

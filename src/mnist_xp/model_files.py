@@ -1,4 +1,8 @@
-"""Saving and loading trained models: ``.npz`` arrays plus JSON metadata, no pickle.
+"""Model files: saving and loading trained models as ``.npz`` arrays plus JSON metadata, no pickle.
+
+(Resumable training state, which ``train --checkpoint`` writes, is another format:
+`mnist_xp.training.checkpoint`.)
+
 
 A model file is an ordinary NumPy ``.npz`` archive holding the four parameter arrays
 ``W1, b1, W2, b2``, the class labels ``classes`` and ``metadata``: a 0-d unicode array
@@ -19,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._files import atomic_write
-from ._inputs import NpyHeaderError, open_user_file, read_npy_header
 from .backend import get_backend, to_numpy
-from .errors import ModelFileError
+from .errors import ModelFileError, exception_line
+from .fileio.reading import NpyHeaderError, open_user_file, read_npy_header
+from .fileio.writing import atomic_write
 from .estimator import MLPClassifier
 from .model import PARAM_NAMES, Architecture
 
@@ -160,6 +164,7 @@ def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
     model.n_features_in_ = arrays["W1"].shape[0]
     model._place(get_backend(device), arrays)
     model.history_ = []
+    model.engine_ = None  # loaded, not trained here
     return model
 
 
@@ -189,7 +194,7 @@ def _read(path: Path):
                 NotImplementedError,  # a compression method zipfile cannot undo
                 RuntimeError,  # an encrypted member
                 ) as exc:
-            raise ModelFileError(f"{path}: not a readable .npz model file ({_one_line(exc)})") from None
+            raise ModelFileError(f"{path}: not a readable .npz model file ({exception_line(exc)})") from None
     arrays = {k: loaded[k] for k in PARAM_NAMES}
     classes, text = loaded["classes"], loaded["metadata"]
     meta = _parse_metadata(path, text)
@@ -230,11 +235,6 @@ def _read_members(path: Path, archive: zipfile.ZipFile, archive_size: int) -> di
         with archive.open(info) as member:
             loaded[name] = np.lib.format.read_array(member, allow_pickle=False)
     return loaded
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's text on one line (its type name if it has none)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _parse_metadata(path: Path, text: np.ndarray) -> dict:

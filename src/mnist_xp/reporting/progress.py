@@ -76,7 +76,7 @@ class EpochProgress:
 
 
 def format_epoch(record: dict) -> str:
-    """One line summing up an epoch record from `mnist_xp.train.train`."""
+    """One line summing up an epoch record from `mnist_xp.training.train`."""
     line = (f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  "
             f"train {record['train_accuracy']:7.2%}")
     if record.get("val_accuracy") is not None:

@@ -1,4 +1,4 @@
-"""Atomic file writing: a temporary file in the target's directory, renamed into place."""
+"""Writing files atomically: a temporary file in the target's directory, renamed into place."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import IO, Iterator
+
+__all__ = ["atomic_write"]
 
 
 def _create_temp(directory: Path, name: str) -> tuple[int, Path]:

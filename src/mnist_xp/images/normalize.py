@@ -11,53 +11,27 @@ so a user's own handwriting reaches the model looking like what it learnt from::
     model.predict(x.reshape(1, 784))
     save_png(x, "seen.png", scale=10)      # what the model sees, enlarged
 
-Decoding files needs Pillow, an optional dependency (``pip install
-'mnist-xp[images]'``). It is imported only inside the functions that need it, so
-``import mnist_xp`` never requires it.
+Reading the files is `mnist_xp.images.decode`'s job (Pillow); this module is the
+normalisation, on NumPy arrays.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
-from .errors import ImageError
+from ..errors import ImageError
+from ..pixels import IMAGE_SIDE
+from .decode import load_image, pil_modules
 
-__all__ = [
-    "IMAGE_SUFFIXES",
-    "INVERT_CHOICES",
-    "MAX_PIXELS",
-    "load_image",
-    "looks_like_image",
-    "preprocess_file",
-    "save_png",
-    "to_mnist",
-]
-
-#: File name endings read as images (compared case-insensitively).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+__all__ = ["INVERT_CHOICES", "preprocess_file", "to_mnist"]
 
 #: Values of `to_mnist`'s ``invert``.
 INVERT_CHOICES = ("auto", "yes", "no")
 
-#: Largest image `load_image` decodes (width × height). A 40-megapixel photo is
-#: plenty for one digit; a larger one is refused before its pixels are decoded, so a
-#: small hostile file cannot claim gigabytes of memory.
-MAX_PIXELS = 40_000_000
-
-INSTALL_HINT = "pip install 'mnist-xp[images]'"
-
-# Signatures of the formats above (plus WebP, which Pillow usually reads too), for
-# files whose name does not say what they are.
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
-          b"II*\x00", b"MM\x00*")
-
-_SIDE, _BOX, _CENTRE = 28, 20, 14.0  # MNIST: 28×28 field, 20×20 box, centre of mass at (14, 14)
+_SIDE, _BOX, _CENTRE = IMAGE_SIDE, 20, IMAGE_SIDE / 2  # MNIST: 28×28 field, 20×20 box, centre of mass at (14, 14)
 
 # Images are shrunk by block averaging to at most this side before the analysis: a
 # digit does not need more, and it bounds the memory a 40-megapixel photo costs.
@@ -77,159 +51,6 @@ _THIN_STROKE, _STROKE = 1.5, 2.0
 # _STRAY of the ink is dropped, and so is _SPECK of the ink at either end of what remains
 # (scattered noise that touches the digit).
 _STRAY, _SPECK = 0.05, 0.002
-
-
-# -- files ------------------------------------------------------------------------------
-
-def _pil(path=None):
-    """Pillow's Image and ImageOps modules, or an ImageError (naming `path`) saying how to install it."""
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        where = f"{path}: " if path is not None else ""
-        raise ImageError(f"{where}reading and writing images needs Pillow: {INSTALL_HINT}") from None
-    return Image, ImageOps
-
-
-def looks_like_image(path: str | os.PathLike) -> bool:
-    """Whether `path` names an image: by its suffix, else by its first bytes.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-
-    Returns
-    -------
-    bool
-        True for a name ending in one of `IMAGE_SUFFIXES` (any case), or a readable
-        file starting with a PNG, JPEG, GIF, BMP, TIFF or WebP signature.
-    """
-    path = Path(path)
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-    except OSError:
-        return False
-    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-
-
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file into greyscale pixels.
-
-    PNG, JPEG, BMP, GIF (its first frame), TIFF (its first page) and any other format
-    the installed Pillow reads. A JPEG's EXIF orientation is applied, so a phone photo
-    is upright. Transparent pixels are composited onto a backdrop that keeps the ink
-    visible: onto white behind dark ink, onto black behind light ink, and onto the
-    colour of the opaque background where most of the picture is opaque.
-
-    Parameters
-    ----------
-    path : str, os.PathLike or binary file object
-        The image file, or an open binary file (such as ``io.BytesIO(data)``).
-
-    Returns
-    -------
-    numpy.ndarray
-        uint8, shape (H, W): luminance, 0 black to 255 white. 16-bit and float
-        images are scaled to this range.
-
-    Raises
-    ------
-    ImageError
-        If Pillow is missing, or the file is missing, not an image, larger than
-        `MAX_PIXELS`, truncated or corrupt. The message is one line starting with
-        the path.
-    """
-    # A binary file object (e.g. io.BytesIO of an uploaded body) is decoded as it is,
-    # with the same checks; messages then name it by its ``name`` attribute.
-    if hasattr(path, "read"):
-        source, path = path, getattr(path, "name", "image")
-    else:
-        source = path = Path(path)
-    Image, ImageOps = _pil(path)
-    from PIL import UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        # Warnings about odd metadata would print stray lines; the pixels either decode
-        # or raise. Pillow's own size check warns, which must stop the decode instead.
-        warnings.simplefilter("ignore")
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            im = Image.open(source)
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{path}: is a directory, not an image file") from None
-        except PermissionError:
-            raise ImageError(f"{path}: permission denied") from None
-        except UnidentifiedImageError:
-            raise ImageError(f"{path}: not an image file Pillow can read "
-                             "(PNG, JPEG, BMP, GIF or TIFF)") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"{path}: too large; the limit is "
-                             f"{MAX_PIXELS // 1_000_000} megapixels, scale it down") from None
-        except Exception as exc:  # noqa: BLE001 - a decoder on untrusted bytes; see below
-            raise ImageError(f"{path}: not a readable image ({_reason(exc)})") from None
-        with im:
-            width, height = im.size
-            # Checked before load(): only the header has been read so far.
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"{path}: {width}x{height} pixels is too large; the limit "
-                                 f"is {MAX_PIXELS // 1_000_000} megapixels, scale it down")
-            if width < 1 or height < 1:
-                raise ImageError(f"{path}: the image has no pixels")
-            try:
-                im.load()
-                upright = ImageOps.exif_transpose(im)
-                return _luminance(upright)
-            except Exception as exc:  # noqa: BLE001
-                # Corrupt input makes decoders raise OSError, SyntaxError, ValueError,
-                # struct.error, zlib.error, IndexError...: all mean "this file is bad",
-                # which the user must hear about in one line, not as a traceback.
-                raise ImageError(f"{path}: corrupt or truncated image ({_reason(exc)})") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """A one-line description of a decoder's exception."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _luminance(im) -> np.ndarray:
-    """A decoded Pillow image as uint8 (H, W) luminance, alpha composited as documented."""
-    mode = im.mode
-    if mode == "F" or mode == "I" or mode.startswith("I;"):
-        values = np.asarray(im).astype(np.float64)
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        if mode == "F":
-            scale = 255.0 if values.max() <= 1.0 else 1.0
-        else:
-            # 16-bit samples (PNG, TIFF) arrive as I;16 or as I holding 0..65535.
-            scale = 1 / 257 if mode.startswith("I;16") or values.max() > 255 else 1.0
-        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-    if not has_alpha:
-        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-    alpha = rgba[..., 3] / 255
-    # ITU-R 601 luma, the weights Pillow's own "L" conversion uses.
-    luma = rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114
-    coverage = float(alpha.mean())
-    if coverage == 0:
-        return np.full(alpha.shape, 255, np.uint8)  # fully transparent: blank
-    if coverage < 0.5:
-        # Mostly transparent, as a drawing app exports strokes on no background: the
-        # opaque part is the ink, whatever colour it is (the RGB under transparent
-        # pixels is often black too), so the backdrop must contrast with it.
-        ink = float((luma * alpha).sum() / alpha.sum())
-        backdrop = 255.0 if ink < 128 else 0.0
-    else:
-        # Mostly opaque (a photo with transparent margins): continue its background.
-        backdrop = float(np.median(luma[alpha > 0.5])) if np.any(alpha > 0.5) else 255.0
-    gray = luma * alpha + backdrop * (1 - alpha)
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
 
 
 # -- the MNIST normalisation ------------------------------------------------------------
@@ -309,54 +130,6 @@ def preprocess_file(path: str | os.PathLike, invert: str = "auto") -> np.ndarray
         return to_mnist(gray, invert=invert)
     except ImageError as exc:
         raise ImageError(f"{path}: {exc}") from None
-
-
-def save_png(array28, path: str | os.PathLike, *, scale: int = 1) -> Path:
-    """Write a greyscale image as a PNG, atomically, optionally enlarged.
-
-    Parameters
-    ----------
-    array28 : array_like of uint8, shape (H, W)
-        Typically the (28, 28) output of `to_mnist`.
-    path : str or os.PathLike
-        Destination. An existing file is replaced only once the new one is complete;
-        a failed write leaves nothing behind.
-    scale : int, default 1
-        Each pixel becomes a `scale` × `scale` block (nearest neighbour, so the pixels
-        the model sees stay visible as pixels).
-
-    Returns
-    -------
-    pathlib.Path
-        `path`.
-
-    Raises
-    ------
-    ImageError
-        If Pillow is missing, the directory does not exist, or the file cannot be
-        written.
-    ValueError
-        If `array28` is not 2-D uint8 or `scale` is not a positive integer.
-    """
-    pixels = np.asarray(array28)
-    if pixels.ndim != 2 or pixels.dtype != np.uint8 or 0 in pixels.shape:
-        raise ValueError(f"expected a 2-D uint8 image, got {pixels.dtype}{list(pixels.shape)}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    path = Path(path)
-    Image, _ = _pil(path)
-    im = Image.fromarray(np.ascontiguousarray(pixels))
-    if scale > 1:
-        im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ImageError(f"{path}: directory {directory} does not exist")
-    try:
-        with atomic_write(path) as f:
-            im.save(f, format="PNG")
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot write ({exc.strerror or _reason(exc)})") from None
-    return path
 
 
 # -- steps of to_mnist ------------------------------------------------------------------
@@ -552,7 +325,7 @@ def _dilate(a: np.ndarray, radius: int) -> np.ndarray:
 
 def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """float32 `a` resampled to `size` (width, height) with Pillow's Lanczos filter."""
-    Image, _ = _pil()
+    Image, _ = pil_modules()
     im = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))
     return np.asarray(im.resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
 

@@ -1,4 +1,4 @@
-"""The NumPy fast path computes what the generic array-API path computes."""
+"""The NumPy engine computes what the generic engine computes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
 from mnist_xp.optim import SGD
-from mnist_xp.train import TrainConfig, train
+from mnist_xp.training import TrainConfig, train
+from mnist_xp.training.engines import EngineSetup, EpochInputs, NumpyEngine
 
 CPU = get_backend("cpu")
 
@@ -67,26 +68,18 @@ def test_float_inputs_take_the_fast_path_unscaled():
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
-def test_numpy_backend_offers_the_fast_path_and_others_do_not():
-    x, y = data()
-    arch = Architecture(36, 7, 4)
-    params = init_params(arch, np.float32, np.random.default_rng(0))
-    assert CPU.epoch_runner(params, arch, SGD(0.1), x, y) is not None
-    # Nesterov momentum has no fast path: the generic loop runs it.
-    assert CPU.epoch_runner(params, arch, SGD(0.1, 0.9, nesterov=True), x, y) is None
-    pytest.importorskip("array_api_strict")
-    assert get_backend("array_api_strict").epoch_runner(params, arch, SGD(0.1), x, y) is None
+def engine(params, arch, optimizer, x, y):
+    """The NumPy engine for a run on the CPU."""
+    return NumpyEngine(EngineSetup(params, arch, optimizer, x, y, CPU))
 
 
 def test_write_back_round_trips_the_parameters():
-    from mnist_xp._fast_cpu import NumpyEpochRunner
-
     x, y = data()
     arch = Architecture(36, 7, 4)
     params = init_params(arch, np.float32, np.random.default_rng(0))
     params["b1"][:] = 0.25
     before = {k: v.copy() for k, v in params.items()}
-    runner = NumpyEpochRunner(params, arch, SGD(0.1), x, y)
+    runner = engine(params, arch, SGD(0.1), x, y)
     for v in params.values():
         v[...] = 0
     runner.write_back(params)
@@ -97,12 +90,10 @@ def test_write_back_round_trips_the_parameters():
 @pytest.mark.parametrize("batch_size, expect_one", [(32, True), (512, False)])
 def test_small_batches_run_the_blas_on_one_thread(batch_size, expect_one):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from mnist_xp._fast_cpu import NumpyEpochRunner
-
     x, y = data(n=600)
     arch = Architecture(36, 7, 4)
     params = init_params(arch, np.float32, np.random.default_rng(0))
-    runner = NumpyEpochRunner(params, arch, SGD(0.1), x, y)
+    runner = engine(params, arch, SGD(0.1), x, y)
     seen = []
 
     def on_batch(i):
@@ -110,7 +101,8 @@ def test_small_batches_run_the_blas_on_one_thread(batch_size, expect_one):
                      if p["user_api"] == "blas"})
 
     outside = {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
-    runner.run_epoch(np.arange(600), batch_size, lambda i: 0.1, on_batch=on_batch)
+    runner.run_epoch(EpochInputs(np.arange(600), batch_size, [0.1] * -(-600 // batch_size)),
+                     on_batch=on_batch)
     assert seen and all(s == ({1} if expect_one else outside) for s in seen)
     after = {p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"}
     assert after == outside  # restored

@@ -1,4 +1,4 @@
-"""Opening files a user names, defensively: no hang, no unbounded allocation, no pickle.
+"""Reading files a user names, defensively: no hang, no unbounded allocation, no pickle.
 
 Two helpers for the readers of user-supplied files (IDX, ``.npy``, ``.npz`` models):
 
@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError, exception_line
 
 __all__ = ["NotRegularFileError", "NpyHeaderError", "open_regular", "read_npy",
            "read_npy_header"]
@@ -151,9 +151,15 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     Unlike ``np.load`` it reads only ``.npy`` data (never a pickle), refuses object
     arrays without unpickling them, and checks the declared size against the file
     before allocating (``np.load`` would allocate what a corrupt header claims).
+
+    Raises
+    ------
+    DataError
+        Missing, unreadable, not a regular file, not ``.npy`` data, or a header the
+        file cannot satisfy; the message starts with the path.
     """
-    try:
-        with open_regular(path) as f:
+    with open_user_file(path, DataError, ".npy file") as f:
+        try:
             size = os.fstat(f.fileno()).st_size
             if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                 raise DataError(f"{path}: not a .npy file (no NumPy array header)")
@@ -164,16 +170,7 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
                 raise DataError(f"{path}: {exc}") from None
             f.seek(0)
             return np.lib.format.read_array(f, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a .npy file") from None
-    except NotRegularFileError as exc:
-        raise DataError(f"{path}: {exc.strerror}; expected a .npy file") from None
-    except PermissionError:
-        raise DataError(f"{path}: permission denied") from None
-    except (ValueError, OSError, EOFError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise DataError(f"{path}: not a readable .npy array ({text})") from None
+        except (ValueError, OSError, EOFError) as exc:
+            if isinstance(exc, DataError):
+                raise
+            raise DataError(f"{path}: not a readable .npy array ({exception_line(exc)})") from None

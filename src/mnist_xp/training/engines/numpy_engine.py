@@ -1,14 +1,14 @@
-"""The NumPy fast path for training epochs, selected by the backend.
+"""The NumPy engine: the fast path for training epochs on the CPU.
 
-Computes exactly what `mnist_xp.train.train_epoch` computes with the generic path, but
-shaped for the BLAS and for NumPy's per-call overhead:
+Computes exactly what the generic engine (`mnist_xp.training.engines.generic`)
+computes, but shaped for the BLAS and for NumPy's per-call overhead:
 
 - the arrays of the step are preallocated and written with ``out=`` (the one left is
   the (batch,) gather of each sample's true-class score);
 - the first layer's bias is folded into its matrix product: the input batch carries one
   extra constant column, and the weights one extra row;
 - the input scale (1/255 for uint8 pixels) is folded into the first layer's weights, so
-  no pass over the (batch, 784) input scales it; the runner keeps ``W1s = W1 * scale``
+  no pass over the (batch, 784) input scales it; the engine keeps ``W1s = W1 * scale``
   internally and writes ``W1`` back after each epoch;
 - the learning rate and 1/batch are folded into the output gradient, so the gradients
   come out of the matrix products already scaled and the update is one subtraction;
@@ -20,50 +20,40 @@ shaped for the BLAS and for NumPy's per-call overhead:
   thread takes about 0.7x the epoch time of two at batch 32; from batch 128 up two
   threads are as fast or faster, 1.4x at 512);
 - with per-image warps the next batch is gathered on a second thread while this one
-  steps with a one-thread BLAS (see `NumpyEpochRunner._run_warped`).
+  steps with a one-thread BLAS (see `NumpyEngine._run_warped`).
+
+It covers SGD with or without classical momentum and weight decay, one-hot targets,
+both activations and losses, shifts and warps; `NumpyEngine.unsupported_reason` names
+what it does not cover, and the generic engine trains those runs.
 
 Results match the generic path up to float rounding: the folded scales round
 differently, and over many epochs the weights drift apart as any two float32
 summation orders do (test accuracy stays within a few hundredths of a point).
 
-Tested against the generic path in tests/test_fast_cpu.py.
+Tested against the generic engine in tests/test_numpy_engine.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .augment import EpochWarps, RandomShift, RandomWarp
-from .model import Architecture
-from .optim import SGD
-from .train_control import StopEpoch
+from ...augment import EpochWarps
+from ...backend import blas_threads
+from ...errors import StopEpoch
+from ...optim import SGD
+from ...pixels import PIXEL_SCALE
+from .base import Engine, EngineSetup, EpochInputs
 
-__all__ = ["NumpyEpochRunner", "SINGLE_THREAD_BELOW"]
+__all__ = ["NumpyEngine", "SINGLE_THREAD_BELOW"]
 
 SINGLE_THREAD_BELOW = 128
 
 
-def blas_threads(batch_size: int):
-    """Context limiting the BLAS to one thread for small batches (a no-op otherwise)."""
-    if batch_size >= SINGLE_THREAD_BELOW:
-        return contextlib.nullcontext()
-    return _controller().limit(limits=1, user_api="blas")
-
-
-def _controller():
-    """threadpoolctl's view of the loaded BLAS libraries, built once (it scans them)."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
-
-
-_CONTROLLER = None
+def _blas_threads_for(batch_size: int):
+    """One BLAS thread below `SINGLE_THREAD_BELOW` samples per batch, else the default."""
+    return blas_threads(1 if batch_size < SINGLE_THREAD_BELOW else None)
 
 
 class _Buffers:
@@ -94,32 +84,29 @@ class _Buffers:
                      "keep": np.empty((rows, n_in), np.uint8)}
 
 
-class NumpyEpochRunner:
-    """Runs training epochs on NumPy arrays, updating the parameters in place.
+class NumpyEngine(Engine):
+    """Runs training epochs on NumPy arrays in its own layout; see the module docstring.
 
     Parameters
     ----------
-    params : dict of numpy.ndarray
-        ``W1, b1, W2, b2``; read now, written back by `write_back`.
-    arch : Architecture
-    optimizer : SGD
-    x : numpy.ndarray, shape (n, n_inputs)
-        uint8 pixels (scaled by 1/255) or floats of the parameters' dtype.
-    y : numpy.ndarray, shape (n,), int64 class indices.
-    shifter : RandomShift, optional
-        When given, each batch is moved by the shift `run_epoch` is given for it.
-    warper : RandomWarp, optional
-        When given, each image is distorted by the warp `run_epoch` is given for it.
+    setup : EngineSetup
+        On the NumPy backend; ``setup.params`` are read now and written back by
+        `write_back`.
     """
 
-    def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x: np.ndarray,
-                 y: np.ndarray, shifter: RandomShift | None = None,
-                 warper: RandomWarp | None = None):
+    name = "numpy"
+    covers = ("NumPy fast path: SGD with or without momentum, one-hot targets, shifts "
+              "and warps")
+
+    def __init__(self, setup: EngineSetup):
+        super().__init__(setup)
+        params, arch, optimizer = setup.params, setup.arch, setup.optimizer
+        x = setup.x
         self.arch, self.opt = arch, optimizer
-        self.x, self.y, self.shifter, self.warper = x, y, shifter, warper
+        self.x, self.y, self.shifter, self.warper = x, setup.y, setup.shifter, setup.warper
         self.x_flat = x.reshape(-1)
         self.dtype = params["W1"].dtype
-        self.scale = 1.0 / 255.0 if x.dtype == np.uint8 else 1.0
+        self.scale = PIXEL_SCALE if x.dtype == np.uint8 else 1.0
         n_in = arch.n_inputs
         self.w1 = np.empty((n_in + 1, arch.n_hidden), self.dtype)
         self.w2t = np.empty((arch.n_outputs, arch.n_hidden), self.dtype)
@@ -136,10 +123,31 @@ class NumpyEpochRunner:
         self._buffers: dict[tuple[int, int], _Buffers] = {}  # by (rows, slot)
         self.read(params)
 
+    @classmethod
+    def unsupported_reason(cls, setup: EngineSetup) -> str | None:
+        """What of `setup` this engine does not cover (SGD, classical momentum, one-hot)."""
+        opt = setup.optimizer
+        if not isinstance(opt, SGD) or opt.nesterov:
+            return f"{opt.name} has no NumPy fast path yet"
+        if setup.label_smoothing:
+            return "label smoothing has no NumPy fast path yet"
+        return None
+
+    @property
+    def description(self) -> str:
+        """``NumPy fast path`` (and how per-image warps are gathered)."""
+        if self.warper is not None:
+            return "NumPy fast path, warped batches gathered on a second thread"
+        return "NumPy fast path"
+
+    def read_params(self) -> None:
+        """Take ``setup.params`` into the engine's layout."""
+        self.read(self.setup.params)
+
     # -- parameters in and out ------------------------------------------------------
 
     def read(self, params: dict) -> None:
-        """Take the parameters into the runner's layout."""
+        """Take the parameters into the engine's layout."""
         n_in = self.arch.n_inputs
         # x_aug = [x, 1/scale] and w1 = [W1; b1] * scale give x_aug @ w1 = scale*x@W1 + b1
         np.multiply(params["W1"], self.scale, out=self.w1[:n_in])
@@ -197,14 +205,14 @@ class NumpyEpochRunner:
     # -- exact state, for checkpoints ---------------------------------------------------
 
     def exact_state(self) -> dict[str, np.ndarray]:
-        """Copies of every array training continues from (this runner's own layout)."""
+        """Copies of every array training continues from (this engine's own layout)."""
         out = {"w1": self.w1.copy(), "w2t": self.w2t.copy(), "b2": self.b2.copy()}
         if self.velocity is not None:
             out.update({f"v{i}": v.copy() for i, v in enumerate(self.velocity)})
         return out
 
     def load_exact_state(self, state: dict[str, np.ndarray]) -> None:
-        """Continue from `state` (from `exact_state` of a runner of the same setup), exactly."""
+        """Continue from `state` (from `exact_state` of an engine of the same setup), exactly."""
         for name in ("w1", "w2t", "b2"):
             np.copyto(getattr(self, name), state[name])
         if self.velocity is not None:
@@ -231,32 +239,34 @@ class NumpyEpochRunner:
         np.copyto(v2t, state["velocity/W2"].T)
         np.copyto(vb2[:, 0], state["velocity/b2"])
 
-    def run_epoch(self, order: np.ndarray, batch_size: int, lr_at, shift_ids=None,
-                  on_batch=None, warps: EpochWarps | None = None,
-                  should_stop=None) -> tuple[float, int]:
-        """Train one pass over `order`; return (summed loss, correct count)."""
+    def run_epoch(self, epoch: EpochInputs, on_batch=None, should_stop=None):
+        """Train one pass (see `Engine.run_epoch`); 0-d float64 loss sum and int64 hits."""
+        order, batch_size, lrs = epoch.order, epoch.batch_size, epoch.learning_rates
         n = order.shape[0]
         losses = np.empty(n, self.dtype)
         hits = np.empty(n, bool)
-        if warps is not None:
-            self._run_warped(order, batch_size, lr_at, warps, on_batch, should_stop, losses, hits)
+        if epoch.warps is not None:
+            self._run_warped(order, batch_size, lrs, epoch.warps, on_batch, should_stop,
+                             losses, hits)
         else:
-            with blas_threads(batch_size):
+            shift_ids = epoch.shift_ids
+            with _blas_threads_for(batch_size):
                 for i, start in enumerate(range(0, n, batch_size)):
                     stop = min(start + batch_size, n)
                     idx = order[start:stop]
                     buf = self._buffers_for(stop - start)
                     self._gather(buf, idx, None if shift_ids is None else shift_ids[i])
                     np.take(self.y, idx, out=buf.y)
-                    self._step(buf, buf.y, lr_at(i), losses[start:stop], hits[start:stop])
+                    self._step(buf, buf.y, lrs[i], losses[start:stop], hits[start:stop])
                     if on_batch is not None:
                         on_batch(i + 1)
                     if should_stop is not None and should_stop():
                         raise StopEpoch(i + 1)
         self._losses, self._batch_size = losses, batch_size
-        return float(losses.sum(dtype=np.float64)), int(np.count_nonzero(hits))
+        return (np.asarray(losses.sum(dtype=np.float64)),
+                np.asarray(np.count_nonzero(hits), dtype=np.int64))
 
-    def _run_warped(self, order, batch_size, lr_at, warps, on_batch, should_stop, losses, hits):
+    def _run_warped(self, order, batch_size, lrs, warps, on_batch, should_stop, losses, hits):
         """An epoch with per-image warps: the next batch is gathered on a second thread.
 
         The warped gather (index tables, a pixel gather, masks) takes about a third of a
@@ -278,14 +288,14 @@ class NumpyEpochRunner:
             np.take(self.y, idx, out=buf.y)
             return buf
 
-        with _controller().limit(limits=1, user_api="blas"), ThreadPoolExecutor(1) as pool:
+        with blas_threads(1), ThreadPoolExecutor(1) as pool:
             pending = pool.submit(prepare, 0)
             for i, start in enumerate(starts):
                 buf = pending.result()
                 if i + 1 < len(starts):
                     pending = pool.submit(prepare, i + 1)
                 stop = min(start + batch_size, n)
-                self._step(buf, buf.y, lr_at(i), losses[start:stop], hits[start:stop])
+                self._step(buf, buf.y, lrs[i], losses[start:stop], hits[start:stop])
                 if on_batch is not None:
                     on_batch(i + 1)
                 if should_stop is not None and should_stop():

@@ -4,7 +4,7 @@
 JSON-serialisable dict (accuracy, confusion matrix, per-class precision / recall / F1,
 the most confident mistakes); `read_metrics` reads the per-epoch training log that
 ``mnist-xp train --metrics`` writes. The figures drawn from both are in
-`mnist_xp.plots`, which needs matplotlib; this module does not.
+`mnist_xp.reporting.figures`, which needs matplotlib; this module does not.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ReportError
+from ..errors import ReportError
+from ..fileio.reading import open_user_file
 
 __all__ = ["METRIC_KEYS", "check_output_dir", "evaluation_report", "read_metrics"]
 
@@ -195,13 +196,8 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such metrics file") from None
-    except IsADirectoryError:
-        raise ReportError(f"{path}: is a directory, not a metrics file") from None
-    except PermissionError:
-        raise ReportError(f"{path}: permission denied") from None
+        with open_user_file(path, ReportError, "metrics file") as f:
+            text = f.read().decode("utf-8")
     except UnicodeDecodeError:
         raise ReportError(f"{path}: not a metrics file (not UTF-8 text); give the JSON Lines "
                           "file that 'mnist-xp train --metrics' writes") from None

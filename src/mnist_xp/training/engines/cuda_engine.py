@@ -1,6 +1,7 @@
-"""The CUDA fast path for training epochs, selected by the backend.
+"""The CUDA engine: fused kernels for training epochs, replayed as CUDA graphs.
 
-Each step is three fused kernels of ours (`mnist_xp._cuda_kernels`) working on
+Each step is three fused kernels of ours (`cuda_kernels.cu`, instantiated by
+`mnist_xp.training.engines.cuda_kernels`) working on
 buffers allocated once per batch size, so an epoch launches 3 kernels per batch and
 allocates nothing. With ``graphs=True`` (the default) the first epoch of a given size
 is captured into a CUDA graph and every epoch replays it: one launch per epoch, no
@@ -12,6 +13,11 @@ Nothing here waits for the device: the epoch's sums stay on the GPU until the tr
 loop reads them. Compiled kernels are cached on disk by CuPy (``CUPY_CACHE_DIR``,
 by default ``~/.cupy/kernel_cache``), so only the first run on a machine compiles.
 
+It covers SGD with classical or Nesterov momentum and weight decay, one-hot targets,
+both activations and losses, shifts and warps, float32 and float64;
+`CudaEngine.unsupported_reason` names what it does not cover, and the generic engine
+(CuPy + cuBLAS) trains those runs.
+
 CuPy is never imported here: it arrives as ``backend.xp``.
 """
 
@@ -19,13 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cuda_kernels as kern
-from .augment import EpochWarps, RandomShift, RandomWarp
-from .model import Architecture
-from .optim import SGD
-from .train_control import StopEpoch
+from ...errors import StopEpoch
+from ...model import Architecture
+from ...optim import SGD
+from ...pixels import PIXEL_SCALE
+from . import cuda_kernels as kern
+from .base import Engine, EngineSetup, EpochInputs
 
-__all__ = ["CudaEpochRunner", "EpochPlan", "step_launches"]
+__all__ = ["CudaEngine", "EpochPlan", "step_launches"]
 
 
 class EpochPlan:
@@ -54,48 +61,42 @@ class EpochPlan:
         self.graph = None
 
 
-class CudaEpochRunner:
+class CudaEngine(Engine):
     """Runs training epochs on CuPy arrays with fused kernels, optionally as a CUDA graph.
 
     Parameters
     ----------
-    params : dict of cupy.ndarray
-        ``W1, b1, W2, b2``, C-contiguous, float32 or float64; updated in place.
-    arch : Architecture
-    optimizer : SGD
-    x : cupy.ndarray, shape (n, n_inputs)
-        uint8 pixels (scaled by 1/255 on the fly) or floats of the parameters' dtype.
-    y : cupy.ndarray, shape (n,), int64 class indices.
-    backend : Backend
-        A CuPy backend; its device must be current while the runner is used.
-    shifter : RandomShift, optional
-        When given, each batch is moved by the shift `run_epoch` is given for it.
-    warper : RandomWarp, optional
-        When given, each image is distorted by the warp `run_epoch` is given for it.
-    graphs : bool
-        Capture each epoch as a CUDA graph and replay it (default); False launches
-        the same kernels from Python, step by step.
+    setup : EngineSetup
+        On a CuPy backend, whose device must be current while the engine is used;
+        ``setup.params`` C-contiguous float32 or float64, updated in place.
+        ``setup.cuda_graphs`` chooses between capturing each epoch as a CUDA graph and
+        replaying it (the default) and launching the same kernels from Python, step
+        by step.
     """
 
-    def __init__(self, params: dict, arch: Architecture, optimizer: SGD, x, y, backend,
-                 shifter: RandomShift | None = None, graphs: bool = True,
-                 warper: RandomWarp | None = None):
-        cp = backend.xp
-        self.cp, self.arch, self.opt, self.shifter, self.graphs = cp, arch, optimizer, shifter, graphs
-        self.warper = warper
+    name = "cuda"
+    covers = ("fused CUDA kernels, one graph per epoch: SGD with or without (Nesterov) "
+              "momentum, one-hot targets, shifts and warps")
+
+    def __init__(self, setup: EngineSetup):
+        super().__init__(setup)
+        cp = setup.backend.xp
+        params, arch, x, y = setup.params, setup.arch, setup.x, setup.y
+        self.cp, self.arch, self.opt = cp, arch, setup.optimizer
+        self.shifter, self.warper, self.graphs = setup.shifter, setup.warper, setup.cuda_graphs
         self.dtype = np.dtype(params["W1"].dtype)
         self.real = self.dtype.type
         self.x = x
         self.y = y if y.dtype == cp.int64 else y.astype(cp.int64)
-        self.scale = self.real(1.0 / 255.0 if x.dtype == cp.uint8 else 1.0)
-        side = shifter.side if shifter is not None else 0
+        self.scale = self.real(PIXEL_SCALE if x.dtype == cp.uint8 else 1.0)
+        side = self.shifter.side if self.shifter is not None else 0
         self.params = {k: params[k] for k in ("W1", "b1", "W2", "b2")}
         for k, p in self.params.items():
             if not p.flags.c_contiguous or p.dtype != self.dtype:
                 raise ValueError(f"{k} must be C-contiguous {self.dtype}")
         # plain SGD keeps (unused) velocity buffers: one kernel signature for all
         self.velocity = {k: cp.zeros_like(p) for k, p in self.params.items()}
-        source = kern.kernel_source(arch, self.dtype, x.dtype, side, warp=warper is not None)
+        source = kern.kernel_source(arch, self.dtype, x.dtype, side, warp=self.warper is not None)
         module = cp.RawModule(code=source, options=("--std=c++14",))
         # get_function compiles (or loads from CuPy's disk cache) and loads the module
         # now, not during a graph capture
@@ -105,13 +106,26 @@ class CudaEpochRunner:
         self.stream = cp.cuda.Stream()
         self._plan: EpochPlan | None = None
 
-    @staticmethod
-    def unsupported_reason(params, arch: Architecture, x, shifter=None, warper=None) -> str | None:
-        """Why this runner cannot train this setup (the generic path is used), or None."""
-        side = shifter.side if shifter is not None else 0
-        if warper is not None and warper.side ** 2 != arch.n_inputs:
-            return f"warps of {warper.side}x{warper.side} images with {arch.n_inputs} inputs"
-        return kern.unsupported_reason(arch, params["W1"].dtype, x.dtype, side)
+    @classmethod
+    def unsupported_reason(cls, setup: EngineSetup) -> str | None:
+        """What of `setup` the fused kernels do not cover, or None."""
+        opt = setup.optimizer
+        if not isinstance(opt, SGD):
+            return f"{opt.name} has no fused CUDA kernel yet"
+        if setup.label_smoothing:
+            return "label smoothing has no fused CUDA kernel yet"
+        arch, side = setup.arch, setup.shifter.side if setup.shifter is not None else 0
+        if setup.warper is not None and setup.warper.side ** 2 != arch.n_inputs:
+            return (f"the fused CUDA kernels do not cover warps of {setup.warper.side}x"
+                    f"{setup.warper.side} images with {arch.n_inputs} inputs")
+        reason = kern.unsupported_reason(arch, setup.params["W1"].dtype, setup.x.dtype, side)
+        return None if reason is None else f"the fused CUDA kernels do not cover {reason}"
+
+    @property
+    def description(self) -> str:
+        """``fused CUDA kernels``, and how each epoch is launched."""
+        how = "one graph per epoch" if self.graphs else "launched step by step"
+        return f"fused CUDA kernels, {how}"
 
     def write_back(self, params: dict) -> None:
         """Nothing to do: the kernels update the parameter arrays in place."""
@@ -124,32 +138,18 @@ class CudaEpochRunner:
                 plan = self._plan = EpochPlan(self.cp, self.arch, self.dtype, n, batch_size, bank)
         return plan
 
-    def run_epoch(self, order, batch_size: int, lr_at, shift_ids=None, on_batch=None,
-                  warps: EpochWarps | None = None, should_stop=None):
-        """Train one pass over `order`; return device (loss sum float64, hits uint64).
+    def run_epoch(self, epoch: EpochInputs, on_batch=None, should_stop=None):
+        """Train one pass (see `Engine.run_epoch`); device (loss sum float64, hits uint64).
 
-        Parameters
-        ----------
-        order : cupy.ndarray, shape (n,), int64
-            The sample indices, in training order.
-        batch_size : int
-        lr_at : callable
-            ``lr_at(i)`` is the learning rate of batch `i`.
-        shift_ids : sequence of int, optional
-            One shift number per batch (see `RandomShift.offset`); needed with a shifter.
-        on_batch : callable, optional
-            Progress: called with the number of batches queued (once per batch without
-            graphs; once, with the total, when a graph runs the epoch).
-        warps : EpochWarps, optional
-            The epoch's warps; needed with a warper.
-        should_stop : callable, optional
-            Without graphs, checked after each step's launches (`StopEpoch` ends the
-            epoch early); a graph runs its whole epoch, and the loop checks after it.
+        `on_batch` is called once per step's launches without graphs, and once, with
+        the total, when a graph runs the epoch; `should_stop` is checked after each
+        step's launches without graphs, and by the loop after a graph's epoch.
         """
         cp, s = self.cp, self.stream
+        order, shift_ids, warps = epoch.order, epoch.shift_ids, epoch.warps
         n = int(order.shape[0])
-        plan = self._plan_for(n, batch_size)
-        lrs = np.array([lr_at(i) for i in range(plan.n_batches)], dtype=self.dtype)
+        plan = self._plan_for(n, epoch.batch_size)
+        lrs = np.array(epoch.learning_rates, dtype=self.dtype)
         with s:
             cp.copyto(plan.order, order)  # ordered after `order`'s upload: blocking stream
             self._upload(plan.lrs, lrs)
@@ -190,11 +190,11 @@ class CudaEpochRunner:
                 v[...] = self.cp.asarray(state[f"velocity/{k}"])
 
     def _upload(self, dst, host: np.ndarray) -> None:
-        """Copy host array `host` into device buffer `dst`, in order on the runner's stream."""
+        """Copy host array `host` into device buffer `dst`, in order on the engine's stream."""
         dst.set(host, stream=self.stream)
 
     def _capture(self, plan: EpochPlan):
-        """Record one epoch of kernel launches on the runner's stream as a CUDA graph."""
+        """Record one epoch of kernel launches on the engine's stream as a CUDA graph."""
         s = self.stream
         s.begin_capture()
         try:
@@ -204,7 +204,7 @@ class CudaEpochRunner:
         return graph
 
     def _launch_epoch(self, plan: EpochPlan, on_batch, should_stop=None) -> None:
-        """Queue the kernels of every step of an epoch on the runner's stream."""
+        """Queue the kernels of every step of an epoch on the engine's stream."""
         s = self.stream
         for i in range(plan.n_batches):
             for name, grid, block, args in step_launches(

@@ -9,6 +9,7 @@ The same comparisons on a real GPU are in tests/test_cuda.py (marked ``gpu``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import types
@@ -19,10 +20,12 @@ from helpers_cuda_emu import EmulatedModule, compiler_available
 from helpers_data import blobs
 from helpers_nvrtc import compile_ptx, find_nvrtc, find_ptxas, resource_usage
 
-from mnist_xp import _cuda_kernels as kern
-from mnist_xp.backend import Backend, get_backend
+from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
-from mnist_xp.train import TrainConfig, train
+from mnist_xp.training import TrainConfig, train
+from mnist_xp.training.engines import FAST_ENGINES
+from mnist_xp.training.engines import cuda_kernels as kern
+from mnist_xp.training.engines.cuda_engine import CudaEngine
 
 CPU = get_backend("cpu")
 
@@ -158,31 +161,26 @@ fake = types.SimpleNamespace(
     cuda=types.SimpleNamespace(Stream=_Stream), captures=0, eager_launches=0)
 
 
-def emulated_runner(graphs):
-    """A Backend.epoch_runner replacement building the CUDA runner on the stand-in."""
-    from mnist_xp._fast_cuda import CudaEpochRunner
+class EmulatedCudaEngine(CudaEngine):
+    """The CUDA engine on the stand-in: CuPy replaced by `fake`, kernels compiled by g++."""
 
-    class EmulatedRunner(CudaEpochRunner):
-        def _upload(self, dst, host):
-            np.copyto(dst, host)
+    def __init__(self, setup):
+        super().__init__(dataclasses.replace(setup, backend=types.SimpleNamespace(xp=fake)))
 
-    def epoch_runner(self, params, arch, optimizer, x, y, shifter=None, graphs=True,
-                     warper=None, **_):
-        return EmulatedRunner(params, arch, optimizer, x, y, types.SimpleNamespace(xp=fake),
-                              shifter, graphs=use_graphs, warper=warper)
-    use_graphs = graphs
-    return epoch_runner
+    def _upload(self, dst, host):
+        np.copyto(dst, host)
 
 
-def trained(x, y, arch, config, dtype, runner=None, monkeypatch=None, seed=3):
+def trained(x, y, arch, config, dtype, graphs=None, monkeypatch=None, seed=3):
+    """Train on the generic engine, or (`graphs` True/False) on the emulated CUDA engine."""
     rng = np.random.default_rng(seed)
     params = init_params(arch, dtype, rng)
     params["b1"] += dtype(0.01)  # non-zero biases exercise their path too
-    if runner is not None:
-        monkeypatch.setattr(Backend, "epoch_runner", runner)
+    if graphs is not None:
+        monkeypatch.setitem(FAST_ENGINES, "numpy", EmulatedCudaEngine)
     history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng,
-                    fast=runner is not None)
-    monkeypatch.undo() if runner is not None else None
+                    fast=graphs is not None, cuda_graphs=bool(graphs))
+    monkeypatch.undo() if graphs is not None else None
     return params, history
 
 
@@ -213,7 +211,7 @@ def test_emulated_cuda_runner_matches_the_generic_path(monkeypatch, activation, 
                          optimizer="nesterov" if nesterov else "sgd")
     fake.captures = fake.eager_launches = 0
     slow, slow_history = trained(x, y, arch, config, dtype)
-    fast, fast_history = trained(x, y, arch, config, dtype, emulated_runner(graphs), monkeypatch)
+    fast, fast_history = trained(x, y, arch, config, dtype, graphs, monkeypatch)
     # two epochs of 3 batches (40, 40, 10 rows), 3 kernels each: captured once if graphed
     assert (fake.captures, fake.eager_launches) == ((1, 0) if graphs else (0, 18))
     tol = 2e-5 if dtype == np.float32 else 1e-11
@@ -236,7 +234,7 @@ def test_emulated_step_at_mnist_size_matches_the_generic_step(monkeypatch):
     arch = Architecture()
     config = TrainConfig(epochs=1, batch_size=20, learning_rate=0.1, momentum=0.9, shift=1)
     slow, slow_history = trained(x, y, arch, config, np.float32)
-    fast, fast_history = trained(x, y, arch, config, np.float32, emulated_runner(True), monkeypatch)
+    fast, fast_history = trained(x, y, arch, config, np.float32, True, monkeypatch)
     for k in slow:
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
     assert fast_history[0]["train_loss"] == pytest.approx(slow_history[0]["train_loss"], rel=1e-5)
@@ -245,16 +243,13 @@ def test_emulated_step_at_mnist_size_matches_the_generic_step(monkeypatch):
 @needs_compiler
 @pytest.mark.parametrize("graphs", [True, False])
 def test_emulated_cuda_runner_with_per_image_warps_matches_the_generic_path(monkeypatch, graphs):
-    from mnist_xp.augment import Distortion
-
     x, y = blobs()
     arch = Architecture(36, 40, 4)
     config = TrainConfig(epochs=2, batch_size=40, learning_rate=0.05, momentum=0.9,
-                         distortion=Distortion(rotate=20, zoom=0.1, translate=1, elastic=2,
-                                               sigma=2), warp_bank=16)
+                         augment=dict(rotate=20, zoom=0.1, translate=1, elastic=2, sigma=2),
+                         warp_bank=16)
     slow, slow_history = trained(x, y, arch, config, np.float32)
-    fast, fast_history = trained(x, y, arch, config, np.float32, emulated_runner(graphs),
-                                 monkeypatch)
+    fast, fast_history = trained(x, y, arch, config, np.float32, graphs, monkeypatch)
     for k in slow:
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-5, err_msg=k)
     assert [r["train_accuracy"] for r in fast_history] == \
@@ -263,12 +258,13 @@ def test_emulated_cuda_runner_with_per_image_warps_matches_the_generic_path(monk
 
 @needs_compiler
 def test_emulated_cuda_runner_names_the_step_where_the_loss_diverged(monkeypatch):
-    from mnist_xp.train_control import TrainingDiverged
+    from mnist_xp.errors import TrainingDiverged
 
     x, y = blobs()
     arch = Architecture(36, 40, 4)
-    config = TrainConfig(epochs=2, batch_size=40, learning_rate=1e30, momentum=0.9)
-    monkeypatch.setattr(Backend, "epoch_runner", emulated_runner(True))
+    config = TrainConfig(epochs=2, batch_size=40, learning_rate=1e30, momentum=0.9,
+                         schedule="constant")
+    monkeypatch.setitem(FAST_ENGINES, "numpy", EmulatedCudaEngine)
     rng = np.random.default_rng(3)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step [23] of 3"):
         train(init_params(arch, np.float32, rng), x, y, arch=arch, config=config, backend=CPU,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
-from .errors import ReportError
-from .report import check_output_dir
+from ..fileio.writing import atomic_write
+from ..errors import ReportError
+from .metrics import check_output_dir
 
 __all__ = [
     "FILES",
@@ -533,7 +533,7 @@ def write_report(directory: str | os.PathLike, report: dict, *, images=None, W1=
     directory : str or path-like
         Created if missing; its parent must exist. An existing file is refused.
     report : dict
-        As returned by `mnist_xp.report.evaluation_report`, possibly with extra
+        As returned by `mnist_xp.reporting.metrics.evaluation_report`, possibly with extra
         JSON-serialisable keys (model, data); written as ``report.json``, with a
         ``"figures"`` key added: the names of the PNG files written with it.
     images : array, shape (n, side, side) or (n, side * side), optional

@@ -23,14 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
-from ._inputs import open_user_file
-from .errors import ModelFileError
+from ..fileio.reading import open_user_file
+from ..fileio.writing import atomic_write
+from ..errors import ModelFileError
 
 __all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "FORMAT"]
 
 FORMAT = "mnist_xp.training_state"
 FORMAT_VERSION = 1
+
+# Engine names as checkpoints written before the engines had names recorded them.
+_ENGINE_NAMES = {"NumpyEpochRunner": "numpy", "CudaEpochRunner": "cuda",
+                 "GenericEpochs": "generic"}
 
 
 @dataclass
@@ -50,10 +54,10 @@ class TrainState:
     optimizer : dict of numpy.ndarray
         The optimizer's buffers in the generic layout (``velocity/W1``, or ``m/W1``,
         ``v/W1`` and ``t`` for Adam).
-    runner_kind : str
-        Which epoch runner produced the state (``NumpyEpochRunner``...).
-    runner : dict of numpy.ndarray
-        That runner's own arrays, restored exactly when the same runner resumes.
+    engine : str
+        The name of the engine that produced the state (``numpy``, ``cuda``, ``generic``).
+    engine_arrays : dict of numpy.ndarray
+        That engine's own arrays, restored exactly when the same engine resumes.
     best : tuple (epoch, accuracy, params) or None
         The best validation epoch so far, with its parameters.
     """
@@ -63,8 +67,8 @@ class TrainState:
     rng_state: dict
     params: dict
     optimizer: dict = field(default_factory=dict)
-    runner_kind: str = ""
-    runner: dict = field(default_factory=dict)
+    engine: str = ""
+    engine_arrays: dict = field(default_factory=dict)
     best: tuple | None = None
 
 
@@ -97,7 +101,9 @@ def save_state(path: str | os.PathLike, state: TrainState, *, settings: dict, cl
     """
     arrays = {f"params/{k}": np.asarray(v) for k, v in state.params.items()}
     arrays.update({f"optimizer/{k}": np.asarray(v) for k, v in state.optimizer.items()})
-    arrays.update({f"runner/{k}": np.asarray(v) for k, v in state.runner.items()})
+    # The file keeps the names of format 1 ("runner_kind", "runner/..."): files from
+    # before the engines were named still resume.
+    arrays.update({f"runner/{k}": np.asarray(v) for k, v in state.engine_arrays.items()})
     best = None
     if state.best is not None:
         epoch, accuracy, params = state.best
@@ -108,7 +114,7 @@ def save_state(path: str | os.PathLike, state: TrainState, *, settings: dict, cl
         raise ValueError(f"only integer or string class labels can be saved, got {classes.dtype}")
     arrays["classes"] = classes
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "epoch": state.epoch,
-            "history": state.history, "rng_state": state.rng_state, "runner_kind": state.runner_kind,
+            "history": state.history, "rng_state": state.rng_state, "runner_kind": state.engine,
             "best": best, "settings": settings, "data_fingerprint": fingerprint,
             "extra": metadata or {}}
     arrays["metadata"] = np.array(json.dumps(meta))
@@ -173,8 +179,9 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
             best = (int(meta["best"]["epoch"]), float(meta["best"]["accuracy"]), groups["best"])
         state = TrainState(epoch=int(meta["epoch"]), history=list(meta["history"]),
                            rng_state=meta["rng_state"], params=groups["params"],
-                           optimizer=groups["optimizer"], runner_kind=meta["runner_kind"],
-                           runner=groups["runner"], best=best)
+                           optimizer=groups["optimizer"],
+                           engine=_ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"]),
+                           engine_arrays=groups["runner"], best=best)
         info = {"settings": meta["settings"], "classes": arrays["classes"],
                 "data_fingerprint": meta["data_fingerprint"], "extra": meta.get("extra", {})}
     except ModelFileError:

@@ -8,7 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 
-import mnist_xp.checkpoint as checkpoint
+import mnist_xp.model_files as checkpoint
 from mnist_xp import MLPClassifier, load, read_metadata, save
 from mnist_xp.errors import ModelFileError
 
@@ -181,7 +181,7 @@ def test_numpy_scalars_in_metadata_are_stored_as_numbers(fitted, tmp_path):
 
 def test_installed_model_is_the_best_preset_and_scores_as_recorded():
     from mnist_xp import load_mnist
-    from mnist_xp.checkpoint import default_model_path
+    from mnist_xp.model_files import default_model_path
 
     path = default_model_path()
     meta = read_metadata(path)

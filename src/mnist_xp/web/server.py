@@ -46,9 +46,11 @@ from importlib import resources
 
 import numpy as np
 
-from . import __version__
-from .backend import to_numpy
-from .errors import MnistXPError
+from .. import __version__
+from ..backend import blas_threads, to_numpy
+from ..errors import MnistXPError
+from ..images.decode import INSTALL_HINT, has_image_signature
+from ..pixels import N_PIXELS
 
 __all__ = ["MAX_BODY", "ApiError", "Server", "make_server"]
 
@@ -73,10 +75,6 @@ _TIMEOUT = 30
 # The files of the page, served from memory under these paths.
 _PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
           "/index.html": ("index.html", "text/html; charset=utf-8")}
-
-# Images start with one of these signatures; anything else must be JSON.
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM",
-                b"II*\x00", b"MM\x00*", b"RIFF")
 
 # The page's only outside connections are to this server ('self'); inline script and
 # style are its own (it ships as one file), and drawn/preview images are data: URLs.
@@ -140,9 +138,9 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
 
 def _pixels_from_image(body: bytes, n_features: int) -> np.ndarray:
     """The uint8 row `mnist-xp predict` would make of an image body."""
-    from .images import INSTALL_HINT, preprocess_file
+    from ..images.normalize import preprocess_file
 
-    if n_features != 28 * 28:
+    if n_features != N_PIXELS:
         raise ApiError(422, f"the model expects {n_features} pixels per image; pictures "
                             "become 28x28 = 784")
     upload = io.BytesIO(body)
@@ -269,8 +267,6 @@ class Server:
         if str(getattr(getattr(self.model, "backend_", None), "device", "cpu")) == "cpu":
             # Batches here are small: a multi-threaded BLAS would only spin its threads
             # on the cores the server and its clients need.
-            from ._fast_cpu import blas_threads
-
             limit = blas_threads(1)
         try:
             with limit:
@@ -420,7 +416,7 @@ class Server:
         if not body:
             raise ApiError(400, "empty body; send an image or a JSON array of pixels")
         n_features = self.n_features
-        if body.startswith(_IMAGE_MAGIC):
+        if has_image_signature(body[:12]):  # anything else must be JSON
             row = await self._loop.run_in_executor(self._pool, _pixels_from_image, body,
                                                    n_features)
         else:

@@ -1,0 +1,6 @@
+"""Files on disk: `reading` opens what a user names, defensively; `writing` writes atomically."""
+
+from .reading import open_regular, open_user_file, read_npy, read_npy_header
+from .writing import atomic_write
+
+__all__ = ["atomic_write", "open_regular", "open_user_file", "read_npy", "read_npy_header"]

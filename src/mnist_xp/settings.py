@@ -1,0 +1,517 @@
+"""The one table of training settings: name, type, default, unit, range, CLI flag, help, presets.
+
+Every setting a user can give -- ``MLPClassifier(learning_rate=...)``, ``mnist-xp train
+--learning-rate ...`` or a preset -- is one `Setting` in `SETTINGS`. From it are built:
+
+- the estimator's constructor, docstring and parameter checks (`check_settings`, in the
+  spirit of scikit-learn's ``_parameter_constraints``);
+- `mnist_xp.training.config.TrainConfig`, the settings of one training run;
+- the ``mnist-xp train`` flags (`mnist_xp.cli.parser`) and the values they override;
+- `PRESETS`, from each setting's ``presets`` column.
+
+The rules that tie settings together (a warm-up no longer than the run, shifts or
+distortions but not both...) are written once, in `RULES`, and name the settings they
+involve as the caller knows them: ``--warmup 20`` on the command line, ``warmup=20``
+from Python.
+
+Adding a setting means adding one entry here and the code that uses it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .errors import SettingError
+from .model import ACTIVATIONS, LOSSES
+from .optim import OPTIMIZERS
+
+__all__ = [
+    "Setting",
+    "Interval",
+    "SETTINGS",
+    "BY_NAME",
+    "PRESETS",
+    "PRESET_NAMES",
+    "SCHEDULES",
+    "DTYPES",
+    "RULES",
+    "MODEL_SETTINGS",
+    "TRAINING_SETTINGS",
+    "AUGMENT_FIELDS",
+    "check_value",
+    "check_settings",
+    "check_against_data",
+    "preset_settings",
+    "python_name",
+    "flag_name",
+    "parameters_doc",
+]
+
+#: Learning-rate schedules (`mnist_xp.training.schedule.learning_rate_at`).
+SCHEDULES = ("constant", "cosine", "onecycle", "step")
+#: Floating types of parameters and arithmetic.
+DTYPES = ("float32", "float64")
+#: The presets, in the order ``--help`` lists them.
+PRESET_NAMES = ("default", "best", "classic")
+
+# 65,536 hidden units are ~200 MB of float32 weights (x4 with gradients and momentum):
+# far more than MNIST can use; a typo such as 1000000000 (5.7 TiB) is refused up front.
+MAX_HIDDEN = 1 << 16
+
+INF = math.inf
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The valid range of a number: ``[low, high]``, each end open or closed."""
+
+    low: float = -INF
+    high: float = INF
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{lo}{self.low:g}, {self.high:g}{hi}"
+
+    def describe(self) -> str:
+        """The range in words: ``at least 1 and at most 65536``, ``greater than 0``."""
+        parts = []
+        if self.low > -INF:
+            parts.append(f"{'greater than' if self.low_open else 'at least'} {self.low:g}")
+        if self.high < INF:
+            parts.append(f"{'less than' if self.high_open else 'at most'} {self.high:g}")
+        return " and ".join(parts) or "any number"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One training setting.
+
+    Attributes
+    ----------
+    name : str
+        The estimator's parameter (and `TrainConfig` field) name.
+    kind : {"int", "float", "str", "bool", "seed", "device", "augment"}
+        Its type; ``seed`` is a whole number or a NumPy Generator, ``device`` a device
+        string or `Backend`, ``augment`` the dict of `AUGMENT_FIELDS`.
+    default : object
+        The estimator's default (``MLPClassifier()``).
+    help : str
+        One sentence for ``--help`` and the docstring.
+    unit : str
+        What the number counts (``"epochs"``, ``"pixels"``...), empty for none.
+    interval : Interval or None
+        Valid range of a number.
+    choices : tuple of str or None
+        Valid values of a string.
+    optional : bool
+        Whether None is valid (and means "off").
+    flag : str or None
+        The ``mnist-xp train`` flag; None where the CLI has none.
+    aliases : tuple of str
+        Other spellings of the flag.
+    metavar : str or None
+        The flag's placeholder in ``--help``.
+    cli_default : object
+        The flag's default where it differs from `default` (the CLI's seed is 0).
+    presets : dict
+        The value each preset sets, where it differs from `default`.
+    scope : {"model", "training", "run"}
+        What it shapes: the network, the training run, or where and how it runs.
+    group : str or None
+        For the fields of a dict setting: that setting's name (``"augment"``).
+    key : str or None
+        The field's key in that dict, where it differs from `name`.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    unit: str = ""
+    interval: Interval | None = None
+    choices: tuple[str, ...] | None = None
+    optional: bool = False
+    flag: str | None = None
+    aliases: tuple[str, ...] = ()
+    metavar: str | None = None
+    cli_default: Any = None
+    presets: Mapping[str, Any] = field(default_factory=dict)
+    scope: str = "training"
+    group: str | None = None
+    key: str | None = None
+
+    @property
+    def dest(self) -> str:
+        """The argparse attribute of the flag (``--elastic-sigma`` -> ``elastic_sigma``)."""
+        return self.flag.lstrip("-").replace("-", "_") if self.flag else self.name
+
+    @property
+    def field_key(self) -> str:
+        """The key of a group field in its dict."""
+        return self.key or self.name
+
+
+def _closed(low=-INF, high=INF) -> Interval:
+    return Interval(low, high)
+
+
+_POSITIVE_INT = _closed(1)
+_NON_NEGATIVE = _closed(0)
+_POSITIVE = Interval(0, INF, low_open=True)
+_FRACTION = Interval(0, 1, high_open=True)  # [0, 1)
+
+_DISTORTIONS = {
+    "best": dict(rotate=8, zoom=0.08, shear=8, translate=1.5, elastic=20, sigma=4),
+}
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- the network ---------------------------------------------------------------------
+    Setting("n_hidden", "int", 100, "width of the hidden layer", unit="units",
+            interval=_closed(1, MAX_HIDDEN), flag="--hidden", scope="model"),
+    Setting("activation", "str", "relu", "hidden-layer non-linearity", choices=ACTIVATIONS,
+            flag="--activation", presets={"classic": "sigmoid"}, scope="model"),
+    Setting("loss", "str", "cross_entropy",
+            "softmax outputs with cross-entropy, or sigmoid outputs with half the squared "
+            "error to one-hot targets (the textbook network)", choices=LOSSES, flag="--loss",
+            presets={"classic": "squared_error"}, scope="model"),
+    Setting("dtype", "str", "float32", "floating type of parameters and arithmetic",
+            choices=DTYPES, flag="--dtype", scope="model"),
+    # -- the run -------------------------------------------------------------------------
+    Setting("epochs", "int", 15, "passes over the training data", unit="epochs",
+            interval=_POSITIVE_INT, flag="--epochs", presets={"best": 30, "classic": 30}),
+    Setting("batch_size", "int", 128, "samples per step (clipped to the training set by "
+            "the estimator; the CLI refuses a larger one)", unit="samples",
+            interval=_POSITIVE_INT, flag="--batch-size", presets={"classic": 10}),
+    Setting("learning_rate", "float", 0.1, "step size: the peak of the schedule",
+            interval=_POSITIVE, flag="--learning-rate", aliases=("--lr",),
+            presets={"classic": 3.0}),
+    Setting("momentum", "float", 0.9, "SGD momentum; 0 is plain SGD (unused by Adam)",
+            interval=_FRACTION, flag="--momentum", presets={"classic": 0.0}),
+    Setting("optimizer", "str", "sgd", "SGD with momentum, SGD with Nesterov momentum, "
+            "Adam, or Adam with decoupled weight decay", choices=OPTIMIZERS, flag="--optimizer"),
+    Setting("schedule", "str", "cosine", "learning-rate schedule over the whole run "
+            "(see mnist_xp.training.schedule)", choices=SCHEDULES, flag="--schedule",
+            presets={"classic": "constant"}),
+    Setting("warmup", "float", 0.0, "ramp the learning rate up linearly from 0 over this "
+            "many epochs (not with onecycle, which has its own)", unit="epochs",
+            interval=_NON_NEGATIVE, flag="--warmup", metavar="EPOCHS"),
+    Setting("weight_decay", "float", 0.0, "L2 penalty on the weight matrices (decoupled "
+            "with adamw)", interval=_NON_NEGATIVE, flag="--weight-decay"),
+    Setting("label_smoothing", "float", 0.0, "targets are 1 - this on the true class plus "
+            "this / n_classes everywhere", interval=_FRACTION, flag="--label-smoothing"),
+    Setting("shift", "int", 0, "random translation of whole batches by up to this many "
+            "pixels each way; needs square images (0: off)", unit="pixels",
+            interval=_NON_NEGATIVE, flag="--shift", presets={"default": 1}),
+    Setting("augment", "augment", None, "per-image random affine and elastic distortions "
+            "of square images: a dict of rotate, zoom, shear, translate, elastic and sigma "
+            "(see mnist_xp.augment.Distortion); None or {} is off; not with shift",
+            optional=True, presets=_DISTORTIONS),
+    Setting("validation_fraction", "float", 0.0, "hold out this fraction of the training "
+            "images, score it after every epoch and keep the best epoch's weights (the "
+            "test set is only reported)", interval=_FRACTION, flag="--validation",
+            metavar="FRACTION"),
+    Setting("n_iter_no_change", "int", None, "with a validation fraction: stop after this "
+            "many epochs without a better validation accuracy", unit="epochs",
+            interval=_POSITIVE_INT, optional=True, flag="--patience", metavar="EPOCHS"),
+    # -- the fields of `augment` (each a flag of its own) ----------------------------------
+    Setting("rotate", "float", 0.0, "largest rotation", unit="degrees",
+            interval=_closed(0, 180), flag="--rotate", metavar="DEG", group="augment"),
+    Setting("zoom", "float", 0.0, "largest relative change of scale", interval=_FRACTION,
+            flag="--zoom", metavar="FRAC", group="augment"),
+    Setting("shear", "float", 0.0, "largest shear angle", unit="degrees",
+            interval=Interval(0, 90, high_open=True), flag="--shear", metavar="DEG",
+            group="augment"),
+    Setting("translate", "float", 0.0, "largest translation along each axis",
+            unit="pixels", interval=_NON_NEGATIVE, flag="--translate", metavar="PX",
+            group="augment"),
+    Setting("elastic", "float", 0.0, "strength (alpha) of the elastic distortion (Simard "
+            "et al. 2003)", interval=_NON_NEGATIVE, flag="--elastic", metavar="ALPHA",
+            group="augment"),
+    Setting("elastic_sigma", "float", 4.0, "smoothness of the elastic distortion",
+            unit="pixels", interval=_POSITIVE, flag="--elastic-sigma", metavar="PX",
+            group="augment", key="sigma"),
+    # -- where and how it runs -------------------------------------------------------------
+    Setting("device", "device", "auto", "auto, cpu, cuda or cuda:N (see mnist_xp.get_backend); "
+            "an unusable explicit CUDA device falls back to the CPU with a "
+            "DeviceFallbackWarning", scope="run"),
+    Setting("random_state", "seed", None, "seed of the initial weights, shuffles and "
+            "augmentation", interval=_NON_NEGATIVE, optional=True, flag="--seed",
+            cli_default=0, scope="run"),
+    Setting("verbose", "bool", False, "draw a progress line on standard error (on a "
+            "terminal) and print one line per epoch", scope="run"),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+#: The fields of the ``augment`` dict, by key (``sigma`` is ``--elastic-sigma``).
+AUGMENT_FIELDS: dict[str, Setting] = {s.field_key: s for s in SETTINGS if s.group == "augment"}
+#: The estimator's parameters, in constructor order.
+ESTIMATOR_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.group is None)
+MODEL_SETTINGS = tuple(s for s in ESTIMATOR_SETTINGS if s.scope == "model")
+TRAINING_SETTINGS = tuple(s for s in ESTIMATOR_SETTINGS if s.scope == "training")
+
+
+def _preset(name: str) -> dict:
+    """The model and training settings of preset `name`: its column, else the default."""
+    return {s.name: s.presets.get(name, s.default) for s in ESTIMATOR_SETTINGS
+            if s.scope != "run"}
+
+
+#: Named recipes: every model and training setting of each preset (the table's
+#: ``presets`` column, else the default). ``default`` is the quick recipe (the estimator's
+#: defaults plus 1-pixel batch shifts, made for MNIST); ``best`` the most accurate
+#: (per-image affine and elastic distortions, twice the epochs); ``classic`` the textbook
+#: network (sigmoid units, squared error, plain SGD, Nielsen's chapter 1 settings).
+PRESETS: dict[str, dict] = {name: _preset(name) for name in PRESET_NAMES}
+
+
+def preset_settings(name: str) -> dict:
+    """Every estimator setting of preset `name` (a fresh dict): run settings at their defaults.
+
+    Raises
+    ------
+    ValueError
+        `name` is not one of `PRESET_NAMES`.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {list(PRESET_NAMES)}")
+    values = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    values.update({k: dict(v) if isinstance(v, dict) else v for k, v in PRESETS[name].items()})
+    return values
+
+
+# -- checking one value ----------------------------------------------------------------------
+
+Show = Callable[[str, Any], str]
+
+
+_BARE = object()  # show(name) without a value: the bare name or flag
+
+
+def python_name(name: str, value: Any = _BARE) -> str:
+    """How Python callers see a setting: ``warmup=20``, or ``warmup`` without a value."""
+    return name if value is _BARE else f"{name}={value!r}"
+
+
+def flag_name(name: str, value: Any = _BARE) -> str:
+    """How CLI users see a setting: ``--warmup 20`` (the parameter name if it has no flag)."""
+    setting = BY_NAME.get(name)
+    if setting is None or setting.flag is None:
+        return python_name(name, value)
+    if value is _BARE:
+        return setting.flag
+    shown = f"{value:g}" if isinstance(value, float) else value
+    return f"{setting.flag} {shown}"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_value(setting: Setting, value, show: Show = python_name) -> None:
+    """Raise `SettingError` unless `value` is valid for `setting` on its own.
+
+    Parameters
+    ----------
+    setting : Setting
+    value : object
+    show : callable
+        ``show(name, value)`` names the setting in the message (`python_name` or
+        `flag_name`).
+
+    Raises
+    ------
+    SettingError
+        Wrong type, out of range, or not one of the choices.
+    """
+    if value is None and setting.optional:
+        return
+    where = show(setting.name, value)
+    kind = setting.kind
+    if kind == "augment":
+        _check_augment(value, show)
+        return
+    if kind == "device":
+        return  # get_backend parses it and says what it accepts
+    if kind == "seed":
+        if isinstance(value, np.random.Generator):
+            return
+        kind = "int"
+    if kind == "bool":
+        ok = isinstance(value, (bool, numbers.Integral))
+        if not ok:
+            raise SettingError(f"{where}: must be true or false", setting.name)
+        return
+    if kind == "str":
+        if not isinstance(value, str) or (setting.choices and value not in setting.choices):
+            raise SettingError(f"{where}: must be one of {', '.join(setting.choices or ())}",
+                               setting.name)
+        return
+    if kind == "int" and not _is_int(value):
+        raise SettingError(f"{where}: must be a whole number", setting.name)
+    if kind == "float" and not (_is_real(value) and math.isfinite(value)):
+        raise SettingError(f"{where}: must be a finite number", setting.name)
+    if setting.interval is not None and value not in setting.interval:
+        raise SettingError(f"{where}: must be {setting.interval.describe()}", setting.name)
+
+
+def _check_augment(value, show: Show) -> None:
+    """The ``augment`` dict: known keys, each value valid."""
+    if not isinstance(value, Mapping):
+        raise SettingError(f"{show('augment', value)}: must be a dict of "
+                           f"{', '.join(AUGMENT_FIELDS)}, or None", "augment")
+    unknown = sorted(set(value) - set(AUGMENT_FIELDS))
+    if unknown:
+        raise SettingError(f"{show('augment', dict(value))}: unknown distortion settings "
+                           f"{unknown}; known: {list(AUGMENT_FIELDS)}", "augment")
+    for key, v in value.items():
+        check_value(AUGMENT_FIELDS[key], v, show)
+
+
+# -- the rules that tie settings together ------------------------------------------------------
+
+def augment_active(augment) -> bool:
+    """Whether an ``augment`` dict turns any distortion on (sigma alone does not)."""
+    return any(v for k, v in (augment or {}).items() if k != "sigma")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A constraint between settings: `broken(values)` is True when it does not hold."""
+
+    names: tuple[str, ...]
+    broken: Callable[[Mapping[str, Any]], bool]
+    message: Callable[[Mapping[str, Any], Show], str]
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(("warmup", "epochs"),
+         lambda v: v["warmup"] > v["epochs"],
+         lambda v, show: f"{show('warmup', v['warmup'])} is longer than the run "
+                         f"({v['epochs']} epochs)"),
+    Rule(("shift", "augment"),
+         lambda v: bool(v["shift"]) and augment_active(v["augment"]),
+         lambda v, show: f"{show('shift', v['shift'])} cannot be combined with per-image "
+                         "distortions (their translate setting shifts); use one or the other"),
+    Rule(("optimizer", "momentum"),
+         lambda v: v["optimizer"] == "nesterov" and not v["momentum"],
+         lambda v, show: f"{show('optimizer', 'nesterov')} needs a momentum > 0 "
+                         f"(got {show('momentum', v['momentum'])})"),
+    Rule(("n_iter_no_change", "validation_fraction"),
+         lambda v: v["n_iter_no_change"] is not None and not v["validation_fraction"],
+         lambda v, show: f"{show('n_iter_no_change', v['n_iter_no_change'])} needs "
+                         f"{show('validation_fraction')} > 0 "
+                         "(a held-out set to watch)"),
+)
+
+
+def check_settings(values: Mapping[str, Any], show: Show = python_name,
+                   names: Iterable[str] | None = None) -> None:
+    """Check settings one by one, then the `RULES` between them.
+
+    Parameters
+    ----------
+    values : mapping
+        Setting name -> value; settings it lacks take their defaults for the rules.
+    show : callable
+        How messages name a setting (`python_name` or `flag_name`).
+    names : iterable of str, optional
+        Check only these settings on their own (all of `values` by default).
+
+    Raises
+    ------
+    SettingError
+        The first setting or rule that fails, in one line.
+    """
+    for name in (values if names is None else names):
+        if name in BY_NAME:
+            check_value(BY_NAME[name], values[name], show)
+    full = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    full.update(values)
+    for rule in RULES:
+        if rule.broken(full):
+            raise SettingError(rule.message(full, show), rule.names[0])
+
+
+def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: int,
+                       show: Show = python_name, *, clip_batch: bool = True) -> None:
+    """The rules that need the data: square images, room for a validation set and a batch.
+
+    Parameters
+    ----------
+    values : mapping
+        Setting name -> value (``shift``, ``augment``, ``validation_fraction``,
+        ``batch_size``); missing ones take their defaults.
+    n_samples, n_features : int
+        The training data's shape.
+    show : callable
+        How messages name a setting (`python_name` or `flag_name`).
+    clip_batch : bool
+        Whether a batch larger than the data is clipped to it (the estimator) or
+        refused (the CLI, where it is more likely a typo).
+
+    Raises
+    ------
+    SettingError
+    """
+    v = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    v.update(values)
+    side = math.isqrt(n_features)
+    square = side * side == n_features
+    shift, augment = v["shift"], v["augment"]
+    if shift and not square:
+        raise SettingError(f"{show('shift', shift)}: shifts need square images; {n_features} "
+                           "features are not", "shift")
+    if shift and shift >= side:
+        raise SettingError(f"{show('shift', shift)} must be less than the image side ({side})",
+                           "shift")
+    if augment_active(augment) and not square:
+        raise SettingError(f"distortions need square images; {n_features} features are not",
+                           "augment")
+    frac = v["validation_fraction"]
+    n_val = int(round(frac * n_samples))
+    if frac and not 1 <= n_val < n_samples:
+        raise SettingError(f"{show('validation_fraction', frac)} of {n_samples:,} samples "
+                           f"leaves {n_val} for validation; it needs at least one of each",
+                           "validation_fraction")
+    n_train = n_samples - n_val if frac else n_samples
+    if not clip_batch and v["batch_size"] > n_train:
+        raise SettingError(f"{show('batch_size', v['batch_size'])} is larger than the training "
+                           f"set ({n_train:,} images); use at most {n_train}", "batch_size")
+
+
+def parameters_doc() -> str:
+    """The numpydoc "Parameters" entries of the estimator's settings, from the table."""
+    lines = []
+    for s in ESTIMATOR_SETTINGS:
+        kind = {"augment": "dict or None", "str": "str"}.get(s.kind, s.kind)
+        if s.choices:
+            kind = "{" + ", ".join(f'"{c}"' for c in s.choices) + "}"
+        elif s.optional and s.kind != "augment":
+            kind += " or None"
+        lines.append(f"{s.name} : {kind}, default {s.default!r}")
+        text = s.help[0].upper() + s.help[1:]
+        extras = [f"unit: {s.unit}"] if s.unit else []
+        if s.interval is not None:
+            extras.append(f"range {s.interval}")
+        if s.flag:
+            extras.append(f"CLI {s.flag}")
+        if s.presets:
+            extras.append("presets: " + ", ".join(f"{k} {v!r}" for k, v in s.presets.items()))
+        lines.append(f"    {text}." + (f" ({'; '.join(extras)})" if extras else ""))
+    return "\n".join(lines)
