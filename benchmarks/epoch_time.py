@@ -33,7 +33,7 @@ import mnist_xp  # noqa: E402
 from mnist_xp.backend import get_backend  # noqa: E402
 from mnist_xp.model import Architecture, init_params  # noqa: E402
 from mnist_xp.optim import SGD  # noqa: E402
-from mnist_xp.train import GenericEpochs  # noqa: E402
+from mnist_xp.training.engines import EngineSetup, EpochInputs, choose_engine  # noqa: E402
 
 LR = 0.1
 HIDDEN = 100
@@ -70,21 +70,22 @@ def _mnist_xp(x, y, batch, seed, fast):
     rng = np.random.default_rng(seed)
     params = init_params(arch, np.float32, rng)
     xd, yd = x.reshape(len(x), -1), y.astype(np.int64)
-    runner = backend.epoch_runner(params, arch, SGD(LR), xd, yd) if fast else None
-    runner = runner or GenericEpochs(params, arch, SGD(LR), xd, yd, backend)
+    engine, choice = choose_engine(EngineSetup(params, arch, SGD(LR), xd, yd, backend), fast=fast)
+    assert choice.name == ("numpy" if fast else "generic"), choice
+    rates = [LR] * -(-len(xd) // batch)
 
     def epoch():
-        runner.run_epoch(rng.permutation(len(xd)), batch, lambda i: LR)
+        engine.run_epoch(EpochInputs(rng.permutation(len(xd)), batch, rates))
     return epoch
 
 
 def make_mnist_xp(x, y, batch, seed):
-    """What `mnist-xp train` runs on the CPU: the backend's NumPy fast path."""
+    """What `mnist-xp train` runs on the CPU: the NumPy engine."""
     return _mnist_xp(x, y, batch, seed, fast=True)
 
 
 def make_mnist_xp_generic(x, y, batch, seed):
-    """The generic array-API path on NumPy (the reference the fast path is tested against)."""
+    """The generic engine on NumPy (the reference the NumPy engine is tested against)."""
     return _mnist_xp(x, y, batch, seed, fast=False)
 
 

@@ -47,8 +47,13 @@ import mnist_xp  # noqa: E402
 from mnist_xp.backend import get_backend  # noqa: E402
 from mnist_xp.model import Architecture, init_params  # noqa: E402
 from mnist_xp.optim import SGD  # noqa: E402
-from mnist_xp._fast_cuda import step_launches  # noqa: E402
-from mnist_xp.train import GenericEpochs  # noqa: E402
+from mnist_xp.training.engines import (  # noqa: E402
+    CudaEngine,
+    EngineSetup,
+    EpochInputs,
+    GenericEngine,
+)
+from mnist_xp.training.engines.cuda_engine import step_launches  # noqa: E402
 
 LR, MOMENTUM = 0.1, 0.9
 
@@ -67,12 +72,11 @@ class MnistXp:
                            init_params(arch, np.float32, self.rng).items()}
             xd, yd = b.asarray(x), b.asarray(y.astype(np.int64))
             opt = SGD(LR, MOMENTUM)
-            if mode == "generic":
-                self.runner = GenericEpochs(self.params, arch, opt, xd, yd, b)
-            else:
-                self.runner = b.epoch_runner(self.params, arch, opt, xd, yd,
-                                             graphs=mode == "graphs")
-                assert type(self.runner).__name__ == "CudaEpochRunner", type(self.runner)
+            setup = EngineSetup(self.params, arch, opt, xd, yd, b, cuda_graphs=mode == "graphs")
+            engine = GenericEngine if mode == "generic" else CudaEngine
+            assert engine.unsupported_reason(setup) is None
+            self.runner = engine(setup)
+            self.rates = [LR] * -(-self.n // batch)
 
     def epoch(self) -> tuple[float, int]:
         b = self.backend
@@ -84,7 +88,7 @@ class MnistXp:
             if stream is not None:  # GPU time of the epoch's work, from events on its stream
                 start, end = b.xp.cuda.Event(), b.xp.cuda.Event()
                 start.record(stream)
-            loss, hits = self.runner.run_epoch(order, self.batch, lambda i: LR)
+            loss, hits = self.runner.run_epoch(EpochInputs(order, self.batch, self.rates))
             if stream is not None:
                 end.record(stream)
                 self.gpu_ms.append((start, end))
@@ -245,6 +249,7 @@ import numpy as np
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
 from mnist_xp.optim import SGD
+from mnist_xp.training.engines import CudaEngine, EngineSetup, EpochInputs
 b = get_backend("cuda", require=True)
 rng = np.random.default_rng(0)
 n = 60000
@@ -254,14 +259,14 @@ with b.activate():
     xd, yd = b.asarray(x), b.asarray(y)
     b.synchronize()
     t1 = time.perf_counter()
-    runner = b.epoch_runner(params, Architecture(), SGD(0.1, 0.9), xd, yd)
+    runner = CudaEngine(EngineSetup(params, Architecture(), SGD(0.1, 0.9), xd, yd, b))
     t2 = time.perf_counter()
     epochs = []
     for _ in range(3):
         order = b.asarray(rng.permutation(n))
         b.synchronize()
         s = time.perf_counter()
-        loss, hits = runner.run_epoch(order, 128, lambda i: 0.1)
+        loss, hits = runner.run_epoch(EpochInputs(order, 128, [0.1] * -(-n // 128)))
         b.synchronize()
         epochs.append(time.perf_counter() - s)
 print(json.dumps({"import_and_cuda_init_s": t1 - t0, "compile_or_load_kernels_s": t2 - t1,

@@ -30,9 +30,12 @@ rows = {d: [json.loads(l) for l in open(f"{out}/train-{d}.jsonl")] for d in ("cp
 acc = {d: r[-1]["test_accuracy"] for d, r in rows.items()}
 secs = {d: sum(x["seconds"] for x in r) for d, r in rows.items()}
 diff = abs(acc["cpu"] - acc["cuda"]) * 100
+engines = {d: r[-1].get("engine") for d, r in rows.items()}
+print(f"engines: {engines} ({'OK' if engines == {'cpu': 'numpy', 'cuda': 'cuda'} else 'WRONG'})")
 print(f"test accuracy cpu {acc['cpu']:.4f} ({secs['cpu']:.2f} s) cuda {acc['cuda']:.4f} "
       f"({secs['cuda']:.3f} s): {diff:.2f} points apart ({'OK' if diff <= 0.3 else 'TOO FAR'}: limit 0.3)")
-json.dump({"accuracy": acc, "training_seconds": secs, "difference_points": diff},
+json.dump({"accuracy": acc, "training_seconds": secs, "difference_points": diff,
+           "engines": engines},
           open(f"{out}/parity.json", "w"), indent=1)
 PY
   echo "== GPU benchmark"

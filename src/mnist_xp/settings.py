@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -191,8 +192,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- the run -------------------------------------------------------------------------
     Setting("epochs", "int", 15, "passes over the training data", unit="epochs",
             interval=_POSITIVE_INT, flag="--epochs", presets={"best": 30, "classic": 30}),
-    Setting("batch_size", "int", 128, "samples per step (clipped to the training set by "
-            "the estimator; the CLI refuses a larger one)", unit="samples",
+    Setting("batch_size", "int", 128, "samples per step, at most the training set's (the "
+            "estimator clips a larger one)", unit="samples",
             interval=_POSITIVE_INT, flag="--batch-size", presets={"classic": 10}),
     Setting("learning_rate", "float", 0.1, "step size: the peak of the schedule",
             interval=_POSITIVE, flag="--learning-rate", aliases=("--lr",),
@@ -513,5 +514,6 @@ def parameters_doc() -> str:
             extras.append(f"CLI {s.flag}")
         if s.presets:
             extras.append("presets: " + ", ".join(f"{k} {v!r}" for k, v in s.presets.items()))
-        lines.append(f"    {text}." + (f" ({'; '.join(extras)})" if extras else ""))
+        body = f"{text}." + (f" ({'; '.join(extras)})" if extras else "")
+        lines += textwrap.wrap(body, width=84, initial_indent="    ", subsequent_indent="    ")
     return "\n".join(lines)

@@ -95,22 +95,26 @@ def _device(text: str) -> str:
 # -- flags from the settings table ---------------------------------------------------------
 
 def _setting_help(setting: Setting) -> str:
-    """``--help`` text: the table's help, unit, and the presets' values."""
-    text = setting.help
-    if setting.unit:
-        text += f" ({setting.unit})"
+    """``--help`` text: the table's help, then its unit and the default or presets' values."""
     if setting.group is not None:
-        presets = {p: (PRESETS[p][setting.group] or {}).get(setting.field_key, setting.default)
-                   for p in PRESET_NAMES}
+        values = {p: (PRESETS[p][setting.group] or {}).get(setting.field_key, setting.default)
+                  for p in PRESET_NAMES}
     else:
-        presets = {p: PRESETS[p].get(setting.name, setting.default) for p in PRESET_NAMES}
+        values = {p: PRESETS[p].get(setting.name, setting.default) for p in PRESET_NAMES}
+    notes = [setting.unit] if setting.unit else []
     if setting.cli_default is not None:
-        return text + f" (default {setting.cli_default})"
-    if len(set(map(repr, presets.values()))) == 1:
-        value = next(iter(presets.values()))
-        return text + ("" if value is None else f" (default {value:g})" if isinstance(
-            value, float) else f" (default {value})")
-    return text + " (" + ", ".join(f"{p} preset: {v}" for p, v in presets.items()) + ")"
+        notes.append(f"default {_shown(setting.cli_default)}")
+    elif len({repr(v) for v in values.values()}) == 1:
+        value = next(iter(values.values()))
+        notes += [] if value is None else [f"default {_shown(value)}"]
+    else:
+        notes.append(", ".join(f"{p} preset: {_shown(v)}" for p, v in values.items()))
+    return setting.help + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _shown(value) -> str:
+    """A value as --help shows it (0.1, not 0.1000; 30, not 30.0)."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _add_setting(group, setting: Setting) -> None:
@@ -121,8 +125,8 @@ def _add_setting(group, setting: Setting) -> None:
         kwargs["choices"] = setting.choices
     else:
         kwargs["type"] = setting_type(setting)
-    if setting.metavar:
-        kwargs["metavar"] = setting.metavar
+    if setting.metavar or not setting.choices:
+        kwargs["metavar"] = setting.metavar or ("N" if setting.kind in ("int", "seed") else "X")
     group.add_argument(setting.flag, *setting.aliases, **kwargs)
 
 

@@ -1,19 +1,21 @@
-"""A live one-line progress display for training, drawn on a terminal only."""
+"""A live one-line progress display for training (tqdm), drawn on a terminal only."""
 
 from __future__ import annotations
 
+import os
 import sys
-import time
 
 __all__ = ["EpochProgress", "format_epoch"]
 
 
 class EpochProgress:
-    """Shows ``epoch 3/10 [#####.....] 52% 0.4s`` on one line, redrawn in place.
+    """Shows ``epoch 3/10 [#####.....] 52% 0.4s`` on one line while an epoch runs (tqdm).
 
     It reads only host-side counters (the batch number), never a device value, so
     drawing it adds no GPU sync. The line is erased when the epoch finishes, leaving the
-    terminal clean for the epoch's summary line.
+    terminal clean for the epoch's summary line. Drawing is tqdm's (the progress bar
+    the field uses): it throttles redraws, sizes the bar to the terminal and, by
+    default, draws nothing when the stream is not a terminal.
 
     Parameters
     ----------
@@ -27,8 +29,6 @@ class EpochProgress:
         Least seconds between two redraws.
     """
 
-    width = 24
-
     def __init__(self, epochs: int, stream=None, enabled: bool | None = None,
                  min_interval: float = 0.1):
         self.stream = sys.stderr if stream is None else stream
@@ -37,42 +37,43 @@ class EpochProgress:
         self.enabled = enabled
         self.epochs = epochs
         self.min_interval = min_interval
-        self._epoch = self._n_batches = 0
-        self._t0 = self._last_draw = 0.0
+        self._bar = None
 
     def start(self, epoch: int, n_batches: int) -> None:
         """Begin drawing epoch `epoch` of `n_batches` batches."""
-        self._epoch, self._n_batches = epoch, n_batches
-        self._t0 = time.monotonic()
-        self._last_draw = 0.0
-        self._draw(0)
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        digits = len(str(self.epochs))
+        columns, lines = _terminal_size(self.stream)
+        self._bar = tqdm(total=n_batches, desc=f"epoch {epoch:>{digits}}/{self.epochs}",
+                         file=self.stream, leave=False, mininterval=self.min_interval,
+                         ascii=".#", ncols=columns, nrows=lines,
+                         bar_format="{desc} [{bar:24}] {percentage:3.0f}% {elapsed_s:5.1f}s")
 
     def advance(self, done: int) -> None:
-        """Note that `done` batches of the epoch are finished (redraws at most every `min_interval`)."""
-        now = time.monotonic()
-        if self.enabled and now - self._last_draw >= self.min_interval:
-            self._draw(done, now)
+        """Note that `done` batches of the epoch are finished (redrawn at most every `min_interval`)."""
+        if self._bar is not None:
+            self._bar.update(done - self._bar.n)
 
     def finish(self) -> None:
         """Erase the line."""
-        if self.enabled:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
-    def _draw(self, done: int, now: float | None = None) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic() if now is None else now
-        self._last_draw = now
-        frac = done / self._n_batches if self._n_batches else 1.0
-        filled = int(frac * self.width)
-        bar = "#" * filled + "." * (self.width - filled)
-        digits = len(str(self.epochs))
-        self.stream.write(
-            f"\r\x1b[Kepoch {self._epoch:>{digits}}/{self.epochs} [{bar}] {frac:4.0%} "
-            f"{now - self._t0:5.1f}s"
-        )
-        self.stream.flush()
+
+def _terminal_size(stream) -> tuple[int, int]:
+    """The terminal's (columns, lines), 80 x 24 where it reports none.
+
+    A new pseudo-terminal reports 0 x 0, which tqdm would take as no room to draw.
+    """
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 def format_epoch(record: dict) -> str:
