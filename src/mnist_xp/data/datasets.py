@@ -311,7 +311,8 @@ def load_mnist(
 
     The full MNIST is loaded from the cache only after each file's decompressed
     content has been checked against the official SHA-256 (`FULL_SHA256`); this adds
-    about 0.01 s to the 0.15 s the four files take to read. A cached file that does
+    10 to 30 ms to the ~140 ms the four files take to read (10 when a second core is
+    free to hash beside the decompression). A cached file that does
     not match (another dataset under MNIST's names, a modified or truncated file) is
     fetched again if `download` is true; if it cannot be, loading stops with an
     error, even for ``"auto"``: a broken cache is reported, never bypassed.
@@ -463,8 +464,9 @@ def _read_cache(
     """
     good, bad, missing, hashing = {}, {}, [], {}
     # Each file is hashed on a second thread while the next one is decompressed
-    # (hashlib and zlib both release the GIL): the check then costs ~10 ms on the
-    # full set instead of ~30 ms in line.
+    # (hashlib and zlib both release the GIL): with a second core free, the check
+    # costs ~10 ms on the full set instead of ~30 ms in line
+    # (benchmarks/cache_check.py).
     with ThreadPoolExecutor(max_workers=1) as pool:
         for name in names:
             path = _locate_one(cache_dir, name.removesuffix(".gz"))
