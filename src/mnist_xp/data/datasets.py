@@ -236,8 +236,8 @@ def download_mnist(
         ``.gz`` file name -> hex SHA-256 of its decompressed content; its keys are
         the files to fetch. Defaults to `FULL_SHA256`.
     known_md5 : mapping of str to str, optional
-        ``.gz`` file name -> hex MD5 of the compressed file as served, for pooch.
-        Defaults to `FULL_MD5`.
+        ``.gz`` file name -> hex MD5 of the compressed file as served, for pooch;
+        must cover the keys of `checksums`. Defaults to `FULL_MD5`.
     timeout : float
         Seconds to wait on each network operation.
     log : callable, optional
