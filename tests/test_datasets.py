@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import sys
 from importlib import resources
@@ -195,15 +196,22 @@ def test_default_cache_dir_linux_falls_back_to_home_cache(clean_env, tmp_path, x
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "mnist_xp"
 
 
+@pytest.mark.skipif(sys.platform != "darwin", reason="macOS layout")
 def test_default_cache_dir_macos(clean_env, tmp_path):
-    clean_env.setattr(sys, "platform", "darwin")
-    assert default_cache_dir() == Path.home() / "Library" / "Caches" / "mnist_xp"
+    assert default_cache_dir() == tmp_path / "home" / "Library" / "Caches" / "mnist_xp"
 
 
+@pytest.mark.skipif(sys.platform != "win32", reason="Windows layout")
 def test_default_cache_dir_windows(clean_env, tmp_path):
-    clean_env.setattr(sys, "platform", "win32")
     clean_env.setenv("LOCALAPPDATA", str(tmp_path / "local"))
     assert default_cache_dir() == tmp_path / "local" / "mnist_xp" / "Cache"
+
+
+def test_default_cache_dir_is_platformdirs_user_cache_dir(clean_env):
+    platformdirs = pytest.importorskip("platformdirs")
+    expected = platformdirs.user_cache_dir("mnist_xp", appauthor=False)
+    assert default_cache_dir() == Path(expected)
+    assert default_cache_dir().name in ("mnist_xp", "Cache")
 
 
 # load_mnist -------------------------------------------------------------------------
@@ -216,7 +224,21 @@ def no_download(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("load_mnist tried to download")
 
-    monkeypatch.setattr(datasets, "download_mnist", forbidden)
+    monkeypatch.setattr(datasets, "_retrieve", forbidden)
+
+
+def make_official(monkeypatch, directory: Path) -> None:
+    """Make the four files in `directory` the known official ones, as far as the
+    cache check goes: their content hashes replace FULL_SHA256."""
+    hashes = {}
+    for name in FILE_NAMES.values():
+        path = directory / f"{name}.gz"
+        if path.exists():
+            data = gzip.decompress(path.read_bytes())
+        else:
+            data = (directory / name).read_bytes()
+        hashes[f"{name}.gz"] = hashlib.sha256(data).hexdigest()
+    monkeypatch.setattr(datasets, "FULL_SHA256", hashes)
 
 
 def test_auto_without_full_set_falls_back_to_bundled_with_one_line(tmp_path, no_download):
@@ -240,14 +262,16 @@ def test_auto_fallback_logs_to_stderr_by_default(tmp_path, capsys, no_download):
     assert "using the bundled MNIST subset" in captured.err
 
 
-def test_auto_fallback_says_which_cached_file_is_broken(tmp_path, no_download):
+@pytest.mark.parametrize("source", ["full", "auto"])
+def test_broken_cached_file_is_an_error_even_in_auto(tmp_path, no_download, source):
     write_mnist_dir(tmp_path, synthetic_mnist())
     broken = tmp_path / "train-images-idx3-ubyte.gz"
     broken.write_bytes(b"\x1f\x8b junk")
-    lines = []
-    mnist = load_mnist(cache_dir=tmp_path, log=lines.append)
-    assert mnist.source.startswith("bundled")
-    assert len(lines) == 1 and f"{broken}: corrupt gzip data" in lines[0]
+    with pytest.raises(DataError) as info:
+        load_mnist(source, cache_dir=tmp_path, download=False, log=pytest.fail)
+    assert_one_line_error(info, broken,
+                          "does not match the official MNIST content (corrupt gzip data",
+                          "downloading is off")
 
 
 def test_full_without_full_set_raises_helpfully(tmp_path, no_download):
@@ -263,17 +287,29 @@ def test_full_without_full_set_raises_helpfully(tmp_path, no_download):
 
 
 @pytest.mark.parametrize("source", ["full", "auto"])
-def test_full_set_in_cache_is_loaded_without_downloading(tmp_path, source, no_download):
+def test_full_set_in_cache_is_loaded_without_downloading(tmp_path, source, no_download,
+                                                         monkeypatch):
     arrays = synthetic_mnist(n_train=7, n_test=2)
     write_mnist_dir(tmp_path, arrays, gz=False)
+    make_official(monkeypatch, tmp_path)
     mnist = load_mnist(source, cache_dir=tmp_path, log=pytest.fail)
     assert_same_data(mnist, arrays)
     assert mnist.source == f"full MNIST from {tmp_path} (7 / 2)"
 
 
+@pytest.mark.parametrize("source", ["full", "auto"])
+def test_other_data_in_the_cache_is_never_called_mnist(tmp_path, source, no_download):
+    write_mnist_dir(tmp_path, synthetic_mnist(n_train=7, n_test=2), gz=False)
+    with pytest.raises(DataError) as info:
+        load_mnist(source, cache_dir=tmp_path, download=False, log=pytest.fail)
+    assert_one_line_error(info, tmp_path / "train-images-idx3-ubyte",
+                          "does not match the official MNIST content (its content's SHA-256 is ")
+
+
 def test_cache_dir_defaults_to_mnist_xp_data(tmp_path, monkeypatch, no_download):
     arrays = synthetic_mnist()
     monkeypatch.setenv("MNIST_XP_DATA", str(write_mnist_dir(tmp_path, arrays)))
+    make_official(monkeypatch, tmp_path)
     assert_same_data(load_mnist("full"), arrays)
 
 
@@ -293,10 +329,14 @@ def test_unknown_source_is_a_value_error():
         load_mnist("nope")
 
 
-def test_find_full_mnist(tmp_path):
+def test_find_full_mnist(tmp_path, monkeypatch):
     assert datasets.find_full_mnist(tmp_path / "absent") is None
     write_mnist_dir(tmp_path, synthetic_mnist(), gz={"train_images": True, "train_labels": False, "test_images": True, "test_labels": False})
+    # Present but not the official content: found only when not verified.
+    assert datasets.find_full_mnist(tmp_path, verify=False) == tmp_path
+    assert datasets.find_full_mnist(tmp_path) is None
+    make_official(monkeypatch, tmp_path)
     assert datasets.find_full_mnist(tmp_path) == tmp_path
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     assert datasets.find_full_mnist(tmp_path) is None
-
+    assert datasets.find_full_mnist(tmp_path, verify=False) is None

@@ -20,7 +20,7 @@ from mnist_xp.fileio.writing import atomic_write
 from mnist_xp.fileio.reading import open_user_file
 from mnist_xp.errors import DataError
 
-__all__ = ["read_idx", "write_idx"]
+__all__ = ["read_idx", "write_idx", "idx_header"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -111,7 +111,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         If the dtype is not one of those six, or the array is 0-dimensional.
     """
     array = np.asarray(array)
-    header = _header(array)
+    header = idx_header(array)
     data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">"))
     with atomic_write(path, "wb") as f:
         if str(path).endswith(".gz"):
@@ -123,7 +123,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
             f.write(data.data)
 
 
-def _header(array: np.ndarray) -> bytes:
+def idx_header(array: np.ndarray) -> bytes:
     """The IDX header for `array`; ValueError for a dtype or shape IDX cannot hold."""
     code = _TYPE_CODES.get((array.dtype.kind, array.dtype.itemsize))
     if code is None:
