@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_xp.data import datasets
+from mnist_xp.data import cache, datasets
 
 
 def main(argv=None) -> int:
@@ -26,7 +26,7 @@ def main(argv=None) -> int:
                         help="the official full MNIST (the four IDX files, .gz or raw)")
     parser.add_argument("--runs", type=int, default=21)
     args = parser.parse_args(argv)
-    real_hash = datasets._content_sha256
+    real_hash = cache._content_sha256
     mnist = datasets.load_mnist("full", cache_dir=args.data_dir, download=False)
     arrays = (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)
     expected = {a.shape: real_hash(a) for a in arrays}
@@ -35,11 +35,11 @@ def main(argv=None) -> int:
         datasets.load_mnist("full", cache_dir=args.data_dir, download=False)
 
     def without_check():
-        datasets._content_sha256 = lambda a: expected[a.shape]
+        cache._content_sha256 = lambda a: expected[a.shape]
         try:
             datasets.load_mnist("full", cache_dir=args.data_dir, download=False)
         finally:
-            datasets._content_sha256 = real_hash
+            cache._content_sha256 = real_hash
 
     def read_only():
         datasets.load_idx_dir(args.data_dir)

@@ -21,6 +21,7 @@ from mnist_xp.data import (
     load_mnist,
 )
 from mnist_xp.data import datasets
+from mnist_xp.data import cache as cache_module
 from mnist_xp.errors import DataError
 
 ROLES_TO_FIELDS = {
@@ -224,7 +225,7 @@ def no_download(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("load_mnist tried to download")
 
-    monkeypatch.setattr(datasets, "_retrieve", forbidden)
+    monkeypatch.setattr(cache_module, "_retrieve", forbidden)
 
 
 def make_official(monkeypatch, directory: Path) -> None:
@@ -238,7 +239,7 @@ def make_official(monkeypatch, directory: Path) -> None:
         else:
             data = (directory / name).read_bytes()
         hashes[f"{name}.gz"] = hashlib.sha256(data).hexdigest()
-    monkeypatch.setattr(datasets, "FULL_SHA256", hashes)
+    monkeypatch.setattr(cache_module, "FULL_SHA256", hashes)
 
 
 def test_auto_without_full_set_falls_back_to_bundled_with_one_line(tmp_path, no_download):

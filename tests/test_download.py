@@ -24,6 +24,7 @@ import pytest
 from helpers_data import gunzip_sha256, synthetic_mnist, write_mnist_dir
 
 from mnist_xp.data import FILE_NAMES, datasets, download_mnist, load_mnist, read_idx
+from mnist_xp.data import cache as cache_module
 from mnist_xp.errors import DataError, DownloadError
 
 GZ_NAMES = [f"{name}.gz" for name in FILE_NAMES.values()]
@@ -150,7 +151,7 @@ def test_good_mirror_fills_the_cache_and_loads(server, dataset, tmp_path, monkey
     assert len(lines) == 4
     assert all(name in line and "\n" not in line for name, line in zip(GZ_NAMES, lines))
     # Loaded as the full MNIST only where these are the official hashes.
-    monkeypatch.setattr(datasets, "FULL_SHA256", dataset.sha256)
+    monkeypatch.setattr(cache_module, "FULL_SHA256", dataset.sha256)
     mnist = load_mnist(source="full", cache_dir=cache, download=False)
     assert mnist.x_train.tolist() == dataset.arrays["train_images"].tolist()
     assert mnist.y_test.tolist() == dataset.arrays["test_labels"].tolist()
@@ -183,21 +184,21 @@ def _stalls_midway(server, dataset):
 
 
 def _oversized(server, dataset):
-    dataset.files["train-labels-idx1-ubyte.gz"] += bytes(datasets._MAX_DOWNLOAD)
+    dataset.files["train-labels-idx1-ubyte.gz"] += bytes(cache_module._MAX_DOWNLOAD)
     return f"{len(dataset.files['train-labels-idx1-ubyte.gz']):,} bytes announced, more than any"
 
 
 def _oversized_stream(server, dataset):
     server.no_length.add("/bad/train-labels-idx1-ubyte.gz")
-    dataset.files["train-labels-idx1-ubyte.gz"] += bytes(datasets._MAX_DOWNLOAD)
-    return f"more than {datasets._MAX_DOWNLOAD:,} bytes sent"
+    dataset.files["train-labels-idx1-ubyte.gz"] += bytes(cache_module._MAX_DOWNLOAD)
+    return f"more than {cache_module._MAX_DOWNLOAD:,} bytes sent"
 
 
 @pytest.fixture
 def small_download_limit(monkeypatch):
     """A 64 KiB download limit (the test files are ~5 KB), so that the oversized
     cases need no large bodies."""
-    monkeypatch.setattr(datasets, "_MAX_DOWNLOAD", 64 << 10)
+    monkeypatch.setattr(cache_module, "_MAX_DOWNLOAD", 64 << 10)
 
 
 @pytest.mark.usefixtures("small_download_limit")
@@ -292,14 +293,14 @@ def test_progress_bar_only_on_a_terminal_with_tqdm(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "tqdm", types.ModuleType("tqdm"))
     monkeypatch.setattr(sys, "stderr", Terminal(True))
-    assert datasets._show_progress()
+    assert cache_module._show_progress()
     monkeypatch.setattr(sys, "stderr", Terminal(False))
-    assert not datasets._show_progress()
+    assert not cache_module._show_progress()
     monkeypatch.setattr(sys, "stderr", None)
-    assert not datasets._show_progress()
+    assert not cache_module._show_progress()
     monkeypatch.setattr(sys, "stderr", Terminal(True))
     monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm raises ImportError
-    assert not datasets._show_progress()
+    assert not cache_module._show_progress()
 
 
 # -- the lock: two processes filling one cache, stale and held locks --------------------
@@ -394,7 +395,7 @@ def test_stale_locks_do_not_block(server, dataset, tmp_path):
 
 
 def test_lock_held_too_long_is_a_one_line_error(server, dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_LOCK_WAIT", 0.3)
+    monkeypatch.setattr(cache_module, "_LOCK_WAIT", 0.3)
     mirror = server.add("good", dataset.files)
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -464,8 +465,8 @@ class Official:
     def patch(self, monkeypatch):
         """Make the training files' hashes the known ones (the t10k ones already are)."""
         for name in self.sha256:
-            monkeypatch.setitem(datasets.FULL_SHA256, name, self.sha256[name])
-            monkeypatch.setitem(datasets.FULL_MD5, name, self.md5[name])
+            monkeypatch.setitem(cache_module.FULL_SHA256, name, self.sha256[name])
+            monkeypatch.setitem(cache_module.FULL_MD5, name, self.md5[name])
 
     def cache(self, directory, broken: dict[str, bytes]):
         """A cache of the official files with `broken` ones in their place."""
@@ -528,7 +529,7 @@ def test_broken_cache_is_fetched_again_and_loaded_as_official(server, official, 
                                                               tmp_path, monkeypatch, case,
                                                               source):
     official.patch(monkeypatch)
-    monkeypatch.setattr(datasets, "MIRRORS", [server.add("mirror", official.files)])
+    monkeypatch.setattr(cache_module, "MIRRORS", [server.add("mirror", official.files)])
     broken, bad_names = broken_caches[case]
     cache = official.cache(tmp_path / "cache", broken)
     lines = []
@@ -552,7 +553,7 @@ def test_broken_cache_is_fetched_again_and_loaded_as_official(server, official, 
 def test_broken_cache_without_downloading_is_refused(official, broken_caches, tmp_path,
                                                      monkeypatch, case, source):
     official.patch(monkeypatch)
-    monkeypatch.setattr(datasets, "_retrieve", pytest.fail)  # never the network
+    monkeypatch.setattr(cache_module, "_retrieve", pytest.fail)  # never the network
     broken, bad_names = broken_caches[case]
     cache = official.cache(tmp_path / "cache", broken)
     with pytest.raises(DataError) as info:
@@ -567,7 +568,7 @@ def test_broken_cache_without_downloading_is_refused(official, broken_caches, tm
 def test_broken_cache_whose_mirrors_fail_is_refused_even_in_auto(server, official, tmp_path,
                                                                 monkeypatch):
     official.patch(monkeypatch)
-    monkeypatch.setattr(datasets, "MIRRORS", [server.add("empty", {})])
+    monkeypatch.setattr(cache_module, "MIRRORS", [server.add("empty", {})])
     broken, (name,) = _shifted_labels(official)
     cache = official.cache(tmp_path / "cache", broken)
     with pytest.raises(DataError) as info:
@@ -582,7 +583,7 @@ def test_broken_cache_whose_mirrors_fail_is_refused_even_in_auto(server, officia
 def test_raw_or_recompressed_official_files_load_without_a_download(official, tmp_path,
                                                                     monkeypatch):
     official.patch(monkeypatch)
-    monkeypatch.setattr(datasets, "_retrieve", pytest.fail)
+    monkeypatch.setattr(cache_module, "_retrieve", pytest.fail)
     cache = official.cache(tmp_path / "cache", {})
     raw = gzip.decompress(official.files["t10k-images-idx3-ubyte.gz"])
     (cache / "t10k-images-idx3-ubyte.gz").unlink()

@@ -1,4 +1,4 @@
-"""MNIST data: IDX files, the download cache, and the bundled subset."""
+"""MNIST data: IDX files (`idx`), the verified download cache (`cache`), the sources and the bundled subset (`datasets`)."""
 
 from mnist_xp.data.datasets import (
     FILE_NAMES,
