@@ -232,7 +232,7 @@ def _bad_file(kind: str, directory: Path) -> tuple[Path, str]:
         path.write_text("not a bitmap\n")
         return path, "not an image"
     if kind == "missing":
-        return directory / "absent.png", "no such file"
+        return directory / "absent.png", "no such image file"
     if kind == "directory":
         path = directory / "folder.png"
         path.mkdir()

@@ -28,6 +28,7 @@ from mnist_xp.data.cache import (
 )
 from mnist_xp.data.idx import read_idx
 from mnist_xp.errors import DataError, DownloadError
+from mnist_xp.pixels import IMAGE_SIDE
 
 __all__ = [
     "MNIST",
@@ -311,9 +312,10 @@ def _check_split(
 
 def _check_images(path: Path, images: np.ndarray) -> None:
     """DataError unless `images` is uint8 of shape (n, 28, 28)."""
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+    side = IMAGE_SIDE
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (side, side):
         raise DataError(
-            f"{path}: expected uint8 images of shape (n, 28, 28), found {images.dtype} "
+            f"{path}: expected uint8 images of shape (n, {side}, {side}), found {images.dtype} "
             f"of shape {images.shape}; is this an image file?"
         )
     if images.shape[0] == 0:

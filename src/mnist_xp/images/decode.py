@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImageError, exception_line
+from ..fileio.reading import open_user_file
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -108,9 +109,16 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     # A binary file object (e.g. io.BytesIO of an uploaded body) is decoded as it is,
     # with the same checks; messages then name it by its ``name`` attribute.
     if hasattr(path, "read"):
-        source, path = path, getattr(path, "name", "image")
-    else:
-        source = path = Path(path)
+        return _decode(path, getattr(path, "name", "image"))
+    pil_modules(path)  # a missing Pillow is said before anything else
+    # A regular file only (a FIFO would block for ever), opened with the one-line errors
+    # every reader of user files gives.
+    with open_user_file(path, ImageError, "image file") as f:
+        return _decode(f, path)
+
+
+def _decode(source, path) -> np.ndarray:
+    """`load_image` of the open binary file `source`, named `path` in messages."""
     Image, ImageOps = pil_modules(path)
     from PIL import UnidentifiedImageError
 
@@ -121,12 +129,6 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             im = Image.open(source)
-        except FileNotFoundError:
-            raise ImageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ImageError(f"{path}: is a directory, not an image file") from None
-        except PermissionError:
-            raise ImageError(f"{path}: permission denied") from None
         except UnidentifiedImageError:
             raise ImageError(f"{path}: not an image file Pillow can read "
                              "(PNG, JPEG, BMP, GIF or TIFF)") from None
