@@ -23,7 +23,7 @@ import math
 import numbers
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -41,7 +41,6 @@ __all__ = [
     "SCHEDULES",
     "DTYPES",
     "RULES",
-    "MODEL_SETTINGS",
     "TRAINING_SETTINGS",
     "AUGMENT_FIELDS",
     "check_value",
@@ -259,7 +258,6 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 AUGMENT_FIELDS: dict[str, Setting] = {s.field_key: s for s in SETTINGS if s.group == "augment"}
 #: The estimator's parameters, in constructor order.
 ESTIMATOR_SETTINGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.group is None)
-MODEL_SETTINGS = tuple(s for s in ESTIMATOR_SETTINGS if s.scope == "model")
 TRAINING_SETTINGS = tuple(s for s in ESTIMATOR_SETTINGS if s.scope == "training")
 
 
@@ -421,8 +419,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-def check_settings(values: Mapping[str, Any], show: Show = python_name,
-                   names: Iterable[str] | None = None) -> None:
+def check_settings(values: Mapping[str, Any], show: Show = python_name) -> None:
     """Check settings one by one, then the `RULES` between them.
 
     Parameters
@@ -431,15 +428,13 @@ def check_settings(values: Mapping[str, Any], show: Show = python_name,
         Setting name -> value; settings it lacks take their defaults for the rules.
     show : callable
         How messages name a setting (`python_name` or `flag_name`).
-    names : iterable of str, optional
-        Check only these settings on their own (all of `values` by default).
 
     Raises
     ------
     SettingError
         The first setting or rule that fails, in one line.
     """
-    for name in (values if names is None else names):
+    for name in values:
         if name in BY_NAME:
             check_value(BY_NAME[name], values[name], show)
     full = {s.name: s.default for s in ESTIMATOR_SETTINGS}

@@ -13,7 +13,6 @@ from ..errors import DeviceError, SettingError
 from ..images import INVERT_CHOICES
 from ..settings import (
     AUGMENT_FIELDS,
-    BY_NAME,
     PRESET_NAMES,
     PRESETS,
     SETTINGS,
@@ -275,7 +274,3 @@ def augment_flags_given(args) -> list[str]:
     """The distortion flags given on the command line, as ``--rotate``..."""
     return [s.flag for s in AUGMENT_FIELDS.values() if getattr(args, s.dest) is not None]
 
-
-def flag_of(name: str) -> str:
-    """The flag of setting `name` (``n_hidden`` -> ``--hidden``)."""
-    return BY_NAME[name].flag or name
