@@ -17,7 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from mnist_xp.data import cache, datasets
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_info, write_result  # noqa: E402
+
+from mnist_xp.data import cache, datasets  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,6 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", type=Path, required=True,
                         help="the official full MNIST (the four IDX files, .gz or raw)")
     parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     real_hash = cache._content_sha256
     mnist = datasets.load_mnist("full", cache_dir=args.data_dir, download=False)
@@ -58,6 +62,11 @@ def main(argv=None) -> int:
     for name, ts in times.items():
         print(f"{name:14s} median {statistics.median(ts) * 1e3:6.1f} ms "
               f"(min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f}; {len(ts)} runs)")
+    path = write_result(args.out, "cache_check", {
+        "data": str(args.data_dir), "runs": args.runs,
+        "median_ms": {k: statistics.median(v) * 1e3 for k, v in times.items()},
+        "seconds": times, "machine": machine_info()})
+    print(f"wrote {path}")
     return 0
 
 

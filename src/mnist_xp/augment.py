@@ -22,8 +22,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import SettingError
-from .settings import AUGMENT_FIELDS, check_value
+from .settings import AUGMENT_FIELDS, BY_NAME, augment_active, check_value
 
 __all__ = ["image_side", "RandomShift", "Distortion", "RandomWarp", "EpochWarps", "WARP_BANK"]
 
@@ -130,8 +129,8 @@ class Distortion:
 
     @property
     def active(self) -> bool:
-        """Whether any part of the warp is on."""
-        return any((self.rotate, self.zoom, self.shear, self.translate, self.elastic))
+        """Whether any part of the warp is on (sigma alone is not)."""
+        return augment_active(asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Distortion":
@@ -140,14 +139,10 @@ class Distortion:
         Raises
         ------
         SettingError
-            An unknown key, or a value out of its range.
+            An unknown key, or a value out of its range (the settings table's checks).
         """
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(AUGMENT_FIELDS))
-        if unknown:
-            raise SettingError(f"unknown distortion settings {unknown}; known: "
-                               f"{list(AUGMENT_FIELDS)}", "augment")
-        return cls(**d)
+        check_value(BY_NAME["augment"], dict(d or {}))
+        return cls(**dict(d or {}))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from .settings import (
     check_settings,
     parameters_doc,
     preset_settings,
+    validation_size,
 )
 from .training import TrainConfig, TrainingHooks, train
 
@@ -168,7 +169,7 @@ class MLPClassifier:
         frac = self.validation_fraction
         if not frac:
             return None, None
-        n_val = int(round(frac * n_samples))
+        n_val = validation_size(frac, n_samples)
         # a generator of its own, so that turning validation on does not change the
         # initial weights or the shuffles drawn from random_state
         seed = None if self.random_state is None else [self.random_state, 1]

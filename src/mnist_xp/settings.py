@@ -10,9 +10,10 @@ Every setting a user can give -- ``MLPClassifier(learning_rate=...)``, ``mnist-x
 - `PRESETS`, from each setting's ``presets`` column.
 
 The rules that tie settings together (a warm-up no longer than the run, shifts or
-distortions but not both...) are written once, in `RULES`, and name the settings they
-involve as the caller knows them: ``--warmup 20`` on the command line, ``warmup=20``
-from Python.
+distortions but not both...) are written once, in `RULES`, and those that need the data
+(square images, room for a validation set) in `check_against_data`; both name the
+settings they involve as the caller knows them: ``--warmup 20`` on the command line,
+``warmup=20`` from Python.
 
 Adding a setting means adding one entry here and the code that uses it.
 """
@@ -27,7 +28,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .errors import SettingError
+from .backend import parse_device
+from .errors import DeviceError, SettingError
 from .model import ACTIVATIONS, LOSSES
 from .optim import OPTIMIZERS
 
@@ -46,6 +48,8 @@ __all__ = [
     "check_value",
     "check_settings",
     "check_against_data",
+    "validation_size",
+    "augment_active",
     "preset_settings",
     "python_name",
     "flag_name",
@@ -81,7 +85,8 @@ class Interval:
         return above and below
 
     def __str__(self) -> str:
-        lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        lo = "(" if self.low_open or self.low == -INF else "["
+        hi = ")" if self.high_open or self.high == INF else "]"
         return f"{lo}{self.low:g}, {self.high:g}{hi}"
 
     def describe(self) -> str:
@@ -191,8 +196,8 @@ SETTINGS: tuple[Setting, ...] = (
     # -- the run -------------------------------------------------------------------------
     Setting("epochs", "int", 15, "passes over the training data", unit="epochs",
             interval=_POSITIVE_INT, flag="--epochs", presets={"best": 30, "classic": 30}),
-    Setting("batch_size", "int", 128, "samples per step, at most the training set's (the "
-            "estimator clips a larger one)", unit="samples",
+    Setting("batch_size", "int", 128, "samples per step (at most the training set's)",
+            unit="samples",
             interval=_POSITIVE_INT, flag="--batch-size", presets={"classic": 10}),
     Setting("learning_rate", "float", 0.1, "step size: the peak of the schedule",
             interval=_POSITIVE, flag="--learning-rate", aliases=("--lr",),
@@ -346,14 +351,18 @@ def check_value(setting: Setting, value, show: Show = python_name) -> None:
         _check_augment(value, show)
         return
     if kind == "device":
-        return  # get_backend parses it and says what it accepts
+        if isinstance(value, str):  # a Backend object is already resolved
+            try:
+                parse_device(value)
+            except DeviceError as exc:
+                raise SettingError(f"{where}: {exc}", setting.name) from None
+        return
     if kind == "seed":
         if isinstance(value, np.random.Generator):
             return
         kind = "int"
     if kind == "bool":
-        ok = isinstance(value, (bool, numbers.Integral))
-        if not ok:
+        if not (isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1))):
             raise SettingError(f"{where}: must be true or false", setting.name)
         return
     if kind == "str":
@@ -402,11 +411,17 @@ RULES: tuple[Rule, ...] = (
     Rule(("warmup", "epochs"),
          lambda v: v["warmup"] > v["epochs"],
          lambda v, show: f"{show('warmup', v['warmup'])} is longer than the run "
-                         f"({v['epochs']} epochs)"),
+                         f"({_count(v['epochs'], 'epoch')})"),
+    Rule(("warmup", "schedule"),
+         lambda v: bool(v["warmup"]) and v["schedule"] == "onecycle",
+         lambda v, show: f"{show('warmup', v['warmup'])} cannot be combined with "
+                         f"{show('schedule', 'onecycle')}, which warms up on its own "
+                         "(over its first 30% of steps); drop one of them"),
     Rule(("shift", "augment"),
          lambda v: bool(v["shift"]) and augment_active(v["augment"]),
          lambda v, show: f"{show('shift', v['shift'])} cannot be combined with per-image "
-                         "distortions (their translate setting shifts); use one or the other"),
+                         "distortions (set by the preset or given), whose translate setting "
+                         "shifts too; drop one of them"),
     Rule(("optimizer", "momentum"),
          lambda v: v["optimizer"] == "nesterov" and not v["momentum"],
          lambda v, show: f"{show('optimizer', 'nesterov')} needs a momentum > 0 "
@@ -479,23 +494,40 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
     if augment_active(augment) and not square:
         raise SettingError(f"distortions need square images; {n_features} features are not",
                            "augment")
+    translate = (augment or {}).get("translate", 0)
+    if augment_active(augment) and translate >= side:
+        raise SettingError(f"{show('translate', translate)} must be less than the image side "
+                           f"({side})", "augment")
     frac = v["validation_fraction"]
-    n_val = int(round(frac * n_samples))
+    n_val = validation_size(frac, n_samples)
     if frac and not 1 <= n_val < n_samples:
-        raise SettingError(f"{show('validation_fraction', frac)} of {n_samples:,} samples "
+        raise SettingError(f"{show('validation_fraction', frac)} of {_count(n_samples, 'sample')} "
                            f"leaves {n_val} for validation; it needs at least one of each",
                            "validation_fraction")
-    n_train = n_samples - n_val if frac else n_samples
+    n_train = n_samples - n_val
     if not clip_batch and v["batch_size"] > n_train:
+        left = f" that {show('validation_fraction', frac)} leaves" if frac else ""
         raise SettingError(f"{show('batch_size', v['batch_size'])} is larger than the training "
-                           f"set ({n_train:,} images); use at most {n_train}", "batch_size")
+                           f"set{left} ({_count(n_train, 'image')}); use at most {n_train}",
+                           "batch_size")
+
+
+def validation_size(fraction: float, n_samples: int) -> int:
+    """How many of `n_samples` a validation fraction holds out (0 when it is 0)."""
+    return int(round(fraction * n_samples))
+
+
+def _count(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs', '60,000 images'."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def parameters_doc() -> str:
     """The numpydoc "Parameters" entries of the estimator's settings, from the table."""
     lines = []
     for s in ESTIMATOR_SETTINGS:
-        kind = {"augment": "dict or None", "str": "str"}.get(s.kind, s.kind)
+        kind = {"augment": "dict or None", "device": "str or Backend",
+                "seed": "int, numpy.random.Generator"}.get(s.kind, s.kind)
         if s.choices:
             kind = "{" + ", ".join(f'"{c}"' for c in s.choices) + "}"
         elif s.optional and s.kind != "augment":

@@ -101,6 +101,8 @@ def _setting_help(setting: Setting) -> str:
     else:
         values = {p: PRESETS[p].get(setting.name, setting.default) for p in PRESET_NAMES}
     notes = [setting.unit] if setting.unit else []
+    if setting.interval is not None:
+        notes.append(setting.interval.describe())
     if setting.cli_default is not None:
         notes.append(f"default {_shown(setting.cli_default)}")
     elif len({repr(v) for v in values.values()}) == 1:

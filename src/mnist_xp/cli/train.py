@@ -153,13 +153,16 @@ def _train(args, state, info, settings) -> int:
 
     records: list[dict] = []
 
+    def write_metrics():
+        if args.metrics is not None:
+            with atomic_write(args.metrics, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+
     def on_epoch(record):
         records.append(record)
         if not args.quiet:
             print(format_epoch(record), flush=True)
-        if args.metrics is not None:
-            with atomic_write(args.metrics, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in records)
+        write_metrics()
 
     if state is not None:
         records.extend(state.history)
@@ -179,6 +182,8 @@ def _train(args, state, info, settings) -> int:
                       on_engine=lambda choice: print(f"engine: {choice}", flush=True))
         except TrainingInterrupted as exc:
             return _interrupted(exc, stop.signum, args, write_checkpoint)
+    if model.validation_fraction:
+        write_metrics()  # once more: the kept epoch's record now says "best": true
     _report(args, model, data, records, state, backend)
     return 0
 
@@ -196,7 +201,8 @@ def _report(args, model, data, records, state, backend) -> None:
     if args.save is not None:
         save(model, args.save, metadata={
             "data": data.source, "test_accuracy": final["test_accuracy"],
-            "seed": model.random_state, "engine": str(model.engine_),
+            "seed": model.random_state, "engine": model.engine_.name,
+            "engine_reason": model.engine_.reason,
             **({"preset": args.preset} if state is None else {"resumed_from": str(args.resume)})})
         print(f"saved model to {args.save}")
     if args.plot is not None:

@@ -46,6 +46,7 @@ __all__ = [
 
 _SOURCES = ("auto", "full", "bundled")
 
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MNIST:
     """An MNIST-style dataset held as host arrays.
@@ -153,9 +154,8 @@ def load_mnist(
     """Load MNIST from a directory, the cache, a download, or the bundled subset.
 
     The full MNIST is loaded from the cache only after each file's decompressed
-    content has been checked against the official SHA-256 (`FULL_SHA256`); this adds
-    10 to 30 ms to the ~140 ms the four files take to read (10 when a second core is
-    free to hash beside the decompression). A cached file that does
+    content has been checked against the official SHA-256 (`FULL_SHA256`); see
+    `mnist_xp.data.cache.read_cache` for what that costs. A cached file that does
     not match (another dataset under MNIST's names, a modified or truncated file) is
     fetched again if `download` is true; if it cannot be, loading stops with an
     error, even for ``"auto"``: a broken cache is reported, never bypassed.
@@ -252,8 +252,8 @@ def _load_full(
         # fetch a missing one lets "auto" fall back to the bundled subset.
         for name in [n for n in names if n in bad] + missing:
             try:
-                cache.fetch(cache_dir, name, cache.FULL_MD5[name], cache.FULL_SHA256[name], cache.MIRRORS,
-                       timeout, log)
+                cache.fetch(cache_dir, name, cache.FULL_MD5[name], cache.FULL_SHA256[name],
+                            cache.MIRRORS, timeout, log)
             except DownloadError as e:
                 if name not in bad:
                     raise

@@ -79,14 +79,15 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
 
 def open_user_file(path: str | os.PathLike, error: type[Exception], kind: str) -> BinaryIO:
     """`open_regular`, with each failure turned into one `error` line naming `path` and `kind`."""
+    a_kind = f"{'an' if kind[0] in 'aeiouAEIOU' or kind.startswith('IDX') else 'a'} {kind}"
     try:
         return open_regular(path)
     except FileNotFoundError:
         raise error(f"{path}: no such {kind}") from None
     except IsADirectoryError:
-        raise error(f"{path}: is a directory, not a {kind}") from None
+        raise error(f"{path}: is a directory, not {a_kind}") from None
     except NotRegularFileError as exc:
-        raise error(f"{path}: {exc.strerror}; expected a {kind}") from None
+        raise error(f"{path}: {exc.strerror}; expected {a_kind}") from None
     except PermissionError:
         raise error(f"{path}: permission denied") from None
     except OSError as exc:

@@ -22,6 +22,7 @@ from ..errors import StopEpoch, TrainingDiverged, TrainingInterrupted
 from ..inference import count_correct
 from ..model import Architecture
 from ..optim import make_optimizer
+from ..settings import check_against_data
 from .checkpoint import TrainState
 from .engines import Engine, EngineChoice, EngineSetup, EpochInputs, choose_engine
 from .schedule import epoch_learning_rates
@@ -114,11 +115,15 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
     TrainingInterrupted
         ``hooks.should_stop()`` turned true.
     ValueError
-        ``config.n_iter_no_change`` without a `val_set`.
+        ``config.n_iter_no_change`` without a `val_set`; shifts or distortions of
+        images that are not square (a `SettingError`).
     """
     hooks = hooks or TrainingHooks()
     if config.n_iter_no_change is not None and val_set is None:
         raise ValueError("n_iter_no_change needs a validation set")
+    # square images for shifts and warps (the estimator and the CLI checked it already,
+    # naming the parameter or the flag; this is for direct callers)
+    check_against_data({"shift": config.shift, "augment": config.augment}, *x.shape)
     # NaN and overflow are detected once per epoch from the loss (TrainingDiverged, one
     # clear message); NumPy's own warnings would only add noise on the way there.
     with backend.activate(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -153,20 +158,12 @@ def _warper(config, n_inputs: int) -> RandomWarp | None:
     """The per-image distorter for `n_inputs`-pixel square images, or None when off."""
     if not config.warps_on:
         return None
-    side = image_side(n_inputs)
-    if side is None:
-        raise ValueError(f"distortions need square images; {n_inputs} features are not")
-    return RandomWarp(side, config.distortion, config.warp_bank)
+    return RandomWarp(image_side(n_inputs), config.distortion, config.warp_bank)
 
 
 def _shifter(max_shift: int, n_inputs: int) -> RandomShift | None:
     """The random-shift augmenter for `n_inputs`-pixel square images, or None when off."""
-    if max_shift == 0:
-        return None
-    side = image_side(n_inputs)
-    if side is None:
-        raise ValueError(f"shift needs square images; {n_inputs} features are not; use shift=0")
-    return RandomShift(side, max_shift)
+    return RandomShift(image_side(n_inputs), max_shift) if max_shift else None
 
 
 class _Run:
@@ -184,7 +181,7 @@ class _Run:
         self.first_epoch = 1
         self.last_state: TrainState | None = None  # after the last completed epoch
         self.next_rng_state = None  # before the next epoch's draws, once an epoch ran
-        self.pending = self._draw() if config.epochs >= 1 else None
+        self.pending = self._draw()
 
     # -- steps of the loop ------------------------------------------------------------
 

@@ -114,10 +114,8 @@ class CudaEngine(Engine):
             return f"{opt.name} has no fused CUDA kernel yet"
         if setup.label_smoothing:
             return "label smoothing has no fused CUDA kernel yet"
-        arch, side = setup.arch, setup.shifter.side if setup.shifter is not None else 0
-        if setup.warper is not None and setup.warper.side ** 2 != arch.n_inputs:
-            return (f"the fused CUDA kernels do not cover warps of {setup.warper.side}x"
-                    f"{setup.warper.side} images with {arch.n_inputs} inputs")
+        side = setup.shifter.side if setup.shifter is not None else 0
+        arch = setup.arch
         reason = kern.unsupported_reason(arch, setup.params["W1"].dtype, setup.x.dtype, side)
         return None if reason is None else f"the fused CUDA kernels do not cover {reason}"
 
