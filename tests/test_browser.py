@@ -141,8 +141,15 @@ def test_draw_one_then_seven(browser, url, tmp_path):
     assert preview_ink(browser) > 20
     bars = browser.find_elements(By.CSS_SELECTOR, "#bars li")
     assert len(bars) == 10 and "top" in bars[7].get_attribute("class")
-    fill = bars[7].find_element(By.CSS_SELECTOR, ".fill").size["width"]
     track = bars[7].find_element(By.CSS_SELECTOR, ".track").size["width"]
+
+    def settled_fill(d):
+        # the bar grows over a 0.15 s CSS transition: read its width once it stops
+        widths = [bars[7].find_element(By.CSS_SELECTOR, ".fill").size["width"]
+                  for _ in range(2)]
+        return widths[0] if widths[0] == widths[1] and d.execute_script(
+            "return document.getAnimations().length") == 0 else False
+    fill = WebDriverWait(browser, TIMEOUT).until(settled_fill)
     assert fill > 0.5 * track  # the top bar is drawn, most of the way across
     path = tmp_path / "seven.png"
     browser.save_screenshot(str(path))
