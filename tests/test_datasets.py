@@ -19,6 +19,7 @@ from mnist_xp.data import (
     load_bundled,
     load_idx_dir,
     load_mnist,
+    write_idx,
 )
 from mnist_xp.data import datasets
 from mnist_xp.data import cache as cache_module
@@ -138,10 +139,16 @@ def _replace(arrays, role, value):
 BASE = synthetic_mnist(n_train=5, n_test=3)
 DATASET_ERRORS = {
     "images 2-D": ("train_images", BASE["train_images"].reshape(5, 784), "shape (n, 28, 28)"),
-    "images int16": ("test_images", BASE["test_images"].astype(np.int16), "found int16"),
+    "images int16 < 0": ("test_images", BASE["test_images"].astype(np.int16) - 1,
+                         "pixel values must lie in 0..255"),
+    "images float > 255": ("test_images", BASE["test_images"].astype(np.float32) * 2,
+                           "found 0..510"),
+    "images NaN": ("train_images", np.full((5, 28, 28), np.nan, np.float32), "NaN"),
     "images 28x27": ("train_images", BASE["train_images"][:, :, :27], "of shape (5, 28, 27)"),
     "labels 2-D": ("train_labels", BASE["train_labels"].reshape(5, 1), "labels of shape (n,)"),
-    "labels int32": ("test_labels", BASE["test_labels"].astype(np.int32), "found int32"),
+    "labels float": ("test_labels", BASE["test_labels"].astype(np.float32),
+                     "expected integer labels"),
+    "labels negative": ("test_labels", np.array([3, -1, 2], np.int16), "found -1 at index 1"),
     "label 10": ("test_labels", np.array([3, 10, 2], np.uint8), "found 10 at index 1"),
     "count mismatch": ("train_labels", BASE["train_labels"][:4], "holds 4 labels but"),
 }
@@ -154,6 +161,32 @@ def test_load_idx_dir_refuses_bad_dataset(tmp_path, case):
     with pytest.raises(DataError) as info:
         load_idx_dir(tmp_path)
     assert_one_line_error(info, tmp_path / f"{FILE_NAMES[role]}.gz", fragment)
+
+
+@pytest.mark.parametrize("role, value", [
+    ("test_labels", BASE["test_labels"].astype(np.int32)),
+    ("train_labels", BASE["train_labels"].astype(np.int16)),
+    ("test_images", BASE["test_images"].astype(np.int16)),
+    ("test_images", BASE["test_images"].astype(np.float32)),  # 0..255
+    ("train_images", BASE["train_images"].astype(np.float64) / 255),  # [0, 1]
+])
+def test_any_idx_type_of_pixels_and_labels_is_read_as_uint8(tmp_path, role, value):
+    write_mnist_dir(tmp_path, _replace(BASE, role, value))
+    data = load_idx_dir(tmp_path)
+    got = {"train_images": data.x_train, "train_labels": data.y_train,
+           "test_images": data.x_test, "test_labels": data.y_test}
+    for r, want in BASE.items():
+        assert got[r].dtype == np.uint8
+        np.testing.assert_array_equal(got[r], want, err_msg=r)
+
+
+def test_dot_named_files_are_found(tmp_path):
+    # as many archives (Kaggle's among them) extract: train-images.idx3-ubyte ...
+    for role, array in BASE.items():
+        write_idx(tmp_path / FILE_NAMES[role].replace("-idx", ".idx"), array)
+    data = load_idx_dir(tmp_path)
+    np.testing.assert_array_equal(data.x_train, BASE["train_images"])
+    np.testing.assert_array_equal(data.y_test, BASE["test_labels"])
 
 
 def test_load_idx_dir_passes_on_idx_errors(tmp_path):

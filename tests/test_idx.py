@@ -255,3 +255,19 @@ def test_sides_numpy_cannot_index_are_refused_even_with_a_zero_side(tmp_path):
     path = tmp_path / "a.idx"
     path.write_bytes(idx_bytes(0x08, (0, 2, 2**31, 2**31), b""))
     assert_data_error(path, "too large for any array")
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_little_endian_dimensions_are_called_wrong_byte_order(tmp_path, gz):
+    # a header written little-endian would otherwise read as ~10^25 bytes "truncated"
+    import gzip
+    import struct
+
+    content = struct.pack("<2xBB3I", 0x08, 3, 50, 28, 28) + bytes(50 * 784)
+    path = tmp_path / ("le.gz" if gz else "le.idx")
+    path.write_bytes(gzip.compress(content) if gz else content)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    message = str(info.value)
+    assert "wrong byte order" in message and "50x28x28" in message
+    assert "truncated" not in message and "fetch it again" not in message

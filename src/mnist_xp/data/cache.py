@@ -269,10 +269,13 @@ def _content_sha256(array: np.ndarray) -> str:
 
 
 def locate(directory: Path, name: str) -> Path | None:
-    """``directory/NAME.gz`` if it exists, else ``directory/NAME`` if it does, else None."""
-    for path in (directory / f"{name}.gz", directory / name):
-        if path.exists():
-            return path
+    """The file for `name` in `directory`, or None: ``NAME.gz``, ``NAME``, or the same
+    with ``.idx`` for ``-idx`` (``train-images.idx3-ubyte``, as many archives extract)."""
+    dotted = name.replace("-idx", ".idx")
+    for stem in dict.fromkeys((name, dotted)):
+        for path in (directory / f"{stem}.gz", directory / stem):
+            if path.exists():
+                return path
     return None
 
 

@@ -299,8 +299,7 @@ def _check_split(
     for split in ("train", "test"):
         images_path, labels_path = paths[f"{split}_images"], paths[f"{split}_labels"]
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        _check_images(images_path, images)
-        _check_labels(labels_path, labels)
+        images, labels = _as_pixels(images_path, images), _as_labels(labels_path, labels)
         if len(labels) != len(images):
             raise DataError(
                 f"{labels_path}: holds {len(labels):,} labels but {images_path} holds "
@@ -310,37 +309,52 @@ def _check_split(
     return tuple(result)
 
 
-def _check_images(path: Path, images: np.ndarray) -> None:
-    """DataError unless `images` is uint8 of shape (n, 28, 28)."""
+def _as_pixels(path: Path, images: np.ndarray) -> np.ndarray:
+    """`images` (n, 28, 28) as uint8 pixels; DataError for any other shape or range.
+
+    Any type IDX allows is taken: integers must lie in 0..255; floats are read as
+    [0, 1] when none exceeds 1, else as 0..255, and are rounded to the nearest level.
+    """
     side = IMAGE_SIDE
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (side, side):
-        raise DataError(
-            f"{path}: expected uint8 images of shape (n, {side}, {side}), found {images.dtype} "
-            f"of shape {images.shape}; is this an image file?"
-        )
+    if images.ndim != 3 or images.shape[1:] != (side, side):
+        raise DataError(f"{path}: expected images of shape (n, {side}, {side}), found "
+                        f"{images.dtype} of shape {images.shape}; is this an image file?")
     if images.shape[0] == 0:
         raise DataError(f"{path}: holds no images")
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        raise DataError(f"{path}: holds NaN or infinite pixel values")
+    low, high = images.min(), images.max()
+    if low < 0 or high > 255:
+        raise DataError(f"{path}: pixel values must lie in 0..255 (or [0, 1] as floats), "
+                        f"found {low:g}..{high:g}")
+    if images.dtype.kind == "f":
+        images = np.rint(images * 255.0 if high <= 1 else images)
+    return images.astype(np.uint8)
 
 
-def _check_labels(path: Path, labels: np.ndarray) -> None:
-    """DataError unless `labels` is 1-D uint8 with values 0..9."""
-    if labels.dtype != np.uint8 or labels.ndim != 1:
+def _as_labels(path: Path, labels: np.ndarray) -> np.ndarray:
+    """`labels` (n,) as uint8 digits; any integer type IDX allows, values 0..9."""
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
         raise DataError(
-            f"{path}: expected uint8 labels of shape (n,), found {labels.dtype} "
+            f"{path}: expected integer labels of shape (n,), found {labels.dtype} "
             f"of shape {labels.shape}; is this a label file?"
         )
-    bad = np.flatnonzero(labels > 9)
+    bad = np.flatnonzero((labels < 0) | (labels > 9))
     if bad.size:
         raise DataError(
             f"{path}: labels must be digits 0..9, found {labels[bad[0]]} at index "
             f"{bad[0]} ({bad.size:,} such labels)"
         )
+    return labels.astype(np.uint8, copy=False)
 
 
 def _expected_files() -> str:
     """The sentence saying which files a data directory must hold."""
     names = ", ".join(FILE_NAMES.values())
-    return f"a data directory must hold {names} (each raw or .gz)"
+    return (f"a data directory must hold {names} (each raw or .gz; train-images.idx3-ubyte "
+            "and the like are found too)")
 
 
 def _how_to_supply(cache_dir: Path) -> str:

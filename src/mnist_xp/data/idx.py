@@ -149,6 +149,8 @@ def _read_raw(f: BinaryIO, path: Path) -> np.ndarray:
     declared = math.prod(dims) * dtype.itemsize
     held = os.fstat(f.fileno()).st_size - f.tell()
     if declared != held:
+        if math.prod(_swapped(dims)) * dtype.itemsize == held:
+            raise _byte_order_error(path, dims)
         raise _size_error(path, declared, held)
     return _read_payload(f, path, dtype, dims)
 
@@ -161,6 +163,9 @@ def _read_gzip(f: BinaryIO, path: Path) -> np.ndarray:
             dtype, dims = _read_header(gz, path)
             declared = math.prod(dims) * dtype.itemsize
             if declared > _MAX_GZIP_RATIO * compressed_size:
+                swapped = math.prod(_swapped(dims)) * dtype.itemsize
+                if swapped <= _MAX_GZIP_RATIO * compressed_size:
+                    raise _byte_order_error(path, dims)
                 raise DataError(
                     f"{path}: header declares {declared:,} bytes of data, more than a "
                     f"{compressed_size:,}-byte gzip file can hold; the header is corrupt"
@@ -254,6 +259,21 @@ def _to_native(array: np.ndarray) -> np.ndarray:
     if array.dtype.isnative:
         return array
     return array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
+
+
+def _swapped(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """The dimensions as they read when the header was written little-endian."""
+    return tuple(int.from_bytes(d.to_bytes(4, "big"), "little") for d in dims)
+
+
+def _byte_order_error(path: Path, dims: tuple[int, ...]) -> DataError:
+    """DataError for a header whose dimensions make sense only read little-endian."""
+    shown = "x".join(map(str, _swapped(dims)))
+    return DataError(
+        f"{path}: wrong byte order: the header's dimensions are stored little-endian "
+        f"({shown} when read so); IDX is big-endian, so rewrite the file with big-endian "
+        "dimensions (mnist_xp.write_idx does)"
+    )
 
 
 def _size_error(path: Path, declared: int, held: int) -> DataError:
