@@ -1004,3 +1004,26 @@ def test_out_of_gpu_memory_is_one_line_suggesting_a_smaller_batch_or_the_cpu(mon
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "out of GPU memory" in err[0]
     assert "--batch-size" in err[0] and "--device cpu" in err[0]
+
+
+def test_a_training_checkpoint_is_accepted_wherever_a_model_is(small_dir, tmp_path):
+    # evaluate, predict (and serve, through the same loader) take what --checkpoint wrote
+    assert_ok(run_cli(*small_train(small_dir, "--epochs", 2, "--checkpoint", "ck.npz",
+                                   "--save", "m.npz"), cwd=tmp_path))
+    images = tmp_path / "x.npy"
+    np.save(images, synthetic_mnist(N_TRAIN, N_TEST, seed=5)["test_images"][:4])
+    runs = run_many({
+        (kind, model): ([kind, "--model", model, "--device", "cpu", "--json"]
+                        + (["--data-dir", small_dir] if kind == "evaluate" else [images]),
+                        {"cwd": tmp_path})
+        for kind in ("evaluate", "predict") for model in ("ck.npz", "m.npz")})
+    for result in runs.values():
+        assert_ok(result)
+    for kind in ("evaluate", "predict"):
+        from_checkpoint = json.loads(runs[kind, "ck.npz"].stdout)
+        from_model = json.loads(runs[kind, "m.npz"].stdout)
+        if kind == "evaluate":
+            assert from_checkpoint["accuracy"] == from_model["accuracy"]
+        else:
+            assert [r["probabilities"] for r in from_checkpoint] == \
+                [r["probabilities"] for r in from_model]

@@ -301,3 +301,57 @@ def test_absurdly_nested_metadata_is_invalid_json(fitted, tmp_path):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ModelFileError, match="metadata is not valid JSON"):
         load(tmp_path / "bad.npz", device="cpu")
+
+
+# -- a training checkpoint is a model too ---------------------------------------------
+
+def checkpoint_of(x, y, path, **settings):
+    """Fit with every epoch checkpointed to `path`; the fitted estimator."""
+    from mnist_xp.model_files import jsonable_settings
+    from mnist_xp.training import data_fingerprint, save_state
+
+    clf = MLPClassifier(n_hidden=8, epochs=3, batch_size=16, device="cpu", random_state=0,
+                        **settings)
+    states = []
+    clf.fit(x, y, on_checkpoint=states.append)
+    save_state(path, states[-1], settings=jsonable_settings(clf), classes=clf.classes_,
+               fingerprint=data_fingerprint(x, y), metadata={"data": "test"})
+    return clf
+
+
+def test_a_checkpoint_loads_as_the_model_it_holds(fitted, tmp_path):
+    _, x = fitted
+    y = np.random.default_rng(1).integers(0, 3, len(x))
+    clf = checkpoint_of(x, y, tmp_path / "ck.npz")
+    loaded = load(tmp_path / "ck.npz", device="cpu")
+    for k, v in clf.params_.items():
+        np.testing.assert_array_equal(loaded.params_[k], v, err_msg=k)
+    np.testing.assert_array_equal(loaded.predict(x), clf.predict(x))
+    meta = read_metadata(tmp_path / "ck.npz")
+    assert meta["weights"] == "epoch 3" and meta["checkpoint_epoch"] == 3
+    assert meta["extra"] == {"data": "test"} and meta["estimator_params"]["n_hidden"] == 8
+
+
+def test_a_checkpoint_with_a_validation_set_gives_its_best_epoch(fitted, tmp_path):
+    _, x = fitted
+    y = np.random.default_rng(1).integers(0, 3, len(x))
+    clf = checkpoint_of(x, y, tmp_path / "ck.npz", validation_fraction=0.25, learning_rate=2.0)
+    loaded = load(tmp_path / "ck.npz", device="cpu")
+    for k, v in clf.params_.items():  # fit restored the best epoch's weights too
+        np.testing.assert_array_equal(loaded.params_[k], v, err_msg=k)
+    assert read_metadata(tmp_path / "ck.npz")["weights"] == \
+        f"best validation epoch {clf.best_epoch_}"
+
+
+def test_a_checkpoint_whose_settings_contradict_its_arrays_is_one_line(fitted, tmp_path):
+    from mnist_xp.training import load_state, save_state
+
+    _, x = fitted
+    y = np.random.default_rng(1).integers(0, 3, len(x))
+    checkpoint_of(x, y, tmp_path / "ck.npz")
+    state, info = load_state(tmp_path / "ck.npz")
+    save_state(tmp_path / "bad.npz", state, settings={**info["settings"], "n_hidden": 9},
+               classes=info["classes"], fingerprint=info["data_fingerprint"])
+    with pytest.raises(ModelFileError, match=r"bad\.npz: array W1 is float32\[36, 8\], "
+                                             r"metadata says float32\[36, 9\]"):
+        load(tmp_path / "bad.npz")

@@ -123,12 +123,18 @@ def _json_scalar(value):
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The metadata dict of the model file at `path` (checked like `load` does)."""
-    return _read(Path(path))[2]
+    """The metadata dict of the model file (or training checkpoint) at `path`, checked as
+    `load` checks it."""
+    return _read_any(Path(path))[2]
 
 
 def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
-    """Load a model saved by `save`.
+    """Load a model saved by `save`, or the model in a training checkpoint.
+
+    A checkpoint (``mnist-xp train --checkpoint``) holds a model: its weights are those
+    of the best validation epoch so far when the run had a validation set (what the
+    finished run would keep), else those of its last finished epoch. The metadata then
+    says which (``"weights"``) and the checkpoint's epoch (``"checkpoint_epoch"``).
 
     Parameters
     ----------
@@ -150,7 +156,7 @@ def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
         not match the metadata. The message starts with the path.
     """
     path = Path(path)
-    arrays, classes, meta = _read(path)
+    arrays, classes, meta = _read_any(path)
     params = dict(meta.get("estimator_params") or {})
     arch = meta["architecture"]
     # The architecture record, checked against the arrays, wins over the settings.
@@ -166,6 +172,53 @@ def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
     model.history_ = []
     model.engine_ = None  # loaded, not trained here
     return model
+
+
+def _read_any(path: Path):
+    """(arrays, classes, metadata) of a model file or a training checkpoint."""
+    return _read_checkpoint(path) if _is_checkpoint(path) else _read(path)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether `path` is a zip archive laid out as a training checkpoint (``params/W1``)."""
+    try:
+        with open_user_file(path, ModelFileError, "model file") as f:
+            if not zipfile.is_zipfile(f):
+                return False
+            with zipfile.ZipFile(f) as archive:
+                return "params/W1.npy" in archive.namelist()
+    except (ModelFileError, OSError, zipfile.BadZipFile, ValueError):
+        return False  # _read says what is wrong with it
+
+
+def _read_checkpoint(path: Path):
+    """A training checkpoint's model: the kept weights, classes and a model's metadata."""
+    from .training.checkpoint import load_state
+
+    state, info = load_state(path)
+    settings = info["settings"] if isinstance(info["settings"], dict) else {}
+    best = state.best is not None and set(state.best[2]) == set(PARAM_NAMES)
+    arrays = dict(state.best[2] if best else state.params)
+    classes = np.asarray(info["classes"])
+    w1 = arrays["W1"]
+    meta = {
+        "format": "mnist_xp.training_state",
+        "estimator_params": settings,
+        "architecture": {
+            "n_inputs": int(w1.shape[0]) if w1.ndim == 2 else 0,
+            "n_hidden": settings.get("n_hidden", w1.shape[-1]),
+            "n_outputs": len(classes),
+            "activation": settings.get("activation", "relu"),
+            "loss": settings.get("loss", "cross_entropy"),
+        },
+        "dtype": str(w1.dtype),
+        "checkpoint_epoch": state.epoch,
+        "weights": f"best validation epoch {state.best[0]}" if best
+                   else f"epoch {state.epoch}",
+        "extra": info["extra"],
+    }
+    _check_arrays(path, arrays, classes, meta)
+    return arrays, classes, meta
 
 
 def _read(path: Path):

@@ -152,8 +152,8 @@ def _add_data_flags(p):
 
 def _add_model_flag(p):
     p.add_argument("--model", metavar="PATH", type=Path,
-                   help="a model saved by 'train --save' (default: the model installed "
-                        "with mnist-xp)")
+                   help="a model saved by 'train --save', or a checkpoint from 'train "
+                        "--checkpoint' (default: the model installed with mnist-xp)")
 
 
 def _add_train(sub) -> None:
