@@ -298,3 +298,34 @@ def test_best_preset_distorts_images():
     d = load_mnist("bundled")
     clf.fit(d.x_train[:2000].reshape(2000, -1), d.y_train[:2000])
     assert clf.score(d.x_test[:500].reshape(500, -1), d.y_test[:500]) > 0.8
+
+
+def pixel_blobs():
+    """Separable uint8 'images' of 36 pixels, with int64 labels."""
+    from helpers_data import blobs as image_blobs
+
+    return image_blobs()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int16])
+def test_pixels_in_another_dtype_than_uint8_are_warned_about_in_fit_and_predict(dtype):
+    from mnist_xp.errors import PixelScaleWarning
+
+    x, y = pixel_blobs()
+    with pytest.warns(PixelScaleWarning, match=r"divide by 255"):
+        clf = small(epochs=1).fit(x.astype(dtype), y)
+    with pytest.warns(PixelScaleWarning, match=r"pass uint8"):
+        clf.predict(x.astype(dtype))
+
+
+@pytest.mark.parametrize("make", [lambda x: x, lambda x: x / 255.0,
+                                  lambda x: (x.astype(np.float64) - 128) / 50])
+def test_pixels_as_uint8_scaled_floats_or_other_data_are_not_warned_about(make):
+    import warnings
+
+    from mnist_xp.errors import PixelScaleWarning
+
+    x, y = pixel_blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PixelScaleWarning)
+        small(epochs=1).fit(make(x), y).predict(make(x))

@@ -26,6 +26,7 @@ from .errors import (  # noqa: E402
     MnistXPError,
     ModelFileError,
     NotFittedError,
+    PixelScaleWarning,
     ReportError,
     SettingError,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "ModelFileError",
     "DeviceError",
     "DeviceFallbackWarning",
+    "PixelScaleWarning",
     "NotFittedError",
     "ReportError",
     "ImageError",

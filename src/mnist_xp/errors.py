@@ -19,6 +19,7 @@ __all__ = [
     "ImageError",
     "SettingError",
     "DeviceFallbackWarning",
+    "PixelScaleWarning",
     "NotFittedError",
     "StopEpoch",
     "TrainingDiverged",
@@ -71,6 +72,14 @@ class SettingError(MnistXPError, ValueError):
 
 class DeviceFallbackWarning(UserWarning):
     """An explicitly requested CUDA device was unusable, so the CPU is used instead."""
+
+
+class PixelScaleWarning(UserWarning):
+    """Input that looks like 0..255 pixel intensities arrived as another dtype than uint8.
+
+    Only uint8 input is read as pixels (and scaled by 1/255); other dtypes are used as
+    given, and a network trained on 0..255 values learns little (loss stuck near ln 10).
+    """
 
 
 class NotFittedError(ValueError, AttributeError):

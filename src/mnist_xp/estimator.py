@@ -10,11 +10,12 @@ settings table (`mnist_xp.settings`), as scikit-learn's ``_parameter_constraints
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import numpy as np
 
 from .backend import Backend, as_array_of, get_backend, numpy_dtype, to_numpy
-from .errors import NotFittedError
+from .errors import NotFittedError, PixelScaleWarning
 from .inference import predict_scores
 from .model import Architecture, init_params, probabilities
 from .reporting.progress import EpochProgress, format_epoch
@@ -361,8 +362,17 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
     x = backend.asarray(X, dtype=dtype)
     xp = backend.xp
     # sync point: one device read per fit/predict call, never inside the batch loop
-    if not bool(backend.to_numpy(xp.all(xp.isfinite(x)))):
+    finite, low, high, whole = (float(v) for v in backend.to_numpy(xp.stack([
+        xp.astype(xp.all(xp.isfinite(x)), x.dtype), xp.min(x), xp.max(x),
+        xp.astype(xp.all(x == xp.round(x)), x.dtype)])))
+    if not finite:
         raise ValueError("X holds NaN or infinite values")
+    if whole and low >= 0 and 1 < high <= 255:
+        warnings.warn(
+            f"X holds whole numbers from {low:g} to {high:g} in {X.dtype}, like pixel "
+            "intensities 0..255, and they are used as given; a network trains badly on "
+            "them. For pixels pass uint8 (scaled by 1/255 on the device) or divide by 255; "
+            "for other data, scale it yourself", PixelScaleWarning, stacklevel=3)
     return x
 
 
