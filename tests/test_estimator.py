@@ -279,7 +279,7 @@ def test_without_validation_the_last_epoch_is_kept():
 @pytest.mark.parametrize("kw, match", [
     (dict(validation_fraction=1.0), r"validation_fraction=1\.0: must be at least 0 and less than 1"),
     (dict(validation_fraction=0.0001), "at least one of each"),
-    (dict(n_iter_no_change=3), r"n_iter_no_change=3 needs validation_fraction > 0"),
+    (dict(n_iter_no_change=3), r"n_iter_no_change=3 needs validation_fraction > 0 or an eval_set"),
     (dict(augment={"spin": 1}), "unknown distortion settings"),
     (dict(optimizer="rmsprop"), "optimizer='rmsprop': must be one of sgd, nesterov, adam, adamw"),
     (dict(epochs=0), "epochs=0: must be at least 1"),
@@ -329,3 +329,26 @@ def test_pixels_as_uint8_scaled_floats_or_other_data_are_not_warned_about(make):
     with warnings.catch_warnings():
         warnings.simplefilter("error", PixelScaleWarning)
         small(epochs=1).fit(make(x), y).predict(make(x))
+
+
+def test_an_eval_set_drives_early_stopping_when_there_is_no_validation_fraction():
+    x, y = blobs(n=400)
+    xv, yv = blobs(n=200, seed=1)
+    clf = small(epochs=40, learning_rate=0.5, n_iter_no_change=2).fit(x, y, eval_set=(xv, yv))
+    history = clf.history_
+    assert len(history) < 40  # it stopped early
+    accs = [r["val_accuracy"] for r in history]
+    assert all(r["test_accuracy"] is None for r in history)
+    assert clf.best_epoch_ == int(np.argmax(accs)) + 1
+    assert len(history) == clf.best_epoch_ + 2
+    # the kept weights are the best epoch's: scoring the eval set again gives its accuracy
+    assert clf.score(xv, yv) == pytest.approx(accs[clf.best_epoch_ - 1])
+
+
+def test_with_a_validation_fraction_the_eval_set_is_only_reported():
+    x, y = blobs(n=400)
+    xv, yv = blobs(n=200, seed=1)
+    clf = small(epochs=6, n_iter_no_change=2, validation_fraction=0.25).fit(
+        x, y, eval_set=(xv, yv))
+    assert all(r["test_accuracy"] is not None and r["val_accuracy"] is not None
+               for r in clf.history_)

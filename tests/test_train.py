@@ -135,7 +135,7 @@ def test_cosine_schedule_runs_from_peak_to_zero():
                                  dict(label_smoothing=1.0), dict(label_smoothing=-0.1),
                                  dict(shift=1, augment=dict(rotate=5)), dict(augment=dict(spin=3)),
                                  dict(optimizer="nesterov", momentum=0.0),
-                                 dict(n_iter_no_change=2)])
+                                 dict(schedule="onecycle", warmup=1.0)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)

@@ -198,7 +198,10 @@ class MLPClassifier:
             Class labels: integers, strings, or floats with integral values.
         eval_set : tuple (X_eval, y_eval), optional
             Scored after every epoch into ``history_[i]["test_accuracy"]``; labels
-            must be among those of `y`.
+            must be among those of `y`. With ``n_iter_no_change`` and no
+            ``validation_fraction`` it is the validation set instead: it drives early
+            stopping and the choice of the kept epoch, and is reported as
+            ``val_accuracy``.
         on_epoch : callable, optional
             Called with each epoch's record (a dict) as soon as it is known.
         progress : EpochProgress, optional
@@ -228,7 +231,7 @@ class MLPClassifier:
         x_dev = _to_device(X, backend, dtype)
         n_samples, n_features = x_dev.shape
         classes, y_index = _encode_labels(y, n_samples)
-        check_against_data(settings, n_samples, n_features)
+        check_against_data(settings, n_samples, n_features, eval_set=eval_set is not None)
         arch = self._architecture(n_features, len(classes))
         train_rows, val_rows = self._validation_split(n_samples)
         val_dev = None
@@ -245,6 +248,9 @@ class MLPClassifier:
             ex, ey = eval_set
             eval_dev = (_to_device(ex, backend, dtype, n_features),
                         backend.asarray(_class_indices(classes, to_numpy(ey))))
+            if self.n_iter_no_change is not None and val_dev is None:
+                # early stopping watches the given set: it is the validation set now
+                val_dev, eval_dev = eval_dev, None
         if progress is None and self.verbose:
             progress = EpochProgress(config.epochs)
         if on_epoch is None and self.verbose:

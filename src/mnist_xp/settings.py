@@ -227,8 +227,8 @@ SETTINGS: tuple[Setting, ...] = (
             "images, score it after every epoch and keep the best epoch's weights (the "
             "test set is only reported)", interval=_FRACTION, flag="--validation",
             metavar="FRACTION"),
-    Setting("n_iter_no_change", "int", None, "with a validation fraction: stop after this "
-            "many epochs without a better validation accuracy", unit="epochs",
+    Setting("n_iter_no_change", "int", None, "with a validation fraction (or, from Python, "
+            "an eval_set): stop after this many epochs without a better validation accuracy", unit="epochs",
             interval=_POSITIVE_INT, optional=True, flag="--patience", metavar="EPOCHS"),
     # -- the fields of `augment` (each a flag of its own) ----------------------------------
     Setting("rotate", "float", 0.0, "largest rotation", unit="degrees",
@@ -426,11 +426,6 @@ RULES: tuple[Rule, ...] = (
          lambda v: v["optimizer"] == "nesterov" and not v["momentum"],
          lambda v, show: f"{show('optimizer', 'nesterov')} needs a momentum > 0 "
                          f"(got {show('momentum', v['momentum'])})"),
-    Rule(("n_iter_no_change", "validation_fraction"),
-         lambda v: v["n_iter_no_change"] is not None and not v["validation_fraction"],
-         lambda v, show: f"{show('n_iter_no_change', v['n_iter_no_change'])} needs "
-                         f"{show('validation_fraction')} > 0 "
-                         "(a held-out set to watch)"),
 )
 
 
@@ -460,7 +455,8 @@ def check_settings(values: Mapping[str, Any], show: Show = python_name) -> None:
 
 
 def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: int,
-                       show: Show = python_name, *, clip_batch: bool = True) -> None:
+                       show: Show = python_name, *, clip_batch: bool = True,
+                       eval_set: bool = False) -> None:
     """The rules that need the data: square images, room for a validation set and a batch.
 
     Parameters
@@ -475,6 +471,9 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
     clip_batch : bool
         Whether a batch larger than the data is clipped to it (the estimator) or
         refused (the CLI, where it is more likely a typo).
+    eval_set : bool
+        Whether the caller gives a held-out set that can drive early stopping (the
+        estimator's ``eval_set``; the CLI's test set never does).
 
     Raises
     ------
@@ -499,6 +498,11 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
         raise SettingError(f"{show('translate', translate)} must be less than the image side "
                            f"({side})", "augment")
     frac = v["validation_fraction"]
+    if v["n_iter_no_change"] is not None and not frac and not eval_set:
+        held_out = "" if show is flag_name else " or an eval_set"
+        raise SettingError(f"{show('n_iter_no_change', v['n_iter_no_change'])} needs "
+                           f"{show('validation_fraction')} > 0{held_out} (a held-out set to "
+                           "watch)", "n_iter_no_change")
     n_val = validation_size(frac, n_samples)
     if frac and not 1 <= n_val < n_samples:
         raise SettingError(f"{show('validation_fraction', frac)} of {_count(n_samples, 'sample')} "
