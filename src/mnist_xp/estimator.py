@@ -182,8 +182,8 @@ class MLPClassifier:
         self.backend_ = backend
         self.params_ = {k: backend.asarray(v) for k, v in host_params.items()}
 
-    def fit(self, X, y, *, eval_set=None, on_epoch=None, progress=None, resume=None,
-            on_checkpoint=None, checkpoint_every=1, should_stop=None,
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, on_epoch=None, progress=None,
+            resume=None, on_checkpoint=None, checkpoint_every=1, should_stop=None,
             on_engine=None) -> "MLPClassifier":
         """Train from scratch on `X`, `y`.
 
@@ -196,6 +196,11 @@ class MLPClassifier:
             uint8 pixels or numbers (NumPy, or CuPy on a CUDA backend); no NaN or inf.
         y : array, shape (n_samples,)
             Class labels: integers, strings, or floats with integral values.
+        sample_weight : array, shape (n_samples,), optional
+            Each sample's weight in the loss, finite and >= 0 (times ``class_weight``);
+            a step's mean loss is over its total weight, so a weight of k counts a
+            sample as k copies. The CUDA kernels do not take weights yet: on CUDA a
+            weighted fit runs the generic engine, and says so (``engine_``).
         eval_set : tuple (X_eval, y_eval), optional
             Scored after every epoch into ``history_[i]["test_accuracy"]``; labels
             must be among those of `y`. With ``n_iter_no_change`` and no
@@ -232,6 +237,7 @@ class MLPClassifier:
         n_samples, n_features = x_dev.shape
         classes, y_index = _encode_labels(y, n_samples)
         check_against_data(settings, n_samples, n_features, eval_set=eval_set is not None)
+        weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
         train_rows, val_rows = self._validation_split(n_samples)
         val_dev = None
@@ -241,6 +247,7 @@ class MLPClassifier:
                 val_dev = (backend.xp.take(x_dev, vrows, axis=0),
                            backend.asarray(y_index[val_rows]))
                 x_dev, y_index = backend.xp.take(x_dev, rows, axis=0), y_index[train_rows]
+            weights = None if weights is None else weights[train_rows]
             n_samples = len(train_rows)
         config = self._train_config(n_samples)
         eval_dev = None
@@ -269,7 +276,8 @@ class MLPClassifier:
         params = {k: backend.asarray(v) for k, v in init_params(arch, dtype, rng).items()}
         history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
                         backend=backend, rng=rng, eval_set=eval_dev, val_set=val_dev,
-                        hooks=hooks, resume=resume)
+                        hooks=hooks, resume=resume,
+                        sample_weight=None if weights is None else backend.asarray(weights, dtype))
         best = [r["epoch"] for r in history if r.get("best")]
         self.classes_, self.n_features_in_, self.history_ = classes, n_features, history
         self.best_epoch_ = best[0] if best else history[-1]["epoch"]
@@ -394,6 +402,32 @@ def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     if len(classes) < 2:
         raise ValueError(f"need at least 2 classes in y, got {len(classes)}")
     return classes, index.astype(np.int64)
+
+
+def _sample_weights(sample_weight, class_weight, classes: np.ndarray,
+                    y_index: np.ndarray) -> np.ndarray | None:
+    """Each sample's weight (float64, host): `sample_weight` times its class's weight."""
+    n = len(y_index)
+    weights = None
+    if sample_weight is not None:
+        weights = np.asarray(to_numpy(sample_weight), dtype=np.float64)
+        if weights.shape != (n,):
+            raise ValueError(f"sample_weight must have shape ({n},), got {weights.shape}")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("sample_weight must be finite and >= 0")
+    if class_weight is not None:
+        if class_weight == "balanced":
+            per_class = n / (len(classes) * np.bincount(y_index, minlength=len(classes)))
+        else:
+            unknown = [k for k in class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight names labels that y lacks: {unknown}")
+            per_class = np.array([float(class_weight.get(c, 1.0)) for c in classes.tolist()])
+        by_class = per_class[y_index]
+        weights = by_class if weights is None else weights * by_class
+    if weights is not None and not weights.sum() > 0:
+        raise ValueError("sample_weight and class_weight leave every sample a weight of 0")
+    return weights
 
 
 def _class_indices(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:

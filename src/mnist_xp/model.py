@@ -145,7 +145,8 @@ def one_hot(y, n_classes: int, dtype, xp):
     return xp.astype(y[:, None] == xp.arange(n_classes, dtype=y.dtype), dtype)
 
 
-def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float = 0.0):
+def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float = 0.0,
+                   weights=None):
     """Loss, correct count and gradients of the mean loss for one batch.
 
     Parameters
@@ -158,11 +159,16 @@ def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float 
     label_smoothing : float
         The targets are ``(1 - label_smoothing)`` times the one-hot vector plus
         ``label_smoothing / n_outputs`` everywhere (Szegedy et al. 2016); 0 for one-hot.
+    weights : array, shape (batch,), parameter dtype, optional
+        Per-sample weights (``sample_weight`` times ``class_weight``): the loss is the
+        weighted sum, and its mean is over the batch's total weight, so an integer
+        weight k counts a sample as k copies of it.
 
     Returns
     -------
     loss_sum : 0-d array, parameter dtype
-        The batch's summed per-sample loss (divide by the batch size for the mean).
+        The batch's summed (weighted) per-sample loss (divide by the batch size, or its
+        total weight, for the mean).
     n_correct : 0-d array, integer
         How many argmax predictions equal `y`.
     grads : dict of arrays
@@ -178,13 +184,21 @@ def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float 
         shifted = z - xp.max(z, axis=1, keepdims=True)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=1, keepdims=True)
-        loss_sum = -xp.sum(target * (shifted - xp.log(s)))
-        dz = (e / s - target) * (1.0 / n)
+        terms = -(target * (shifted - xp.log(s)))  # (batch, classes); a sample's loss is its row sum
+        dz = e / s - target
     else:
         out = _sigmoid(z, xp)
         diff = out - target
-        loss_sum = 0.5 * xp.sum(diff * diff)
-        dz = diff * out * (1.0 - out) * (1.0 / n)
+        terms = 0.5 * (diff * diff)
+        dz = diff * out * (1.0 - out)
+    if weights is None:
+        loss_sum = xp.sum(terms)
+        dz = dz * (1.0 / n)
+    else:
+        loss_sum = xp.sum(weights * xp.sum(terms, axis=1))
+        # an all-zero-weight batch moves nothing (and divides nothing by zero)
+        total = xp.maximum(xp.sum(weights), xp.asarray(1e-30, dtype=weights.dtype))
+        dz = dz * xp.reshape(weights / total, (-1, 1))
     dh = dz @ params["W2"].T
     if arch.activation == "relu":
         da = dh * xp.astype(h > 0.0, dh.dtype)

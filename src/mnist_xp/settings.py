@@ -107,7 +107,7 @@ class Setting:
     ----------
     name : str
         The estimator's parameter (and `TrainConfig` field) name.
-    kind : {"int", "float", "str", "bool", "seed", "device", "augment"}
+    kind : {"int", "float", "str", "bool", "seed", "device", "augment", "class_weight"}
         Its type; ``seed`` is a whole number or a NumPy Generator, ``device`` a device
         string or `Backend`, ``augment`` the dict of `AUGMENT_FIELDS`.
     default : object
@@ -223,6 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
             "of square images: a dict of rotate, zoom, shear, translate, elastic and sigma "
             "(see mnist_xp.augment.Distortion); None or {} is off; not with shift",
             optional=True, presets=_DISTORTIONS),
+    Setting("class_weight", "class_weight", None, "weights of the classes in the loss: a "
+            "dict of label to weight (1 for labels it lacks), 'balanced' (n_samples / "
+            "(n_classes * count of the class)), or None for 1 each; multiplies fit's "
+            "sample_weight", optional=True),
     Setting("validation_fraction", "float", 0.0, "hold out this fraction of the training "
             "images, score it after every epoch and keep the best epoch's weights (the "
             "test set is only reported)", interval=_FRACTION, flag="--validation",
@@ -349,6 +353,13 @@ def check_value(setting: Setting, value, show: Show = python_name) -> None:
     kind = setting.kind
     if kind == "augment":
         _check_augment(value, show)
+        return
+    if kind == "class_weight":
+        ok = value == "balanced" or (isinstance(value, Mapping) and all(
+            _is_real(w) and math.isfinite(w) and w >= 0 for w in value.values()))
+        if not ok:
+            raise SettingError(f"{where}: must be 'balanced', or a dict of label to a "
+                               "finite weight >= 0", setting.name)
         return
     if kind == "device":
         if isinstance(value, str):  # a Backend object is already resolved
@@ -531,10 +542,11 @@ def parameters_doc() -> str:
     lines = []
     for s in ESTIMATOR_SETTINGS:
         kind = {"augment": "dict or None", "device": "str or Backend",
+                "class_weight": "dict, 'balanced' or None",
                 "seed": "int, numpy.random.Generator"}.get(s.kind, s.kind)
         if s.choices:
             kind = "{" + ", ".join(f'"{c}"' for c in s.choices) + "}"
-        elif s.optional and s.kind != "augment":
+        elif s.optional and s.kind not in ("augment", "class_weight"):
             kind += " or None"
         lines.append(f"{s.name} : {kind}, default {s.default!r}")
         text = s.help[0].upper() + s.help[1:]

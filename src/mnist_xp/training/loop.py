@@ -63,7 +63,7 @@ class TrainingHooks:
 def train(params, x, y, *, arch: Architecture, config, backend: Backend,
           rng: np.random.Generator, eval_set=None, val_set=None,
           hooks: TrainingHooks | None = None, resume: TrainState | None = None,
-          fast: bool = True, cuda_graphs: bool = True) -> list[dict]:
+          fast: bool = True, cuda_graphs: bool = True, sample_weight=None) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -99,6 +99,8 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
     cuda_graphs : bool
         On CUDA, replay each epoch as one captured CUDA graph (the default) rather than
         launching its kernels step by step; the results are the same.
+    sample_weight : device array, shape (n,), the parameters' dtype, optional
+        Each sample's weight in the loss; ``train_loss`` is then the weighted mean.
 
     Returns
     -------
@@ -130,7 +132,7 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
         setup = EngineSetup(params, arch, _optimizer(config), x, y, backend,
                             _shifter(config.shift, arch.n_inputs),
                             _warper(config, arch.n_inputs), config.label_smoothing,
-                            cuda_graphs)
+                            cuda_graphs, sample_weight)
         engine, choice = choose_engine(setup, fast=fast)
         if hooks.on_engine is not None:
             hooks.on_engine(choice)
@@ -175,6 +177,9 @@ class _Run:
         self.config, self.rng, self.hooks = config, rng, hooks
         self.eval_set, self.val_set = eval_set, val_set
         self.n = setup.x.shape[0]
+        # the weighted mean loss divides by the total weight: one read, before training
+        self.total_weight = (float(setup.backend.to_numpy(setup.backend.xp.sum(
+            setup.sample_weight))) if setup.sample_weight is not None else self.n)
         self.n_batches = -(-self.n // config.batch_size)
         self.history: list[dict] = []
         self.best = None  # (epoch, validation accuracy, parameters) of the best epoch so far
@@ -237,7 +242,8 @@ class _Run:
         if not math.isfinite(loss):
             self._finish_progress()
             self._diverged(epoch, loss)
-        record = {"epoch": epoch, "train_loss": loss / self.n, "train_accuracy": correct / self.n,
+        record = {"epoch": epoch, "train_loss": loss / self.total_weight,
+                  "train_accuracy": correct / self.n,
                   "val_accuracy": None, "test_accuracy": None, "seconds": seconds,
                   "device": backend.device, "engine": self.choice.name,
                   "engine_reason": self.choice.reason}

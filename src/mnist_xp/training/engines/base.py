@@ -60,6 +60,9 @@ class EngineSetup:
     cuda_graphs : bool
         On CUDA, replay each epoch as one captured graph (True) or launch its kernels
         step by step; the results are the same.
+    sample_weight : device array, shape (n,), the parameters' dtype, or None
+        Each sample's weight in the loss (``sample_weight`` times ``class_weight``);
+        a step's mean is over its total weight. None weighs every sample 1.
     """
 
     params: dict
@@ -72,6 +75,7 @@ class EngineSetup:
     warper: RandomWarp | None = None
     label_smoothing: float = 0.0
     cuda_graphs: bool = True
+    sample_weight: Any = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ class Engine(ABC):
         Returns
         -------
         loss_sum : device 0-d array, float
-            The summed per-sample loss of the epoch.
+            The summed per-sample loss of the epoch (weighted by ``sample_weight``).
         hits : device 0-d array, integer
             How many samples' argmax equalled their label, before each step's update.
 

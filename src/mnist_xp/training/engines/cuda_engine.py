@@ -114,6 +114,8 @@ class CudaEngine(Engine):
             return f"{opt.name} has no fused CUDA kernel yet"
         if setup.label_smoothing:
             return "label smoothing has no fused CUDA kernel yet"
+        if setup.sample_weight is not None:
+            return "sample weights have no fused CUDA kernel yet"
         side = setup.shifter.side if setup.shifter is not None else 0
         arch = setup.arch
         reason = kern.unsupported_reason(arch, setup.params["W1"].dtype, setup.x.dtype, side)

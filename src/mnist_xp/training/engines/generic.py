@@ -29,7 +29,7 @@ class GenericEngine(Engine):
     """
 
     name = "generic"
-    covers = "generic array-API path (every setting)"
+    covers = "generic array-API path (every setting, sample weights included)"
 
     def __init__(self, setup: EngineSetup):
         super().__init__(setup)
@@ -69,8 +69,9 @@ class GenericEngine(Engine):
             idx = epoch.order[start:min(start + size, n)]
             xb = as_float_batch(self._fetch(epoch, i, idx), dtype, scale, xp)
             yb = xp.take(s.y, idx, axis=0)
+            wb = None if s.sample_weight is None else xp.take(s.sample_weight, idx, axis=0)
             batch_loss, batch_correct, grads = loss_and_grads(params, xb, yb, s.arch, xp,
-                                                              s.label_smoothing)
+                                                              s.label_smoothing, wb)
             s.optimizer.step(params, grads, self.state, epoch.learning_rates[i])
             loss_sum += batch_loss
             correct += xp.astype(batch_correct, xp.int64)

@@ -78,6 +78,7 @@ class _Buffers:
         self.target = np.empty((n_out, rows), bool)
         self.m = np.empty(rows, dtype)
         self.s = np.empty(rows, dtype)
+        self.w = np.empty(rows, dtype)  # each sample's weight, then its gradient scale
         # per-image warps: each sample's warp, its source positions and in-image mask
         self.warp = {"ids": np.empty(rows, np.int64), "offset": np.empty(rows, np.int64),
                      "pix": np.empty((rows, n_in), np.int64),
@@ -95,8 +96,8 @@ class NumpyEngine(Engine):
     """
 
     name = "numpy"
-    covers = ("NumPy fast path: SGD with or without momentum, one-hot targets, shifts "
-              "and warps")
+    covers = ("NumPy fast path: SGD with or without momentum, one-hot targets, sample "
+              "weights, shifts and warps")
 
     def __init__(self, setup: EngineSetup):
         super().__init__(setup)
@@ -104,6 +105,7 @@ class NumpyEngine(Engine):
         x = setup.x
         self.arch, self.opt = arch, optimizer
         self.x, self.y, self.shifter, self.warper = x, setup.y, setup.shifter, setup.warper
+        self.weights = setup.sample_weight
         self.x_flat = x.reshape(-1)
         self.dtype = params["W1"].dtype
         self.scale = PIXEL_SCALE if x.dtype == np.uint8 else 1.0
@@ -256,13 +258,15 @@ class NumpyEngine(Engine):
                     idx = order[start:stop]
                     buf = self._buffers_for(stop - start)
                     self._gather(buf, idx, None if shift_ids is None else shift_ids[i])
-                    np.take(self.y, idx, out=buf.y)
+                    self._labels_and_weights(buf, idx)
                     self._step(buf, buf.y, lrs[i], losses[start:stop], hits[start:stop])
                     if on_batch is not None:
                         on_batch(i + 1)
                     if should_stop is not None and should_stop():
                         raise StopEpoch(i + 1)
         self._losses, self._batch_size = losses, batch_size
+        if self.weights is not None:  # the weighted sum, in the order the samples ran
+            losses = losses * np.take(self.weights, order)
         return (np.asarray(losses.sum(dtype=np.float64)),
                 np.asarray(np.count_nonzero(hits), dtype=np.int64))
 
@@ -285,7 +289,7 @@ class NumpyEngine(Engine):
             idx = order[start:stop]
             buf = self._buffers_for(stop - start, i % 2)  # two sets: one in use, one filling
             self._gather_warped(buf, idx, warps)
-            np.take(self.y, idx, out=buf.y)
+            self._labels_and_weights(buf, idx)
             return buf
 
         with blas_threads(1), ThreadPoolExecutor(1) as pool:
@@ -300,6 +304,12 @@ class NumpyEngine(Engine):
                     on_batch(i + 1)
                 if should_stop is not None and should_stop():
                     raise StopEpoch(i + 1)
+
+    def _labels_and_weights(self, buf: _Buffers, idx: np.ndarray) -> None:
+        """Gather the batch's labels (and weights, if any) into `buf`."""
+        np.take(self.y, idx, out=buf.y)
+        if self.weights is not None:
+            np.take(self.weights, idx, out=buf.w)
 
     def first_bad_step(self) -> int | None:
         """The first step (from 0) of the last epoch whose loss was not finite, or None."""
@@ -349,7 +359,12 @@ class NumpyEngine(Engine):
             np.multiply(buf.tmp_z, buf.tmp_z2, out=z)
         # fold lr / batch and the input scale^2 of w1 into dz: gradients come out scaled
         c2 = self.scale * self.scale
-        z *= lr / rows * c2
+        if self.weights is None:
+            z *= lr / rows * c2
+        else:  # each sample's share of the batch's total weight (as the generic path)
+            total = max(float(buf.w.sum()), 1e-30)
+            buf.w *= lr * c2 / total
+            z *= buf.w
         np.matmul(z, h, out=self.g2t)
         np.sum(z, axis=1, keepdims=True, out=self.gb2)
         np.matmul(z.T, self.w2t, out=dh)  # uses w2 before its update
