@@ -269,19 +269,110 @@ class MLPClassifier:
             if on_engine is not None:
                 on_engine(choice)
 
+        finished = []
         hooks = TrainingHooks(on_engine=engine_chosen, on_epoch=on_epoch, progress=progress,
                               on_checkpoint=on_checkpoint, checkpoint_every=checkpoint_every,
-                              should_stop=should_stop)
+                              should_stop=should_stop, on_finish=finished.append)
         rng = np.random.default_rng(self.random_state)
-        params = {k: backend.asarray(v) for k, v in init_params(arch, dtype, rng).items()}
+        params = {k: backend.asarray(v) for k, v in
+                  self._initial_params(arch, dtype, rng, classes).items()}
         history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
                         backend=backend, rng=rng, eval_set=eval_dev, val_set=val_dev,
                         hooks=hooks, resume=resume,
                         sample_weight=None if weights is None else backend.asarray(weights, dtype))
+        self._fitted(classes, n_features, history, backend, params, chosen[0])
+        self.partial_state_ = finished[0]  # what partial_fit continues from
+        return self
+
+    def _initial_params(self, arch: Architecture, dtype, rng, classes) -> dict:
+        """New random weights, or with ``warm_start`` the fitted ones (host arrays)."""
+        if not (self.warm_start and hasattr(self, "params_")):
+            return init_params(arch, dtype, rng)
+        if self.n_features_in_ != arch.n_inputs or not np.array_equal(self.classes_, classes):
+            raise ValueError("warm_start needs the features and classes of the previous fit "
+                             f"({self.n_features_in_} features, classes {self.classes_.tolist()})")
+        params = {k: np.array(to_numpy(v), dtype=dtype) for k, v in self.params_.items()}
+        if params["W1"].shape[1] != arch.n_hidden:
+            raise ValueError(f"warm_start needs n_hidden={params['W1'].shape[1]}, as before")
+        return params
+
+    def _fitted(self, classes, n_features, history, backend, params, engine) -> None:
+        """Set the fitted attributes together, once training has finished."""
         best = [r["epoch"] for r in history if r.get("best")]
         self.classes_, self.n_features_in_, self.history_ = classes, n_features, history
         self.best_epoch_ = best[0] if best else history[-1]["epoch"]
-        self.backend_, self.params_, self.engine_ = backend, params, chosen[0]
+        self.backend_, self.params_, self.engine_ = backend, params, engine
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None) -> "MLPClassifier":
+        """Train one more epoch on `X`, `y`, continuing the previous calls.
+
+        The weights, the optimizer's buffers and the random generator carry over from
+        call to call (and from a `fit` before), so calls on the same data in turn equal
+        ``fit`` with that many epochs, bit for bit, when ``schedule="constant"``:
+        partial_fit always steps at ``learning_rate`` (the length of the run is not
+        known), without warm-up, validation split or early stopping. After a `fit` with
+        a validation set it continues from that run's last epoch, not its kept one.
+
+        Parameters
+        ----------
+        X : array, shape (n_samples, n_features)
+        y : array, shape (n_samples,)
+            Labels among `classes`.
+        classes : array, shape (n_classes,), optional
+            Every label the model will ever see; needed on the first call (and only
+            then), as scikit-learn's ``partial_fit`` needs it.
+        sample_weight : array, shape (n_samples,), optional
+            As for `fit`.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            No `classes` on the first call, labels outside them, or other features.
+        """
+        check_settings(self.get_params())
+        state = getattr(self, "partial_state_", None)
+        fitted = hasattr(self, "params_")  # by fit, partial_fit or mnist_xp.load
+        if fitted:
+            if classes is not None and not np.array_equal(np.unique(to_numpy(classes)),
+                                                          self.classes_):
+                raise ValueError(f"classes= differs from the model's {self.classes_.tolist()}")
+            classes = self.classes_
+        elif classes is None:
+            raise ValueError("the first call to partial_fit needs classes=, every label "
+                             "the model will see")
+        else:
+            classes = np.unique(to_numpy(classes))
+        backend = self.backend_ if fitted else get_backend(self.device)
+        dtype = np.dtype(self.dtype)
+        x_dev = _to_device(X, backend, dtype, self.n_features_in_ if fitted else None)
+        n_samples, n_features = x_dev.shape
+        y_index = _class_indices(classes, _labels(y, n_samples))
+        check_against_data({**self.get_params(), "n_iter_no_change": None,
+                            "validation_fraction": 0.0}, n_samples, n_features)
+        weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
+        arch = self._architecture(n_features, len(classes))
+        values = {s.name: getattr(self, s.name) for s in TRAINING_SETTINGS}
+        values.update(epochs=1 if state is None else state.epoch + 1, schedule="constant",
+                      warmup=0.0, validation_fraction=0.0, n_iter_no_change=None,
+                      batch_size=min(self.batch_size, n_samples))
+        rng = np.random.default_rng(self.random_state)
+        if fitted:  # a loaded model has no state: its weights, with a fresh optimizer
+            host = {k: np.array(to_numpy(v), dtype=dtype) for k, v in self.params_.items()}
+        else:
+            host = init_params(arch, dtype, rng)
+        params = {k: backend.asarray(v) for k, v in host.items()}
+        states, chosen = [], []
+        hooks = TrainingHooks(on_engine=chosen.append, on_checkpoint=states.append)
+        history = train(params, x_dev, backend.asarray(y_index), arch=arch,
+                        config=TrainConfig(**values), backend=backend, rng=rng, hooks=hooks,
+                        resume=state,
+                        sample_weight=None if weights is None else backend.asarray(weights, dtype))
+        self._fitted(classes, n_features, history, backend, params, chosen[0])
+        self.partial_state_ = states[-1]
         return self
 
     # -- prediction -----------------------------------------------------------------
@@ -390,11 +481,17 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
     return x
 
 
-def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted class labels and each sample's class index (int64), from labels `y`."""
+def _labels(y, n_samples: int) -> np.ndarray:
+    """`y` as a host array of `n_samples` labels."""
     y = to_numpy(y)
     if y.shape != (n_samples,):
         raise ValueError(f"y must have shape ({n_samples},), got {y.shape}")
+    return y
+
+
+def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted class labels and each sample's class index (int64), from labels `y`."""
+    y = _labels(y, n_samples)
     if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
         raise ValueError("y holds non-integral numbers; MLPClassifier needs class labels, "
                          "not continuous targets")

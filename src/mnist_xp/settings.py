@@ -234,6 +234,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("n_iter_no_change", "int", None, "with a validation fraction (or, from Python, "
             "an eval_set): stop after this many epochs without a better validation accuracy", unit="epochs",
             interval=_POSITIVE_INT, optional=True, flag="--patience", metavar="EPOCHS"),
+    Setting("warm_start", "bool", False, "start fit from the weights of the previous fit "
+            "(same features and classes) instead of new random ones", scope="run"),
     # -- the fields of `augment` (each a flag of its own) ----------------------------------
     Setting("rotate", "float", 0.0, "largest rotation", unit="degrees",
             interval=_closed(0, 180), flag="--rotate", metavar="DEG", group="augment"),

@@ -50,6 +50,9 @@ class TrainingHooks:
         Checked after every step (after every epoch on a CUDA graph): once it returns
         True, the running epoch's work is dropped and `TrainingInterrupted` is raised
         carrying the state after the last completed epoch.
+    on_finish : callable
+        Called once at the end with the `TrainState` after the last epoch run (one host
+        copy of the weights and optimizer buffers): what a later run continues from.
     """
 
     on_engine: Callable[[EngineChoice], None] | None = None
@@ -58,6 +61,7 @@ class TrainingHooks:
     on_checkpoint: Callable[[TrainState], None] | None = None
     checkpoint_every: int = 1
     should_stop: Callable[[], bool] | None = None
+    on_finish: Callable[[TrainState], None] | None = None
 
 
 def train(params, x, y, *, arch: Architecture, config, backend: Backend,
@@ -146,6 +150,8 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
             run.report(record)
             if run.save_or_stop(epoch):
                 break
+        if hooks.on_finish is not None:
+            hooks.on_finish(run.final_state())
         run.restore_best(params)
     return run.history
 
@@ -285,6 +291,11 @@ class _Run:
             if hooks.should_stop is not None and hooks.should_stop() and not last:
                 raise TrainingInterrupted(epoch + 1, 0, self.last_state)
         return stopping
+
+    def final_state(self) -> TrainState | None:
+        """The state after the last epoch run here (or the one resumed from, if none ran)."""
+        ran = self.history and self.history[-1]["epoch"] >= self.first_epoch
+        return self._snapshot(self.history[-1]["epoch"]) if ran else self.last_state
 
     def restore_best(self, params: dict) -> None:
         """With a validation set: mark the best epoch and put its parameters back."""
