@@ -736,7 +736,6 @@ BAD_FLAGS = [
     (["--validation", "1"], "--validation"),
     (["--validation", "0.0001"], "--validation"),
     (["--patience", "0"], "--patience"),
-    (["--patience", "3"], "--patience 3"),
     (["--no-augment", "--rotate", "5"], "--no-augment"),
     (["--shift", "1", "--rotate", "5"], "--shift 1"),
 ]

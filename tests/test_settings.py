@@ -100,20 +100,11 @@ def test_rules_name_parameters_in_python_and_flags_on_the_command_line(values, p
     (dict(augment={"translate": 6}), (50, 36), "translate=6 must be less than the image side"),
     (dict(augment={"rotate": 5}), (50, 35), "distortions need square images"),
     (dict(validation_fraction=0.001), (50, 36), "leaves 0 for validation"),
-    (dict(n_iter_no_change=3), (50, 36),
-     "n_iter_no_change=3 needs validation_fraction > 0 or an eval_set"),
 ])
 def test_rules_against_the_data(values, n, message):
     with pytest.raises(SettingError) as info:
         check_against_data(values, *n)
     assert message in str(info.value)
-
-
-def test_patience_needs_a_held_out_set_and_the_cli_names_only_its_flag():
-    with pytest.raises(SettingError) as info:
-        check_against_data(dict(n_iter_no_change=3), 50, 36, flag_name)
-    assert str(info.value).startswith("--patience 3 needs --validation > 0 (a held-out")
-    check_against_data(dict(n_iter_no_change=3), 50, 36, eval_set=True)  # the estimator's
 
 
 def test_the_batch_rule_says_when_the_validation_split_left_too_little():

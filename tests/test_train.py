@@ -275,10 +275,15 @@ def test_patience_stops_when_validation_accuracy_stops_improving():
     assert all(r["val_accuracy"] <= history[best - 1]["val_accuracy"] for r in history)
 
 
-def test_patience_needs_a_validation_set():
-    x, y = blobs(n=40, n_features=36)
+def test_without_a_validation_set_patience_watches_the_training_loss():
+    x, y = blobs(n=200, n_features=36)
     arch = Architecture(36, 8, 3)
-    with pytest.raises(ValueError, match="n_iter_no_change needs a validation set"):
-        train(init_params(arch, np.float32, np.random.default_rng(0)), x, y, arch=arch,
-              config=TrainConfig(epochs=2, validation_fraction=0.25, n_iter_no_change=3),
-              backend=get_numpy(), rng=np.random.default_rng(0))
+    # a large constant rate makes the training loss go up and down
+    config = TrainConfig(epochs=30, batch_size=16, learning_rate=3.0, momentum=0.9,
+                         schedule="constant", n_iter_no_change=2)
+    history = train(init_params(arch, np.float32, np.random.default_rng(0)), x, y, arch=arch,
+                    config=config, backend=get_numpy(), rng=np.random.default_rng(0))
+    losses = [r["train_loss"] for r in history]
+    best = int(np.argmin(losses)) + 1
+    assert len(history) == best + 2 < 30
+    assert not any(r.get("best") for r in history)  # nothing held out to choose by

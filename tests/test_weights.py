@@ -105,7 +105,7 @@ def test_weights_of_one_train_like_no_weights():
 @pytest.mark.parametrize("kw, message", [
     (dict(sample_weight=np.ones(3)), r"sample_weight must have shape \(90,\)"),
     (dict(sample_weight=-np.ones(90)), "finite and >= 0"),
-    (dict(sample_weight=np.zeros(90)), "every sample a weight of 0"),
+    (dict(sample_weight=np.zeros(90)), "sample weights are all zero"),
 ])
 def test_bad_sample_weights_are_refused(kw, message):
     x, y = blobs()

@@ -30,6 +30,7 @@ from .settings import (
     validation_size,
 )
 from .training import TrainConfig, TrainingHooks, train
+from .validation import check_X, check_y, not_fitted
 
 __all__ = ["MLPClassifier", "PRESETS"]
 
@@ -236,7 +237,7 @@ class MLPClassifier:
         x_dev = _to_device(X, backend, dtype)
         n_samples, n_features = x_dev.shape
         classes, y_index = _encode_labels(y, n_samples)
-        check_against_data(settings, n_samples, n_features, eval_set=eval_set is not None)
+        check_against_data(settings, n_samples, n_features)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
         train_rows, val_rows = self._validation_split(n_samples)
@@ -379,10 +380,7 @@ class MLPClassifier:
 
     def _check_fitted(self):
         if not hasattr(self, "params_"):
-            raise NotFittedError(
-                "This MLPClassifier instance is not fitted yet; call 'fit' first "
-                "(or mnist_xp.load a saved model)."
-            )
+            raise not_fitted(type(self).__name__)
 
     def _arch(self) -> Architecture:
         return self._architecture(self.n_features_in_, len(self.classes_))
@@ -430,40 +428,32 @@ class MLPClassifier:
         labels = self.classes_[to_numpy(index)]  # sync point: labels are mapped on the host
         return as_array_of(labels, X) if labels.dtype.kind in "biuf" else labels
 
-    def score(self, X, y) -> float:
-        """Mean accuracy of ``predict(X)`` against `y`.
+    def score(self, X, y, sample_weight=None) -> float:
+        """Mean accuracy of ``predict(X)`` against `y`, weighted by `sample_weight`.
 
         Parameters
         ----------
         X : array, shape (n_samples, n_features)
         y : array, shape (n_samples,)
+        sample_weight : array, shape (n_samples,), optional
 
         Returns
         -------
         float
         """
         predicted = to_numpy(self.predict(X))
-        y = to_numpy(y)
-        if y.shape != predicted.shape:
-            raise ValueError(f"y must have shape {predicted.shape}, got {y.shape}")
-        return float(np.mean(predicted == y))
+        y = check_y(y, predicted.shape[0])
+        weights = None if sample_weight is None else to_numpy(sample_weight)
+        return float(np.average(predicted == y, weights=weights))
 
 
 def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
     """Check X and move it to the device, once: uint8 stays uint8 (pixels), the rest `dtype`."""
-    shape = tuple(X.shape) if hasattr(X, "shape") else np.shape(X)
-    if len(shape) != 2:
-        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
-    if shape[0] == 0:
-        raise ValueError("X has no samples")
-    if n_features is not None and shape[1] != n_features:
-        raise ValueError(f"X has {shape[1]} features, but the model was fitted with {n_features}")
+    X = check_X(X, n_features)
     if not backend.owns(X):
         X = to_numpy(X)  # a host (or cross-device) copy, once
     if numpy_dtype(X.dtype) == np.uint8:
         return backend.asarray(X)
-    if numpy_dtype(X.dtype).kind not in "biuf":
-        raise ValueError(f"X must hold numbers, got dtype {X.dtype}")
     x = backend.asarray(X, dtype=dtype)
     xp = backend.xp
     # sync point: one device read per fit/predict call, never inside the batch loop
@@ -472,7 +462,8 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
         xp.astype(xp.all(x == xp.round(x)), x.dtype)])))
     if not finite:
         raise ValueError("X holds NaN or infinite values")
-    if whole and low >= 0 and 1 < high <= 255:
+    # the upper half of the byte range in use: small counts or codes are not pixels
+    if whole and low >= 0 and 127 < high <= 255:
         warnings.warn(
             f"X holds whole numbers from {low:g} to {high:g} in {X.dtype}, like pixel "
             "intensities 0..255, and they are used as given; a network trains badly on "
@@ -483,10 +474,7 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
 
 def _labels(y, n_samples: int) -> np.ndarray:
     """`y` as a host array of `n_samples` labels."""
-    y = to_numpy(y)
-    if y.shape != (n_samples,):
-        raise ValueError(f"y must have shape ({n_samples},), got {y.shape}")
-    return y
+    return check_y(y, n_samples)
 
 
 def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -497,7 +485,8 @@ def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
                          "not continuous targets")
     classes, index = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"need at least 2 classes in y, got {len(classes)}")
+        raise ValueError(f"y holds 1 class ({classes[0].item()!r}); a classifier needs at "
+                         "least 2")
     return classes, index.astype(np.int64)
 
 
@@ -523,7 +512,8 @@ def _sample_weights(sample_weight, class_weight, classes: np.ndarray,
         by_class = per_class[y_index]
         weights = by_class if weights is None else weights * by_class
     if weights is not None and not weights.sum() > 0:
-        raise ValueError("sample_weight and class_weight leave every sample a weight of 0")
+        raise ValueError("the sample weights are all zero (sample_weight times class_weight); "
+                         "give some sample a weight above zero")
     return weights
 
 

@@ -231,8 +231,8 @@ SETTINGS: tuple[Setting, ...] = (
             "images, score it after every epoch and keep the best epoch's weights (the "
             "test set is only reported)", interval=_FRACTION, flag="--validation",
             metavar="FRACTION"),
-    Setting("n_iter_no_change", "int", None, "with a validation fraction (or, from Python, "
-            "an eval_set): stop after this many epochs without a better validation accuracy", unit="epochs",
+    Setting("n_iter_no_change", "int", None, "stop after this many epochs without a better "
+            "validation accuracy, or, without a held-out set, a lower training loss", unit="epochs",
             interval=_POSITIVE_INT, optional=True, flag="--patience", metavar="EPOCHS"),
     Setting("warm_start", "bool", False, "start fit from the weights of the previous fit "
             "(same features and classes) instead of new random ones", scope="run"),
@@ -468,8 +468,7 @@ def check_settings(values: Mapping[str, Any], show: Show = python_name) -> None:
 
 
 def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: int,
-                       show: Show = python_name, *, clip_batch: bool = True,
-                       eval_set: bool = False) -> None:
+                       show: Show = python_name, *, clip_batch: bool = True) -> None:
     """The rules that need the data: square images, room for a validation set and a batch.
 
     Parameters
@@ -484,9 +483,6 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
     clip_batch : bool
         Whether a batch larger than the data is clipped to it (the estimator) or
         refused (the CLI, where it is more likely a typo).
-    eval_set : bool
-        Whether the caller gives a held-out set that can drive early stopping (the
-        estimator's ``eval_set``; the CLI's test set never does).
 
     Raises
     ------
@@ -511,11 +507,6 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
         raise SettingError(f"{show('translate', translate)} must be less than the image side "
                            f"({side})", "augment")
     frac = v["validation_fraction"]
-    if v["n_iter_no_change"] is not None and not frac and not eval_set:
-        held_out = "" if show is flag_name else " or an eval_set"
-        raise SettingError(f"{show('n_iter_no_change', v['n_iter_no_change'])} needs "
-                           f"{show('validation_fraction')} > 0{held_out} (a held-out set to "
-                           "watch)", "n_iter_no_change")
     n_val = validation_size(frac, n_samples)
     if frac and not 1 <= n_val < n_samples:
         raise SettingError(f"{show('validation_fraction', frac)} of {_count(n_samples, 'sample')} "

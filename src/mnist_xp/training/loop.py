@@ -87,9 +87,10 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
     val_set : tuple of (x_val, y_val) device arrays, optional
         A validation set held out of the training data. It is scored after every
         epoch, and at the end `params` are set back to those of the epoch with the
-        best validation accuracy (the earliest among equals); with
-        ``config.n_iter_no_change``, the run stops once that many epochs in a row have
-        not beaten it (early stopping).
+        best validation accuracy (the earliest among equals). With
+        ``config.n_iter_no_change`` the run stops once that many epochs in a row have
+        not beaten it (early stopping); without `val_set`, once that many have not
+        lowered the training loss (the last epoch's weights are kept).
     hooks : TrainingHooks, optional
     resume : TrainState, optional
         Continue a run from this state (see `mnist_xp.training.checkpoint`) instead of
@@ -120,13 +121,10 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
         The loss became NaN or infinite; the message names the epoch and step.
     TrainingInterrupted
         ``hooks.should_stop()`` turned true.
-    ValueError
-        ``config.n_iter_no_change`` without a `val_set`; shifts or distortions of
-        images that are not square (a `SettingError`).
+    SettingError
+        Shifts or distortions of images that are not square.
     """
     hooks = hooks or TrainingHooks()
-    if config.n_iter_no_change is not None and val_set is None:
-        raise ValueError("n_iter_no_change needs a validation set")
     # square images for shifts and warps (the estimator and the CLI checked it already,
     # naming the parameter or the flag; this is for direct callers)
     check_against_data({"shift": config.shift, "augment": config.augment}, *x.shape)
@@ -282,7 +280,7 @@ class _Run:
         hooks, config = self.hooks, self.config
         last = epoch == config.epochs
         patience = config.n_iter_no_change
-        stopping = self.best is not None and patience is not None and epoch - self.best[0] >= patience
+        stopping = patience is not None and epoch - self._best_epoch() >= patience
         if hooks.should_stop is not None or hooks.on_checkpoint is not None:
             self.last_state = self._snapshot(epoch)
             if hooks.on_checkpoint is not None and (
@@ -291,6 +289,14 @@ class _Run:
             if hooks.should_stop is not None and hooks.should_stop() and not last:
                 raise TrainingInterrupted(epoch + 1, 0, self.last_state)
         return stopping
+
+    def _best_epoch(self) -> int:
+        """The best epoch so far: by validation accuracy, or without a validation set by
+        training loss (the earliest among equals)."""
+        if self.val_set is not None:
+            return self.best[0]
+        losses = [r["train_loss"] for r in self.history]
+        return self.history[int(np.argmin(losses))]["epoch"]
 
     def final_state(self) -> TrainState | None:
         """The state after the last epoch run here (or the one resumed from, if none ran)."""
