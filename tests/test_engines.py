@@ -188,3 +188,20 @@ def test_info_lists_the_engines(tmp_path):
     assert "generic array-API path" in info["engines"]["cpu"]
     text = run_cli("info", cwd=tmp_path).stdout
     assert "engine on cpu: NumPy fast path" in text
+
+
+def test_the_command_line_never_imports_scikit_learn(tmp_path):
+    # importing it costs ~0.7 s, five times the CLI's start-up; plain arrays skip it
+    import subprocess
+    import sys
+
+    code = ("import sys; from mnist_xp.cli import main; "
+            "main(['train', '--data', 'bundled', '--no-download', '--device', 'cpu', "
+            "'--epochs', '1', '--quiet', '--save', 'm.npz']); "
+            "main(['predict', '--model', 'm.npz', '--device', 'cpu', 'x.npy']); "
+            "print('sklearn' in sys.modules)")
+    np.save(tmp_path / "x.npy", np.zeros((2, 28, 28), np.uint8))
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "False"

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from .backend import Backend, as_array_of, get_backend, numpy_dtype, to_numpy
-from .errors import NotFittedError, PixelScaleWarning
+from .errors import PixelScaleWarning
 from .inference import predict_scores
 from .model import Architecture, init_params, probabilities
 from .reporting.progress import EpochProgress, format_epoch
