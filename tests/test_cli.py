@@ -1026,3 +1026,14 @@ def test_a_training_checkpoint_is_accepted_wherever_a_model_is(small_dir, tmp_pa
         else:
             assert [r["probabilities"] for r in from_checkpoint] == \
                 [r["probabilities"] for r in from_model]
+
+
+def test_patience_without_validation_watches_the_training_loss_not_the_test_set(small_dir,
+                                                                                tmp_path):
+    metrics = tmp_path / "m.jsonl"
+    result = run_cli(*small_train(small_dir, "--epochs", 4, "--patience", 1, "--quiet",
+                                  "--metrics", metrics), cwd=tmp_path)
+    assert_ok(result)
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert all(r["val_accuracy"] is None and r["test_accuracy"] is not None for r in records)
+    assert "test accuracy:" in result.stdout

@@ -169,6 +169,7 @@ def test_load_idx_dir_refuses_bad_dataset(tmp_path, case):
     ("test_images", BASE["test_images"].astype(np.int16)),
     ("test_images", BASE["test_images"].astype(np.float32)),  # 0..255
     ("train_images", BASE["train_images"].astype(np.float64) / 255),  # [0, 1]
+    ("train_images", BASE["train_images"].astype(np.float32) / 255 * 1.0001),  # rounding
 ])
 def test_any_idx_type_of_pixels_and_labels_is_read_as_uint8(tmp_path, role, value):
     write_mnist_dir(tmp_path, _replace(BASE, role, value))

@@ -379,3 +379,59 @@ def test_without_scikit_learn_other_inputs_get_our_own_checks(monkeypatch):
     with pytest.raises(NotFittedError) as info:
         small().predict(x)
     assert type(info.value) is NotFittedError
+
+
+def test_eval_and_test_sets_check_their_labels():
+    x, y = blobs(n=200)
+    xv, yv = blobs(n=100, seed=1)
+    clf = small(epochs=1).fit(x, y, eval_set=(xv, yv[:, None]))  # a column: flattened
+    assert 0 <= clf.history_[0]["test_accuracy"] <= 1
+    with pytest.raises(ValueError, match=r"y must have shape \(100,\)"):
+        small(epochs=1).fit(x, y, eval_set=(xv, yv[:10]))
+    with pytest.raises(ValueError, match="one \\(X, y\\) pair"):
+        small(epochs=1).fit(x, y, eval_set=[(xv, yv), (xv, yv)])
+
+
+def test_a_test_set_is_only_reported_even_with_patience():
+    x, y = blobs(n=200)
+    xt, yt = blobs(n=100, seed=1)
+    clf = small(epochs=6, n_iter_no_change=2).fit(x, y, test_set=(xt, yt))
+    assert all(r["val_accuracy"] is None and r["test_accuracy"] is not None
+               for r in clf.history_)
+
+
+def test_unfitted_errors_pickle():
+    import pickle
+
+    with pytest.raises(Exception) as info:
+        small().predict(np.zeros((1, 16)))
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is type(info.value) and str(again) == str(info.value)
+
+
+def test_weights_left_all_zero_by_the_validation_split_are_refused():
+    x, y = blobs(n=100)
+    weights = np.zeros(100)
+    weights[0] = 1.0
+    clf = small(epochs=1, validation_fraction=0.5, random_state=0)
+    rows, _ = clf._validation_split(100)
+    if 0 in rows:  # make the one weighted sample a validation sample
+        weights = np.zeros(100)
+        weights[np.setdiff1d(np.arange(100), rows)[0]] = 1.0
+    with pytest.raises(ValueError, match="left for training after the validation split"):
+        clf.fit(x, y, sample_weight=weights)
+
+
+def test_a_generator_seed_works_with_a_validation_split():
+    x, y = blobs(n=100)
+    clf = small(epochs=1, validation_fraction=0.2,
+                random_state=np.random.default_rng(0)).fit(x, y)
+    assert clf.history_[0]["val_accuracy"] is not None
+
+
+def test_score_checks_its_weights():
+    x, y = blobs()
+    clf = small(epochs=1).fit(x, y)
+    for bad in (np.ones(3), np.full(len(y), np.nan), np.zeros(len(y))):
+        with pytest.raises(ValueError, match="sample_weight"):
+            clf.score(x, y, sample_weight=bad)

@@ -355,3 +355,36 @@ def test_a_checkpoint_whose_settings_contradict_its_arrays_is_one_line(fitted, t
     with pytest.raises(ModelFileError, match=r"bad\.npz: array W1 is float32\[36, 8\], "
                                              r"metadata says float32\[36, 9\]"):
         load(tmp_path / "bad.npz")
+
+
+def test_a_checkpoint_is_read_as_safely_as_a_model(fitted, tmp_path):
+    # only the parameter, class and metadata members are touched, each header checked
+    import io
+    import struct  # noqa: F401
+
+    _, x = fitted
+    y = np.random.default_rng(1).integers(0, 3, len(x))
+    checkpoint_of(x, y, tmp_path / "ck.npz")
+
+    def npy_header(shape, descr="<f8"):
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": descr, "fortran_order": False, "shape": shape})
+        return buf.getvalue()
+
+    # a huge member the model does not need is never read
+    with zipfile.ZipFile(tmp_path / "ck.npz") as src, \
+            zipfile.ZipFile(tmp_path / "extra.npz", "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, src.read(item))
+        dst.writestr("optimizer/zzz.npy", npy_header((10**9,)))
+    assert load(tmp_path / "extra.npz").n_features_in_ == 36
+    # a parameter member declaring more than the archive holds is refused before reading
+    with zipfile.ZipFile(tmp_path / "ck.npz") as src, \
+            zipfile.ZipFile(tmp_path / "lies.npz", "w") as dst:
+        for item in src.infolist():
+            data = npy_header((10**9, 8), "<f4") if item.filename == "params/W1.npy" else \
+                src.read(item)
+            dst.writestr(item, data)
+    with pytest.raises(ModelFileError, match=r"lies\.npz: member params/W1\.npy: header declares"):
+        load(tmp_path / "lies.npz")

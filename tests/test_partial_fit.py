@@ -79,3 +79,32 @@ def test_partial_fit_continues_a_loaded_model(tmp_path):
     assert loaded.score(x, y) >= before - 0.05 and len(loaded.history_) == 1
     with pytest.raises(ValueError, match="classes= differs"):
         loaded.partial_fit(x, y, classes=[0, 1])
+
+
+def test_partial_fit_after_a_fit_with_a_validation_set_moves_on():
+    x, y = blobs()
+    clf = small(epochs=3, validation_fraction=0.25).fit(x, y)
+    before = clf.params_["W1"].copy()
+    clf.partial_fit(x, y)
+    assert not np.array_equal(clf.params_["W1"], before)
+
+
+@pytest.mark.parametrize("change, name", [(dict(optimizer="adam"), "optimizer"),
+                                          (dict(n_hidden=9), "n_hidden"),
+                                          (dict(momentum=0.0), "momentum")])
+def test_partial_fit_refuses_a_changed_optimizer_or_network(change, name):
+    x, y = blobs()
+    clf = small().partial_fit(x, y, classes=[0, 1, 2, 3])
+    clf.set_params(**change)
+    with pytest.raises(ValueError, match=f"{name} changed from .* call fit to start over"):
+        clf.partial_fit(x, y)
+    clf.set_params(learning_rate=0.01, **{k: small().get_params()[k] for k in change})
+    clf.partial_fit(x, y)  # the rate may change between calls
+
+
+def test_partial_fit_refuses_balanced_class_weights_and_a_single_class():
+    x, y = blobs()
+    with pytest.raises(ValueError, match="'balanced' needs all the data at once"):
+        small(class_weight="balanced").partial_fit(x, y, classes=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="holds 1 class"):
+        small().partial_fit(x, np.zeros(len(y), int), classes=[0])

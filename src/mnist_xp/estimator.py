@@ -9,7 +9,9 @@ settings table (`mnist_xp.settings`), as scikit-learn's ``_parameter_constraints
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import sys
 import warnings
 
 import numpy as np
@@ -174,7 +176,9 @@ class MLPClassifier:
         n_val = validation_size(frac, n_samples)
         # a generator of its own, so that turning validation on does not change the
         # initial weights or the shuffles drawn from random_state
-        seed = None if self.random_state is None else [self.random_state, 1]
+        seed = self.random_state  # a Generator is drawn from, and so moves on
+        if seed is not None and not isinstance(seed, np.random.Generator):
+            seed = [seed, 1]
         perm = np.random.default_rng(seed).permutation(n_samples)
         return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
@@ -183,9 +187,9 @@ class MLPClassifier:
         self.backend_ = backend
         self.params_ = {k: backend.asarray(v) for k, v in host_params.items()}
 
-    def fit(self, X, y, sample_weight=None, *, eval_set=None, on_epoch=None, progress=None,
-            resume=None, on_checkpoint=None, checkpoint_every=1, should_stop=None,
-            on_engine=None) -> "MLPClassifier":
+    def fit(self, X, y, sample_weight=None, *, eval_set=None, test_set=None, on_epoch=None,
+            progress=None, resume=None, on_checkpoint=None, checkpoint_every=1,
+            should_stop=None, on_engine=None) -> "MLPClassifier":
         """Train from scratch on `X`, `y`.
 
         The fitted attributes are set together once training has finished, so a
@@ -208,6 +212,10 @@ class MLPClassifier:
             ``validation_fraction`` it is the validation set instead: it drives early
             stopping and the choice of the kept epoch, and is reported as
             ``val_accuracy``.
+        test_set : tuple (X_test, y_test), optional
+            Scored after every epoch into ``test_accuracy`` and never used to choose
+            anything (what ``mnist-xp train`` passes); it takes the place of
+            `eval_set` in ``test_accuracy``.
         on_epoch : callable, optional
             Called with each epoch's record (a dict) as soon as it is known.
         progress : EpochProgress, optional
@@ -240,6 +248,8 @@ class MLPClassifier:
         check_against_data(settings, n_samples, n_features)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
+        held_out = [None if s is None else self._held_out(s, backend, dtype, classes, n_features)
+                    for s in (eval_set, test_set)]
         train_rows, val_rows = self._validation_split(n_samples)
         val_dev = None
         if train_rows is not None:
@@ -250,15 +260,15 @@ class MLPClassifier:
                 x_dev, y_index = backend.xp.take(x_dev, rows, axis=0), y_index[train_rows]
             weights = None if weights is None else weights[train_rows]
             n_samples = len(train_rows)
+            if weights is not None and not weights.sum() > 0:
+                raise ValueError("the sample weights left for training after the "
+                                 "validation split are all zero; give some a weight above zero")
         config = self._train_config(n_samples)
-        eval_dev = None
-        if eval_set is not None:
-            ex, ey = eval_set
-            eval_dev = (_to_device(ex, backend, dtype, n_features),
-                        backend.asarray(_class_indices(classes, to_numpy(ey))))
-            if self.n_iter_no_change is not None and val_dev is None:
-                # early stopping watches the given set: it is the validation set now
-                val_dev, eval_dev = eval_dev, None
+        eval_dev, test_dev = held_out
+        if eval_dev is not None and self.n_iter_no_change is not None and val_dev is None:
+            # early stopping watches the given set: it is the validation set now
+            val_dev, eval_dev = eval_dev, None
+        eval_dev = test_dev if test_dev is not None else eval_dev
         if progress is None and self.verbose:
             progress = EpochProgress(config.epochs)
         if on_epoch is None and self.verbose:
@@ -283,7 +293,18 @@ class MLPClassifier:
                         sample_weight=None if weights is None else backend.asarray(weights, dtype))
         self._fitted(classes, n_features, history, backend, params, chosen[0])
         self.partial_state_ = finished[0]  # what partial_fit continues from
+        self.partial_settings_ = _layout_settings(settings)
         return self
+
+    @staticmethod
+    def _held_out(pair, backend: Backend, dtype, classes, n_features: int):
+        """An (X, y) pair scored after every epoch, on the device; labels among `classes`."""
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or isinstance(pair[0], tuple):
+            raise ValueError("eval_set and test_set must each be one (X, y) pair")
+        x, y = pair
+        x_dev = _to_device(x, backend, dtype, n_features)
+        labels = check_y(y, x_dev.shape[0])
+        return x_dev, backend.asarray(_class_indices(classes, labels))
 
     def _initial_params(self, arch: Architecture, dtype, rng, classes) -> dict:
         """New random weights, or with ``warm_start`` the fitted ones (host arrays)."""
@@ -334,9 +355,17 @@ class MLPClassifier:
         ValueError
             No `classes` on the first call, labels outside them, or other features.
         """
-        check_settings(self.get_params())
+        settings = self.get_params()
+        check_settings(settings)
+        if self.class_weight == "balanced":
+            raise ValueError("class_weight='balanced' needs all the data at once; partial_fit "
+                             "sees it a part at a time: give class_weight as a dict")
         state = getattr(self, "partial_state_", None)
         fitted = hasattr(self, "params_")  # by fit, partial_fit or mnist_xp.load
+        if state is not None:
+            self._check_unchanged(state, settings)
+            # no held-out set here: nothing to choose by, and the last weights go on
+            state = dataclasses.replace(state, best=None)
         if fitted:
             if classes is not None and not np.array_equal(np.unique(to_numpy(classes)),
                                                           self.classes_):
@@ -346,14 +375,14 @@ class MLPClassifier:
             raise ValueError("the first call to partial_fit needs classes=, every label "
                              "the model will see")
         else:
-            classes = np.unique(to_numpy(classes))
+            classes, _ = _encode_labels(to_numpy(classes), len(to_numpy(classes)))
         backend = self.backend_ if fitted else get_backend(self.device)
         dtype = np.dtype(self.dtype)
         x_dev = _to_device(X, backend, dtype, self.n_features_in_ if fitted else None)
         n_samples, n_features = x_dev.shape
         y_index = _class_indices(classes, _labels(y, n_samples))
-        check_against_data({**self.get_params(), "n_iter_no_change": None,
-                            "validation_fraction": 0.0}, n_samples, n_features)
+        check_against_data({**settings, "n_iter_no_change": None, "validation_fraction": 0.0},
+                           n_samples, n_features)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
         values = {s.name: getattr(self, s.name) for s in TRAINING_SETTINGS}
@@ -374,7 +403,20 @@ class MLPClassifier:
                         sample_weight=None if weights is None else backend.asarray(weights, dtype))
         self._fitted(classes, n_features, history, backend, params, chosen[0])
         self.partial_state_ = states[-1]
+        self.partial_settings_ = _layout_settings(settings)
         return self
+
+    def _check_unchanged(self, state, settings: dict) -> None:
+        """Refuse to continue a run whose optimizer or network has changed since."""
+        before = getattr(self, "partial_settings_", None)
+        if before is None:
+            return
+        now = _layout_settings(settings)
+        changed = [k for k in now if now[k] != before.get(k)]
+        if changed:
+            raise ValueError(f"{changed[0]} changed from {before.get(changed[0])!r} to "
+                             f"{now[changed[0]]!r} since the last fit or partial_fit, whose "
+                             "optimizer state partial_fit continues; call fit to start over")
 
     # -- prediction -----------------------------------------------------------------
 
@@ -443,7 +485,11 @@ class MLPClassifier:
         """
         predicted = to_numpy(self.predict(X))
         y = check_y(y, predicted.shape[0])
-        weights = None if sample_weight is None else to_numpy(sample_weight)
+        if sample_weight is None:
+            return float(np.mean(predicted == y))
+        weights = check_y(sample_weight, predicted.shape[0], "sample_weight").astype(np.float64)
+        if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+            raise ValueError("sample_weight must be finite, >= 0 and not all zero")
         return float(np.average(predicted == y, weights=weights))
 
 
@@ -468,8 +514,29 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
             f"X holds whole numbers from {low:g} to {high:g} in {X.dtype}, like pixel "
             "intensities 0..255, and they are used as given; a network trains badly on "
             "them. For pixels pass uint8 (scaled by 1/255 on the device) or divide by 255; "
-            "for other data, scale it yourself", PixelScaleWarning, stacklevel=3)
+            "for other data, scale it yourself", PixelScaleWarning, stacklevel=_caller_level())
     return x
+
+
+# Settings that shape the optimizer's state and the engine's arrays: partial_fit
+# refuses to continue a run when one of them has changed.
+_LAYOUT = ("n_hidden", "activation", "loss", "dtype", "optimizer", "momentum", "shift",
+           "augment", "label_smoothing")
+
+
+def _layout_settings(settings: dict) -> dict:
+    """The `_LAYOUT` settings of `settings` (momentum as whether there is any)."""
+    out = {k: settings[k] for k in _LAYOUT}
+    out["momentum"] = bool(out["momentum"])  # velocity buffers exist or not
+    return out
+
+
+def _caller_level() -> int:
+    """The warnings stacklevel of the first frame outside this module (the user's call)."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _labels(y, n_samples: int) -> np.ndarray:

@@ -192,30 +192,42 @@ def _is_checkpoint(path: Path) -> bool:
 
 
 def _read_checkpoint(path: Path):
-    """A training checkpoint's model: the kept weights, classes and a model's metadata."""
-    from .training.checkpoint import load_state
+    """A training checkpoint's model: the kept weights, classes and a model's metadata.
 
-    state, info = load_state(path)
-    settings = info["settings"] if isinstance(info["settings"], dict) else {}
-    best = state.best is not None and set(state.best[2]) == set(PARAM_NAMES)
-    arrays = dict(state.best[2] if best else state.params)
-    classes = np.asarray(info["classes"])
+    Read through the same member-by-member checks as model files: only the parameter,
+    class and metadata members are touched (never the optimizer's or the engine's).
+    """
+    params = [f"params/{k}" for k in PARAM_NAMES]
+    loaded = _read_archive(path, [*params, "classes", "metadata"],
+                           optional=[f"best/{k}" for k in PARAM_NAMES])
+    text = loaded["metadata"]
+    try:
+        state = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
+    except (ValueError, RecursionError):
+        state = None
+    if not isinstance(state, dict) or state.get("format") != "mnist_xp.training_state":
+        raise ModelFileError(f"{path}: damaged training checkpoint metadata")
+    settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+    best_info = state.get("best")
+    best = isinstance(best_info, dict) and all(f"best/{k}" in loaded for k in PARAM_NAMES)
+    arrays = {k: loaded[f"best/{k}" if best else f"params/{k}"] for k in PARAM_NAMES}
+    classes = loaded["classes"]
     w1 = arrays["W1"]
     meta = {
         "format": "mnist_xp.training_state",
         "estimator_params": settings,
         "architecture": {
             "n_inputs": int(w1.shape[0]) if w1.ndim == 2 else 0,
-            "n_hidden": settings.get("n_hidden", w1.shape[-1]),
-            "n_outputs": len(classes),
+            "n_hidden": settings.get("n_hidden", w1.shape[-1] if w1.ndim else 0),
+            "n_outputs": int(classes.shape[0]) if classes.ndim == 1 else 0,
             "activation": settings.get("activation", "relu"),
             "loss": settings.get("loss", "cross_entropy"),
         },
         "dtype": str(w1.dtype),
-        "checkpoint_epoch": state.epoch,
-        "weights": f"best validation epoch {state.best[0]}" if best
-                   else f"epoch {state.epoch}",
-        "extra": info["extra"],
+        "checkpoint_epoch": state.get("epoch"),
+        "weights": f"best validation epoch {best_info.get('epoch')}" if best
+                   else f"epoch {state.get('epoch')}",
+        "extra": state.get("extra", {}),
     }
     _check_arrays(path, arrays, classes, meta)
     return arrays, classes, meta
@@ -231,6 +243,17 @@ def _read(path: Path):
     dtype (which would need unpickling), no more data than the archive can hold --
     before any array is allocated.
     """
+    loaded = _read_archive(path, _MEMBERS)
+    arrays = {k: loaded[k] for k in PARAM_NAMES}
+    classes, text = loaded["classes"], loaded["metadata"]
+    meta = _parse_metadata(path, text)
+    _check_arrays(path, arrays, classes, meta)
+    return arrays, classes, meta
+
+
+def _read_archive(path: Path, members, optional=()) -> dict:
+    """The arrays `members` (and those of `optional` present) of the zip archive at
+    `path`, each header checked before any array is read (see `_read`)."""
     with open_user_file(path, ModelFileError, "model file") as f:
         try:
             # Anything that is not a zip would be read by np.load as .npy or pickle;
@@ -238,7 +261,9 @@ def _read(path: Path):
             if not zipfile.is_zipfile(f):
                 raise ModelFileError(f"{path}: not a readable .npz model file (not a zip archive)")
             with zipfile.ZipFile(f) as archive:
-                loaded = _read_members(path, archive, os.fstat(f.fileno()).st_size)
+                names = set(archive.namelist())
+                wanted = [*members, *(m for m in optional if f"{m}.npy" in names)]
+                return _read_members(path, archive, os.fstat(f.fileno()).st_size, wanted)
         except ModelFileError:
             raise
         except PermissionError:
@@ -248,20 +273,16 @@ def _read(path: Path):
                 RuntimeError,  # an encrypted member
                 ) as exc:
             raise ModelFileError(f"{path}: not a readable .npz model file ({exception_line(exc)})") from None
-    arrays = {k: loaded[k] for k in PARAM_NAMES}
-    classes, text = loaded["classes"], loaded["metadata"]
-    meta = _parse_metadata(path, text)
-    _check_arrays(path, arrays, classes, meta)
-    return arrays, classes, meta
 
 
-def _read_members(path: Path, archive: zipfile.ZipFile, archive_size: int) -> dict:
-    """The six arrays of a model archive, every header checked before any data is read."""
+def _read_members(path: Path, archive: zipfile.ZipFile, archive_size: int,
+                  members=_MEMBERS) -> dict:
+    """The `members` arrays of an archive, every header checked before any data is read."""
     names = set(archive.namelist())
-    missing = [m for m in _MEMBERS if f"{m}.npy" not in names]
+    missing = [m for m in members if f"{m}.npy" not in names]
     if missing:
         raise ModelFileError(f"{path}: not an mnist_xp model (missing {', '.join(sorted(missing))})")
-    infos = {m: archive.getinfo(f"{m}.npy") for m in _MEMBERS}
+    infos = {m: archive.getinfo(f"{m}.npy") for m in members}
     problems = []
     for name, info in infos.items():  # first pass: headers only
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):

@@ -86,8 +86,9 @@ def check_X(X, n_features: int | None = None, name: str = "MLPClassifier"):
     return X
 
 
-def check_y(y, n_samples: int, name: str = "MLPClassifier") -> np.ndarray:
-    """Labels `y` as a 1-D host array of `n_samples` (a column is flattened, with a warning).
+def check_y(y, n_samples: int, what: str = "y") -> np.ndarray:
+    """`y` (labels, or per-sample values) as a 1-D host array of `n_samples`; a column is
+    flattened, with scikit-learn's warning where it is installed.
 
     Raises
     ------
@@ -95,14 +96,15 @@ def check_y(y, n_samples: int, name: str = "MLPClassifier") -> np.ndarray:
         None, or another shape.
     """
     if y is None:
-        raise ValueError(f"{name} requires y to be passed, but the target y is None")
+        raise ValueError(f"MLPClassifier requires {what} to be passed, but the target {what} "
+                         "is None")
     if not (isinstance(y, np.ndarray) and y.ndim == 1) and backend_name_of(y) != "cupy":
         validation = _sklearn_validation()
         if validation is not None:
             y = validation.column_or_1d(y, warn=True)  # a (n, 1) column: DataConversionWarning
     y = to_numpy(y)
     if y.shape != (n_samples,):
-        raise ValueError(f"y must have shape ({n_samples},), got {y.shape}")
+        raise ValueError(f"{what} must have shape ({n_samples},), got {y.shape}")
     return y
 
 
@@ -121,8 +123,18 @@ def not_fitted(name: str = "MLPClassifier") -> NotFittedError:
 
 @functools.cache
 def _with_sklearn_base() -> type:
-    """A NotFittedError that is mnist_xp's and scikit-learn's at once."""
+    """A NotFittedError that is mnist_xp's and scikit-learn's at once.
+
+    Made on first use (scikit-learn is optional) under a name of this module that
+    `__getattr__` gives back, so that pickle finds the class, in any process.
+    """
     from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
-    return type("NotFittedError", (NotFittedError, SklearnNotFittedError),
-                {"__module__": NotFittedError.__module__, "__doc__": NotFittedError.__doc__})
+    return type("SklearnNotFittedError", (NotFittedError, SklearnNotFittedError),
+                {"__module__": __name__, "__doc__": NotFittedError.__doc__})
+
+
+def __getattr__(name: str):
+    if name == "SklearnNotFittedError":
+        return _with_sklearn_base()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

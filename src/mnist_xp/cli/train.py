@@ -175,7 +175,7 @@ def _train(args, state, info, settings) -> int:
     progress = EpochProgress(model.epochs, enabled=False if args.quiet else None)
     with stop_on_signals() as stop:
         try:
-            model.fit(x_train, data.y_train, eval_set=(flatten(data.x_test), data.y_test),
+            model.fit(x_train, data.y_train, test_set=(flatten(data.x_test), data.y_test),
                       on_epoch=on_epoch, progress=progress, resume=state,
                       on_checkpoint=None if args.checkpoint is None else write_checkpoint,
                       checkpoint_every=args.checkpoint_every, should_stop=stop.requested,

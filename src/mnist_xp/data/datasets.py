@@ -77,9 +77,12 @@ def load_idx_dir(directory: str | os.PathLike) -> MNIST:
     """Load a dataset laid out like MNIST from a directory of IDX files.
 
     Each of the four files (see `FILE_NAMES`) may be gzipped (``NAME.gz``) or raw
-    (``NAME``); when both exist the ``.gz`` one is used. The content is checked for
-    shape, dtype and labels, not against the official MNIST: any such dataset loads,
-    and its ``source`` says "IDX files in DIRECTORY", never "MNIST".
+    (``NAME``), and named with ``.idx`` for ``-idx`` (``train-images.idx3-ubyte``);
+    the first that exists of ``NAME.gz``, ``NAME``, then the dotted ones, is used.
+    Images of any IDX type and labels of any integer type are read (see `_as_pixels`
+    and `_as_labels`) and stored as uint8. The content is checked for shape, range and
+    labels, not against the official MNIST: any such dataset loads, and its
+    ``source`` says "IDX files in DIRECTORY", never "MNIST".
 
     Parameters
     ----------
@@ -96,8 +99,8 @@ def load_idx_dir(directory: str | os.PathLike) -> MNIST:
     ------
     DataError
         If the directory is missing or not a directory, files are missing, or a file
-        is invalid IDX, has the wrong shape or dtype, holds labels outside 0..9, or
-        holds a different number of labels than its images.
+        is invalid IDX, has the wrong shape, holds pixels outside 0..255 (or [0, 1]) or
+        labels outside 0..9, or holds a different number of labels than its images.
     """
     directory = Path(directory)
     if not directory.exists():
@@ -313,7 +316,8 @@ def _as_pixels(path: Path, images: np.ndarray) -> np.ndarray:
     """`images` (n, 28, 28) as uint8 pixels; DataError for any other shape or range.
 
     Any type IDX allows is taken: integers must lie in 0..255; floats are read as
-    [0, 1] when none exceeds 1, else as 0..255, and are rounded to the nearest level.
+    [0, 1] when none exceeds 1.5 (a little over 1 is rounding, clipped to 1), else as
+    0..255, and are rounded to the nearest level.
     """
     side = IMAGE_SIDE
     if images.ndim != 3 or images.shape[1:] != (side, side):
@@ -330,7 +334,7 @@ def _as_pixels(path: Path, images: np.ndarray) -> np.ndarray:
         raise DataError(f"{path}: pixel values must lie in 0..255 (or [0, 1] as floats), "
                         f"found {low:g}..{high:g}")
     if images.dtype.kind == "f":
-        images = np.rint(images * 255.0 if high <= 1 else images)
+        images = np.rint(np.minimum(images, 1.0) * 255.0 if high <= 1.5 else images)
     return images.astype(np.uint8)
 
 
