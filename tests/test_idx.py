@@ -271,3 +271,12 @@ def test_little_endian_dimensions_are_called_wrong_byte_order(tmp_path, gz):
     message = str(info.value)
     assert "wrong byte order" in message and "50x28x28" in message
     assert "truncated" not in message and "fetch it again" not in message
+
+
+def test_a_wholly_little_endian_header_is_called_wrong_byte_order(tmp_path):
+    import struct
+
+    path = tmp_path / "le.idx"
+    path.write_bytes(struct.pack("<iI", 0x0801, 10) + bytes(10))
+    with pytest.raises(DataError, match="wrong byte order"):
+        read_idx(path)

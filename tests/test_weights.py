@@ -122,3 +122,11 @@ def test_bad_class_weights_are_refused(class_weight, message):
     x, y = blobs()
     with pytest.raises(ValueError, match=message):
         small(class_weight=class_weight).fit(x, y)
+
+
+def test_a_class_weight_dict_survives_saving(tmp_path):
+    x, y = blobs()
+    clf = small(class_weight={1: 2.0, np.int64(3): 0.5}).fit(x, y)
+    loaded = mnist_xp.load(mnist_xp.save(clf, tmp_path / "m.npz"), device="cpu")
+    assert loaded.class_weight == {1: 2.0, 3: 0.5}
+    assert all(type(k) is int for k in loaded.class_weight)

@@ -86,6 +86,10 @@ class MLPClassifier:
         ``test_accuracy``, ``seconds``, ``device``, ``engine``, ``engine_reason``.
     best_epoch_ : int
         The epoch whose weights were kept (the last one without a validation set).
+    partial_state_ : TrainState
+        The state after the last epoch (weights, optimizer buffers, generator) that
+        `partial_fit` continues from; it makes a pickled model a few times larger than
+        its model file (`mnist_xp.save` keeps only the weights).
 
     Notes
     -----

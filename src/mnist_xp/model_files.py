@@ -102,10 +102,20 @@ def jsonable_settings(model: MLPClassifier) -> dict:
     """The estimator's settings as JSON values (``device`` left out).
 
     Settings that JSON cannot hold (a Generator as random_state) become null; the
-    distortion settings are a flat dict of numbers.
+    distortion settings are a flat dict of numbers; a ``class_weight`` dict is kept with
+    its labels as strings (`load` maps them back onto the model's classes).
     """
+    settings = model.get_params()
+    if isinstance(settings.get("class_weight"), dict):
+        settings["class_weight"] = {str(_plain(k)): float(w)
+                                    for k, w in settings["class_weight"].items()}
     return {k: v if isinstance(v, (bool, int, float, str, type(None))) or _flat_numbers(v)
-            else None for k, v in model.get_params().items() if k != "device"}
+            else None for k, v in settings.items() if k != "device"}
+
+
+def _plain(value):
+    """A NumPy scalar as the Python value it holds (labels print alike then)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _flat_numbers(value) -> bool:
@@ -162,6 +172,9 @@ def load(path: str | os.PathLike, device="auto") -> MLPClassifier:
     # The architecture record, checked against the arrays, wins over the settings.
     params.update(n_hidden=arch["n_hidden"], activation=arch["activation"], loss=arch["loss"],
                   dtype=meta["dtype"], device=device)
+    if isinstance(params.get("class_weight"), dict):  # JSON made its labels strings
+        by_text = {str(_plain(c)): _plain(c) for c in classes}
+        params["class_weight"] = {by_text.get(k, k): w for k, w in params["class_weight"].items()}
     try:
         model = MLPClassifier(**params)
     except TypeError as exc:

@@ -190,6 +190,11 @@ def _read_header(stream: BinaryIO, path: Path) -> tuple[np.dtype, tuple[int, ...
         raise DataError(
             f"{path}: only {len(head)} bytes, too short for an IDX header (at least 4)"
         )
+    if head[:2] != b"\0\0" and head[2:] == b"\0\0" and head[1] in _DTYPES:
+        raise DataError(
+            f"{path}: wrong byte order: the header (0x{head.hex()}) is stored "
+            "little-endian; IDX is big-endian, so rewrite the file with big-endian "
+            "numbers (mnist_xp.write_idx does)")
     if head[:2] != b"\0\0":
         raise DataError(
             f"{path}: bad magic number 0x{head.hex()} (an IDX file starts with two "
