@@ -384,7 +384,7 @@ class MLPClassifier:
         dtype = np.dtype(self.dtype)
         x_dev = _to_device(X, backend, dtype, self.n_features_in_ if fitted else None)
         n_samples, n_features = x_dev.shape
-        y_index = _class_indices(classes, _labels(y, n_samples))
+        y_index = _class_indices(classes, check_y(y, n_samples))
         check_against_data({**settings, "n_iter_no_change": None, "validation_fraction": 0.0},
                            n_samples, n_features)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
@@ -543,14 +543,9 @@ def _caller_level() -> int:
     return level
 
 
-def _labels(y, n_samples: int) -> np.ndarray:
-    """`y` as a host array of `n_samples` labels."""
-    return check_y(y, n_samples)
-
-
 def _encode_labels(y, n_samples: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted class labels and each sample's class index (int64), from labels `y`."""
-    y = _labels(y, n_samples)
+    y = check_y(y, n_samples)
     if y.dtype.kind == "f" and not (np.all(np.isfinite(y)) and np.all(y == np.round(y))):
         raise ValueError("y holds non-integral numbers; MLPClassifier needs class labels, "
                          "not continuous targets")
