@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     DeviceFallbackWarning,
     DownloadError,
     ImageError,
+    BlankImageError,
     MnistXPError,
     ModelFileError,
     NotFittedError,
@@ -61,5 +62,6 @@ __all__ = [
     "NotFittedError",
     "ReportError",
     "ImageError",
+    "BlankImageError",
     "SettingError",
 ]

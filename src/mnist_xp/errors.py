@@ -17,6 +17,7 @@ __all__ = [
     "DeviceError",
     "ReportError",
     "ImageError",
+    "BlankImageError",
     "SettingError",
     "DeviceFallbackWarning",
     "PixelScaleWarning",
@@ -54,6 +55,15 @@ class ReportError(MnistXPError, ValueError):
 
 class ImageError(MnistXPError, ValueError):
     """An image file is missing, unreadable, too large or blank, or Pillow is not installed."""
+
+
+class BlankImageError(ImageError):
+    """A picture or pixel array holds no digit to read: blank, a lone dot, or too faint.
+
+    Raised by the one "no ink" rule, `mnist_xp.images.check_ink`, wherever an input
+    reaches the model (pictures, arrays, the server), so that every form of a blank
+    input is refused the same way. The message starts with the input's name.
+    """
 
 
 class SettingError(MnistXPError, ValueError):
