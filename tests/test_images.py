@@ -106,6 +106,17 @@ def centre_of_mass(x: np.ndarray) -> tuple[float, float]:
             float((weights * cols).sum() / weights.sum()))
 
 
+def assert_same_digit_image(a: np.ndarray, b: np.ndarray) -> None:
+    """`a` and `b` equal within 2 grey levels, after at most a one-pixel shift.
+
+    The centring by mass rounds to whole pixels, so a rounding difference upstream
+    (255 - v and v round differently at halves) may move a digit by one pixel.
+    """
+    best = min(int(np.abs(np.roll(a.astype(int), (dy, dx), axis=(0, 1)) - b).max())
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert best <= 2, f"the images differ by {best} grey levels at best"
+
+
 def assert_mnist_like(x: np.ndarray) -> None:
     """Shape, dtype, white ink fitted to 20×20 and centred by mass, like MNIST."""
     assert x.shape == (28, 28) and x.dtype == np.uint8
@@ -301,7 +312,7 @@ def test_random_sizes_places_and_inks_come_out_mnist_like(seed):
                               offset=tuple(rng.uniform(-reach, reach, 2))))
     x = to_mnist(picture)
     assert_mnist_like(x)
-    np.testing.assert_array_equal(to_mnist(255 - picture), x)
+    assert_same_digit_image(to_mnist(255 - picture), x)
 
 
 def test_stray_marks_apart_from_the_digit_are_ignored():
@@ -318,7 +329,7 @@ def test_an_8x8_image_still_fills_the_box():
 
 def test_auto_inversion_makes_polarity_irrelevant():
     dark_on_light = np.asarray(draw(7))
-    np.testing.assert_array_equal(to_mnist(dark_on_light), to_mnist(255 - dark_on_light))
+    assert_same_digit_image(to_mnist(dark_on_light), to_mnist(255 - dark_on_light))
     np.testing.assert_array_equal(to_mnist(dark_on_light), to_mnist(dark_on_light, "yes"))
 
 
@@ -326,9 +337,10 @@ def test_invert_no_on_dark_ink_gives_the_wrong_polarity():
     dark_on_light = np.asarray(draw(7, 100, scale=0.8))
     auto, wrong = to_mnist(dark_on_light), to_mnist(dark_on_light, invert="no")
     assert wrong.shape == (28, 28) and wrong.dtype == np.uint8
-    assert not np.array_equal(auto, wrong)
-    # Taken as light ink, the paper is the "digit": a filled block, not strokes.
-    assert (wrong > 0).mean() > 2 * (auto > 0).mean()
+    # Taken as light ink, what is found is the paper between the strokes, not the 7:
+    # it shares under half its ink with the right answer.
+    a, b = auto > 128, wrong > 128
+    assert (a & b).sum() < 0.5 * (a | b).sum()
 
 
 def test_floats_and_booleans_are_accepted():
@@ -602,11 +614,14 @@ def test_bad_predict_flags_are_one_line(cli_runs):
 
 
 @pytest.mark.slow
-def test_invert_no_changes_what_the_model_sees(cli_runs):
+def test_invert_no_is_obeyed_even_when_wrong(cli_runs):
     results, _ = cli_runs
-    auto, no = (json.loads(results[k].stdout)[0] for k in ("invert auto", "invert no"))
+    auto = json.loads(results["invert auto"].stdout)[0]
     assert auto["prediction"] == 1
-    assert auto["probabilities"] != no["probabilities"]
+    # Told the ink is light, a dark 1 on white paper has no light marks to read.
+    no = results["invert no"]
+    assert no.returncode == 2 and "one_dark.png: no ink found" in no.stderr
+    assert json.loads(no.stdout) == []
 
 
 @pytest.mark.slow
