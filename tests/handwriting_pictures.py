@@ -65,7 +65,7 @@ from PIL import Image
 
 __all__ = ["FORMATS", "KINDS", "NUMBER_KINDS", "Picture", "SINGLE_KINDS", "TINY_SIZE",
            "drawing", "encode", "ink_map", "iter_pictures", "load_test_digits",
-           "make_picture", "phone_photo", "picture_rng", "restroke", "write_pictures"]
+           "make_picture", "parse_size", "phone_photo", "picture_rng", "restroke", "write_pictures"]
 
 SINGLE_KINDS = ("clean", "desk1", "desk2", "desk4", "lined", "squared", "shadow", "uneven",
                 "blue", "pencil", "thin", "thick", "jpeg", "tiny", "cropped", "transparent")
@@ -725,8 +725,8 @@ def phone_photo(rng: np.random.Generator, digit: np.ndarray,
         return np.asarray(im.convert("RGB")), data
 
 
-def _size(text: str) -> tuple[int, int]:
-    """WIDTHxHEIGHT as a pair of ints."""
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WIDTHxHEIGHT"`` (e.g. ``"4000x3000"``) as ``(width, height)``."""
     w, _, h = text.lower().partition("x")
     return int(w), int(h)
 
@@ -740,7 +740,7 @@ def main(argv=None) -> int:
                                                         "(default: --per-kind)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS, metavar="KIND")
-    ap.add_argument("--tiny-size", type=_size, default=TINY_SIZE, metavar="WxH",
+    ap.add_argument("--tiny-size", type=parse_size, default=TINY_SIZE, metavar="WxH",
                     help=f"size of the 'tiny' photos (default {TINY_SIZE[0]}x{TINY_SIZE[1]})")
     args = ap.parse_args(argv)
     labels = write_pictures(args.out, args.per_kind, args.seed, args.kinds,
