@@ -35,6 +35,11 @@ __all__ = ["Digit", "read_digits", "read_digits_file"]
 # Solid ink, for the components; the fainter edge of a stroke is added back per digit.
 _CORE = 0.35
 
+# A group at least _TWO_WIDE times as wide as tall may be two digits that touch; it is
+# cut when the two parts read with a confidence (geometric mean) _SPLIT_GAIN above
+# the whole's.
+_TWO_WIDE, _SPLIT_GAIN = 0.9, 0.05
+
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
 _CLOSE_LOOK, _THIN = 64, 2.5
@@ -58,7 +63,8 @@ class Digit:
     box: tuple[int, int, int, int]
 
 
-def read_digits(gray, invert: str = "auto", *, name: str = "image") -> list[Digit]:
+def read_digits(gray, invert: str = "auto", *, name: str = "image",
+                classify=None) -> list[Digit]:
     """The digits of a picture, left to right (one for a picture of one digit).
 
     Parameters
@@ -71,6 +77,13 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image") -> list[Digi
         from the ink against the paper.
     name : str, default "image"
         What the picture is called in error messages (a file name).
+    classify : callable, optional
+        A model's probabilities: uint8 (k, 784) images to float (k, n_classes), such
+        as ``model.predict_proba``. When given, a group of ink wide enough to hold two
+        digits that touch is cut where the model reads the two parts with more
+        confidence than the whole (segmentation by recognition: LeCun, Bottou,
+        Bengio & Haffner, "Gradient-based learning applied to document recognition",
+        Proc. IEEE 86(11), 1998, §VI.A). Without it, only thin joins are cut.
 
     Returns
     -------
@@ -92,6 +105,8 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image") -> list[Digi
     cv2 = cv2_module()
     try:
         ink, groups, offset = locate(cv2, gray, invert)
+        if classify is not None:
+            groups = _recognised(cv2, ink.level, groups, classify)
         digits = []
         for mask, (top, left, bottom, right) in groups:
             image = mnist_box(cv2, _gated(cv2, ink.level, mask, top, left, bottom, right))
@@ -135,8 +150,14 @@ def locate(cv2, gray, invert: str = "auto"):
     y0, x0 = max(0, (top - m) * f), max(0, (left - m) * f)
     y1, x1 = min(g.shape[0], (bottom + m) * f), min(g.shape[1], (right + m) * f)
     closer = g[y0:y1, x0:x1]
+    sheet = None
+    if ink.paper is not None:  # the sheet as found in the whole picture
+        part = ink.paper[y0 // f:y1 // f + 1, x0 // f:x1 // f + 1]  # y0, x0: multiples of f
+        sheet = np.repeat(np.repeat(part, f, axis=0), f, axis=1)[:y1 - y0, :x1 - x0]
+        sheet = np.pad(sheet, ((0, closer.shape[0] - sheet.shape[0]),
+                               (0, closer.shape[1] - sheet.shape[1])))
     ink = find_ink(closer, "yes" if ink.dark_ink else "no",
-                   work_side=math.ceil(max(closer.shape) / finer))
+                   work_side=math.ceil(max(closer.shape) / finer), sheet=sheet)
     return ink, _digit_groups(cv2, ink.level), (y0, x0)
 
 
@@ -199,20 +220,24 @@ def _digit_groups(cv2, level: np.ndarray):
     keep = [i + 1 for i in range(n - 1)
             if area[i] >= max(4, 0.1 * big_area)
             or (height[i] >= big_height / 3 and area[i] >= max(4, 0.02 * big_area))]
-    # Groups of components by overlapping columns, left to right.
+    # Groups of components by overlapping columns, largest components first, each
+    # joining the group it overlaps most.
     boxes = sorted(([int(stats[i, 0]), int(stats[i, 0] + stats[i, 2]), int(stats[i, 1]),
-                     int(stats[i, 1] + stats[i, 3]), [i]] for i in keep), key=lambda b: b[0])
+                     int(stats[i, 1] + stats[i, 3]), [i]] for i in keep),
+                   key=lambda b: -int(stats[b[4][0], cv2.CC_STAT_AREA]))
     groups: list[list] = []
     for b in boxes:
+        best, best_overlap = None, 0.0
         for g in groups:
-            overlap = min(g[1], b[1]) - max(g[0], b[0])
-            if overlap > 0.5 * min(g[1] - g[0], b[1] - b[0]):
-                g[0], g[1] = min(g[0], b[0]), max(g[1], b[1])
-                g[2], g[3] = min(g[2], b[2]), max(g[3], b[3])
-                g[4] += b[4]
-                break
-        else:
+            overlap = (min(g[1], b[1]) - max(g[0], b[0])) / min(g[1] - g[0], b[1] - b[0])
+            if overlap > max(0.5, best_overlap) and _one_digit(g, b):
+                best, best_overlap = g, overlap
+        if best is None:
             groups.append(b)
+        else:
+            best[0], best[1] = min(best[0], b[0]), max(best[1], b[1])
+            best[2], best[3] = min(best[2], b[2]), max(best[3], b[3])
+            best[4] += b[4]
     tallest = max(g[3] - g[2] for g in groups)
     groups = [g for g in groups if g[3] - g[2] >= 0.4 * tallest]
     out = []
@@ -223,26 +248,99 @@ def _digit_groups(cv2, level: np.ndarray):
     return out
 
 
-def _split(mask, core, top, bottom, left, right):
-    """[(mask, box)]: one group, cut at thin necks into parts of digit-like width."""
+def _one_digit(g, b) -> bool:
+    """Whether two overlapping column ranges (boxes [left, right, top, bottom, ...]) are one digit.
+
+    Not when both are tall side by side (two 1s leaning together, "11"): one digit's
+    separate strokes are a small one beside a large one (a 5's bar), or one above
+    the other (a digit cut by a ruled line).
+    """
+    hg, hb = g[3] - g[2], b[3] - b[2]
+    rows_shared = min(g[3], b[3]) - max(g[2], b[2])
+    return min(hg, hb) < 0.6 * max(hg, hb) or rows_shared < 0.3 * min(hg, hb)
+
+
+def _split(mask, core, top, bottom, left, right, height=None):
+    """[(mask, box)]: one group, cut at thin necks into parts of digit-like size.
+
+    A cut must cross no more ink than about one stroke, and leave on each side a part
+    at least 60% as tall as the group (`height`) and a third as wide: so a 2's long
+    tail or a 7's bar is never cut off, while two digits joined by a thin touch are
+    parted. (Digits that touch more broadly are parted by recognition, `_recognised`.)
+    """
     h, w = bottom - top, right - left
+    height = h if height is None else height
+    whole = [(mask, (top, left, bottom, right))]
     if w < 1.3 * h:
-        return [(mask, (top, left, bottom, right))]
+        return whole
     inside = mask[top:bottom, left:right] & core[top:bottom, left:right].astype(bool)
     columns = inside.sum(axis=0)
     stroke = stroke_width(inside)
-    lo, hi = int(0.35 * h), w - int(0.35 * h)  # each part at least a third as wide as tall
+    lo, hi = max(1, int(0.35 * height)), w - max(1, int(0.35 * height))
     if hi <= lo:
-        return [(mask, (top, left, bottom, right))]
-    cut = lo + int(np.argmin(columns[lo:hi]))
-    if columns[cut] > 1.2 * stroke:
-        return [(mask, (top, left, bottom, right))]
+        return whole
+    for cut in lo + np.argsort(columns[lo:hi], kind="stable")[:16]:
+        if columns[cut] > 1.2 * stroke:
+            return whole
+        tall = [np.flatnonzero(side.any(axis=1)) for side in (inside[:, :cut], inside[:, cut:])]
+        if all(r.size and r[-1] - r[0] + 1 >= 0.6 * height for r in tall):
+            break
+    else:
+        return whole
     parts = []
-    for a, b in ((left, left + cut), (left + cut, right)):
+    for (a, b), rows in zip(((left, left + cut), (left + cut, right)), tall):
         m = np.zeros_like(mask)
         m[top:bottom, a:b] = mask[top:bottom, a:b]
-        rows = np.flatnonzero(m[top:bottom, a:b].any(axis=1))
-        if rows.size == 0:
-            continue
-        parts.extend(_split(m, core, top + int(rows[0]), top + int(rows[-1]) + 1, a, b))
+        parts.extend(_split(m, core, top + int(rows[0]), top + int(rows[-1]) + 1, a, b, height))
     return parts
+
+
+def _part(mask, top, left, bottom, right):
+    """(mask, box) of the ink of `mask` within columns left..right, its box trimmed."""
+    m = np.zeros_like(mask)
+    m[top:bottom, left:right] = mask[top:bottom, left:right]
+    rows = np.flatnonzero(m[top:bottom, left:right].any(axis=1))
+    cols = np.flatnonzero(m[top:bottom, left:right].any(axis=0))
+    return m, (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1,
+               left + int(cols[-1]) + 1)
+
+
+def _recognised(cv2, level, groups, classify, depth: int = 0):
+    """`groups`, each group that reads better as two digits cut in two (see `read_digits`)."""
+    from .normalize import mnist_box
+
+    core = level >= _CORE
+    out = []
+    for mask, (top, left, bottom, right) in groups:
+        h, w = bottom - top, right - left
+        if w < _TWO_WIDE * h or depth >= 3:
+            out.append((mask, (top, left, bottom, right)))
+            continue
+        inside = mask[top:bottom, left:right] & core[top:bottom, left:right]
+        # Cuts every sixteenth of the height, leaving parts at least 60% as tall as the
+        # group and a quarter as wide: a 2's tail or a 7's bar is never a digit.
+        margin = max(1, int(0.25 * h))
+        cuts = []
+        for cut in range(margin, w - margin + 1, max(1, h // 16)):
+            rows = [np.flatnonzero(side.any(axis=1)) for side in (inside[:, :cut], inside[:, cut:])]
+            if all(r.size and r[-1] - r[0] + 1 >= 0.6 * h for r in rows):
+                cuts.append(cut)
+        if not cuts:
+            out.append((mask, (top, left, bottom, right)))
+            continue
+        pieces = [(mask, (top, left, bottom, right))]
+        for cut in cuts:
+            pieces.append(_part(mask, top, left, bottom, left + cut))
+            pieces.append(_part(mask, top, left + cut, bottom, right))
+        images = np.stack([mnist_box(cv2, _gated(cv2, level, m, *box)).reshape(-1)
+                           for m, box in pieces])
+        best = np.asarray(classify(images), dtype=np.float64).max(axis=1)
+        whole = best[0]
+        pairs = np.sqrt(best[1::2] * best[2::2])  # geometric mean of the two parts
+        k = int(np.argmax(pairs))
+        if pairs[k] > whole + _SPLIT_GAIN:
+            out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
+                                   classify, depth + 1))
+        else:
+            out.append((mask, (top, left, bottom, right)))
+    return out

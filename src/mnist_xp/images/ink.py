@@ -82,11 +82,15 @@ class InkMap:
         Pixels of the picture per working pixel, along each side (1 or more).
     dark_ink : bool
         Whether the ink was darker than the paper.
+    paper : numpy.ndarray or None
+        uint8 (h, w), 1 on the sheet of paper found on a desk; None when the whole
+        picture is the paper.
     """
 
     level: np.ndarray
     factor: int
     dark_ink: bool
+    paper: np.ndarray | None = None
 
 
 def as_gray_uint8(gray) -> np.ndarray:
@@ -109,7 +113,8 @@ def as_gray_uint8(gray) -> np.ndarray:
     raise ValueError(f"unsupported pixel dtype {a.dtype}")
 
 
-def find_ink(gray, invert: str = "auto", work_side: int | None = None) -> InkMap:
+def find_ink(gray, invert: str = "auto", work_side: int | None = None, *,
+             sheet: np.ndarray | None = None) -> InkMap:
     """The ink map of a picture of handwriting.
 
     Parameters
@@ -122,6 +127,9 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None) -> InkMap
     work_side : int, optional
         The picture is shrunk by a whole factor (area averaging) until its longer
         side is at most this; default `default_work_side`.
+    sheet : numpy.ndarray, optional
+        A mask (H, W) of the sheet of paper, when already known (1 on the sheet);
+        otherwise it is looked for.
 
     Returns
     -------
@@ -146,8 +154,12 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None) -> InkMap
     g = reduce(cv2, g, factor)
     # The sheet first (light on a darker desk, or dark on a lighter one), then the
     # polarity of the marks on it.
-    sheets = [p for p in (_find_paper(cv2, g), _find_paper(cv2, 255 - g)) if p is not None]
-    paper = max(sheets, key=lambda p: p[1])[0] if sheets else None
+    if sheet is not None:
+        paper = reduce(cv2, np.asarray(sheet, np.uint8) * np.uint8(255), factor)
+        paper = (paper >= 255).astype(np.uint8) if not paper.all() else None
+    else:
+        sheets = [p for p in (_find_paper(cv2, g), _find_paper(cv2, 255 - g)) if p is not None]
+        paper = max(sheets, key=lambda p: p[1])[0] if sheets else None
     if paper is not None:
         # The desk takes the paper's tone, so that its edge is no mark on the paper.
         g = g.copy()
@@ -155,11 +167,11 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None) -> InkMap
         g[~on] = np.uint8(np.median(g[on]))
     dark = _ink_is_dark(cv2, g, paper) if invert == "auto" else invert == "yes"
     contrast = _contrast(cv2, g, paper, dark)
-    level = _stretch(contrast, paper)
+    level = _stretch(cv2, contrast, paper)
     if level is None:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
     _remove_ruled_lines(cv2, level, paper)
-    return InkMap(level, factor, dark)
+    return InkMap(level, factor, dark, paper)
 
 
 def default_work_side(shape) -> int:
@@ -239,7 +251,7 @@ def _find_paper(cv2, g: np.ndarray):
     mask = np.zeros(g.shape, np.uint8)
     cv2.fillPoly(mask, [np.rint((hull.reshape(-1, 2) + 0.5) * f).astype(np.int32)], 1)
     # Step in from the sheet's edge, where its shadow and the desk blur into it.
-    m = max(1, round(0.015 * min(g.shape)))
+    m = max(1, round(0.03 * min(g.shape)))
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * m + 1, 2 * m + 1)))
     return mask, hull_area
 
@@ -287,7 +299,9 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     less than half of any such window), so shading cancels and only marks remain; all
     on a copy of at most `_BACKGROUND_SIDE` pixels, where this is cheap.
     Summed deviation beyond the noise decides, not extremes: one hot pixel cannot,
-    and a digit covering well under 1% of a large picture still can.
+    and a digit covering well under 1% of a large picture still can. Unless one side
+    has three times the other's, the local tone was partly ink (a thick pen cropped
+    tight), and the tone holding most of the picture's edge is taken as the paper.
     """
     small, _ = _small(cv2, g, _BACKGROUND_SIDE)
     tiny, _ = _small(cv2, small, _BACKGROUND_SIDE // 2)
@@ -303,7 +317,14 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     margin = max(3 * _spread(values), _MIN_CONTRAST / 2)
     dark = float(np.clip(-values - margin, 0, None).sum())
     light = float(np.clip(values - margin, 0, None).sum())
-    return dark >= light
+    if max(dark, light) >= 3 * min(dark, light):
+        return dark >= light
+    # Undecided: dense ink (a thick pen cropped tight) makes the local tone partly ink.
+    # Then the paper is the phase (of Otsu's threshold) that holds most of the
+    # picture's edge: ink cropped tight touches the edge, but only here and there.
+    t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    return np.count_nonzero(edge > t) >= edge.size / 2
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -343,13 +364,17 @@ def _spread(values: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
-def _stretch(c: np.ndarray, paper) -> np.ndarray | None:
+def _stretch(cv2, c: np.ndarray, paper) -> np.ndarray | None:
     """Contrast mapped to ink levels 0..1 (in place), or None if no ink stands out."""
     values = c[paper.astype(bool)] if paper is not None else c.ravel()
     # A systematic sample is plenty for the statistics; all pixels are mapped.
     if values.size > 65536:
         values = values[:: values.size // 65536]
-    noise = _spread(values)
+    # The noise of the paper alone (the low phase of Otsu's threshold): ink may cover
+    # more than half of a tight crop.
+    t, _ = cv2.threshold(np.clip(values, 0, 255).astype(np.uint8).reshape(1, -1), 0, 1,
+                         cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    noise = _spread(values[values <= t])
     floor = max(4 * noise, _MIN_CONTRAST / 2)
     candidates = values[values > floor]
     if candidates.size < 4:
