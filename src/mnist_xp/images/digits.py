@@ -35,11 +35,13 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image") -> list[Digi
     """
     from .normalize import to_mnist
     g = np.asarray(gray)
-    from .blank import check_ink
+    from .blank import blank_error, check_ink
     from ..errors import ImageError
     try:
         image = to_mnist(g, invert=invert)
     except ImageError as exc:
+        if "no ink found" in str(exc):  # the old normaliser's refusal: the one message
+            raise blank_error(name) from None
         raise type(exc)(f"{name}: {exc}") from None
     check_ink(image, name)
     return [Digit(image, (0, 0, g.shape[0], g.shape[1]))]
