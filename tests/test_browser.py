@@ -2,7 +2,9 @@
 
 Draws a "1" and a "7" on the canvas with pointer input (Selenium's W3C actions, which
 Chromium turns into pointerdown/pointermove/pointerup events), and checks the digit the
-page shows and that the 28x28 preview appears. Screenshots go to pytest's tmp_path.
+page shows and that the 28x28 preview appears; then the number "17", written as a
+person would, read as a number with each digit and its preview. Screenshots go to
+pytest's tmp_path.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium
 chromium-driver``) and the ``selenium`` package; skipped with the reason otherwise.
@@ -95,11 +97,17 @@ def draw(driver, pad, strokes):
 
 
 def shown_digit(driver, previous=None):
-    """The digit the page shows once its answer (and preview) have arrived."""
+    """The digit (or number) the page shows once the answer to the whole drawing is in.
+
+    The page answers as it is drawn on, so an answer about the first strokes can come
+    first; it marks its answer section aria-busy until the newest drawing is answered.
+    """
     def ready(d):
         text = d.find_element(By.ID, "digit").text.strip()
         seen = d.execute_script("return document.getElementById('seen').dataset.ready")
-        return text if text.isdigit() and seen == "1" and text != previous else False
+        busy = d.find_element(By.ID, "answer-section").get_attribute("aria-busy")
+        return (text if text.isdigit() and seen == "1" and busy == "false"
+                and text != previous else False)
     try:
         return WebDriverWait(driver, TIMEOUT).until(ready)
     except TimeoutException:
@@ -107,13 +115,24 @@ def shown_digit(driver, previous=None):
         pytest.fail(f"no prediction shown (status line: {status!r})")
 
 
-def preview_ink(driver) -> int:
-    """How many pixels of the 28x28 preview are lit."""
+def canvas_ink(driver, canvas) -> int:
+    """How many pixels of a 28x28 preview canvas (a WebElement) are lit."""
     return driver.execute_script("""
-        const c = document.getElementById('seen');
-        const d = c.getContext('2d').getImageData(0, 0, 28, 28).data;
+        const d = arguments[0].getContext('2d').getImageData(0, 0, 28, 28).data;
         let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i] > 64) n++;
-        return n;""")
+        return n;""", canvas)
+
+
+def preview_ink(driver) -> int:
+    """How many pixels of the big 28x28 preview are lit."""
+    return canvas_ink(driver, driver.find_element(By.ID, "seen"))
+
+
+def top_bar(driver) -> int:
+    """The class whose probability bar is marked as the top one."""
+    bars = driver.find_elements(By.CSS_SELECTOR, "#bars li")
+    (top,) = [i for i, li in enumerate(bars) if "top" in li.get_attribute("class").split()]
+    return top
 
 
 ONE = [[(0.52, 0.18), (0.50, 0.50), (0.48, 0.84)]]
@@ -156,6 +175,44 @@ def test_draw_one_then_seven(browser, url, tmp_path):
     assert path.stat().st_size > 10_000
     if os.environ.get("MNIST_XP_SCREENSHOT"):
         shutil.copyfile(path, os.environ["MNIST_XP_SCREENSHOT"])
+
+
+# "17" as a person writes it on the pad: a 1 on the left, a 7 on the right, a clear gap.
+ONE_SEVEN = [[(0.27, 0.24), (0.25, 0.50), (0.23, 0.78)],
+             [(0.50, 0.27), (0.66, 0.26), (0.82, 0.27), (0.72, 0.52), (0.62, 0.78)]]
+
+
+def test_draw_a_two_digit_number(browser, url, tmp_path):
+    browser.get(url)
+    pad = browser.find_element(By.ID, "pad")
+    draw(browser, pad, ONE_SEVEN)
+    assert shown_digit(browser) == "17"
+    assert "sure of all 2 digits" in browser.find_element(By.ID, "confidence").text
+    # Each digit, left to right, with its probability and the 28x28 image the model saw.
+    digits = browser.find_elements(By.CSS_SELECTOR, "#digits li button")
+    assert [b.find_element(By.CSS_SELECTOR, ".read").text for b in digits] == ["1", "7"]
+    for b in digits:
+        assert b.find_element(By.CSS_SELECTOR, ".value").text.endswith("%")
+        assert canvas_ink(browser, b.find_element(By.TAG_NAME, "canvas")) > 20
+    # The bars and the big preview follow the chosen digit: the first, then the second.
+    assert digits[0].get_attribute("aria-pressed") == "true"
+    assert top_bar(browser) == 1
+    first = preview_ink(browser)
+    digits[1].click()
+    assert digits[1].get_attribute("aria-pressed") == "true"
+    assert digits[0].get_attribute("aria-pressed") == "false"
+    assert top_bar(browser) == 7
+    assert "digit 2 of 2" in browser.find_element(By.ID, "seen-caption").text
+    assert preview_ink(browser) > 20 and preview_ink(browser) != first
+    browser.save_screenshot(str(tmp_path / "seventeen.png"))
+
+    # Clear forgets the number; a single digit afterwards shows no list of digits.
+    browser.find_element(By.ID, "clear").click()
+    assert not browser.find_element(By.ID, "digits").is_displayed()
+    draw(browser, pad, SEVEN)
+    assert shown_digit(browser) == "7"
+    assert not browser.find_element(By.ID, "digits").is_displayed()
+    assert browser.find_element(By.ID, "seen-caption").text == "what the model sees (28×28)"
 
 
 def test_keyboard_reaches_the_controls(browser, url):

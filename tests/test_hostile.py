@@ -682,11 +682,18 @@ def test_hostile_input(battery, name):
     assert not (d / "UNPICKLED").exists()
 
 
+def inked(n: int) -> np.ndarray:
+    """`n` 28x28 uint8 images holding a stroke: not blank, so predict answers them."""
+    images = np.zeros((n, 28, 28), np.uint8)
+    images[:, 4:24, 13:15] = 255
+    return images
+
+
 def test_the_memory_limit_lets_a_good_run_through(context, tmp_path):
     """The control: under the same limit a valid predict succeeds, so the limited
     cases above fail because of their input, not because of the limit."""
     image = tmp_path / "x.npy"
-    image.write_bytes(npy_bytes(np.zeros((3, 28, 28), np.uint8)))
+    image.write_bytes(npy_bytes(inked(3)))
     result = run_cli(predict_argv(context.model, image), cwd=tmp_path, limit=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
@@ -695,7 +702,7 @@ def test_the_memory_limit_lets_a_good_run_through(context, tmp_path):
 
 def test_unusable_cuda_99_falls_back_to_cpu_with_one_line(context, tmp_path):
     image = tmp_path / "x.npy"
-    image.write_bytes(npy_bytes(np.zeros((2, 28, 28), np.uint8)))
+    image.write_bytes(npy_bytes(inked(2)))
     result = run_cli(predict_argv(context.model, image) + ["--device", "cuda:99"],
                      cwd=tmp_path, limit=False)
     assert result.returncode == 0, result.stderr

@@ -24,7 +24,7 @@ import mnist_xp
 from mnist_xp import images
 from mnist_xp.model_files import default_model_path
 from mnist_xp.errors import ImageError
-from mnist_xp.images import load_image, preprocess_file, save_png, to_mnist
+from mnist_xp.images import load_image, preprocess_file, read_digits_file, save_png, to_mnist
 
 _NO_PILLOW = "Pillow is not installed (pip install 'mnist-xp[images]')"
 Image = pytest.importorskip("PIL.Image", reason=_NO_PILLOW)
@@ -592,7 +592,13 @@ def test_predict_json_describes_each_image(cli_runs, model):
     expected = model.predict_proba(arrays.reshape(-1, 784))
     for row in rows:
         assert set(row) == {"input", "index", "prediction", "probability", "probabilities",
-                            "probabilities_by_class", "top_k"}
+                            "probabilities_by_class", "top_k", "number", "digits"}
+        # One digit: the top-level fields are that digit's, and "digits" holds it alone.
+        assert row["number"] == str(row["prediction"])
+        (digit,) = row["digits"]
+        assert digit == {"prediction": row["prediction"], "probability": row["probability"],
+                         "probabilities": row["probabilities"], "top_k": row["top_k"],
+                         "box": digit["box"]}
         assert len(row["probabilities"]) == 10
         assert sum(row["probabilities"]) == pytest.approx(1.0, abs=1e-4)
         assert row["probability"] == max(row["probabilities"])
@@ -604,6 +610,10 @@ def test_predict_json_describes_each_image(cli_runs, model):
         assert row["top_k"][1]["probability"] <= row["top_k"][0]["probability"]
     np.testing.assert_allclose([r["probabilities"] for r in rows[1:]], expected,
                                rtol=1e-5, atol=1e-7)
+    top, left, bottom, right = rows[0]["digits"][0]["box"]  # where the 7 is in its picture
+    with Image.open(rows[0]["input"]) as im:
+        assert 0 <= top < bottom <= im.height and 0 <= left < right <= im.width
+    assert [r["digits"][0]["box"] for r in rows[1:]] == [[0, 0, 28, 28]] * 2  # array rows
 
 
 @pytest.mark.slow
@@ -647,7 +657,8 @@ def test_preprocess_writes_the_28x28_image_as_png_and_npy(cli_runs):
     out, seven = context["preprocess"]["out"], context["preprocess"]["seven"]
     assert_ok(results["preprocess png"])
     assert_ok(results["preprocess npy"])
-    expected = preprocess_file(seven)
+    (digit,) = read_digits_file(seven)  # what predict gives the model
+    expected = digit.image
     with Image.open(out / "seen.png") as im:
         assert im.format == "PNG" and im.size == (84, 84) and im.mode == "L"
         np.testing.assert_array_equal(np.asarray(im)[::3, ::3], expected)
@@ -688,3 +699,90 @@ def test_predict_without_model_uses_the_installed_one(cli_runs):
     result = cli_runs[0]["default model"]
     assert_ok(result)
     assert list(printed(result.stdout).values()) == [7]
+
+
+# -- pictures of numbers ------------------------------------------------------------------
+# The segmentation is `read_digits`'s job; here it is replaced by one that finds MNIST's
+# first three test digits (7, 2, 1) in any picture, so that what predict and preprocess
+# make of several digits is tested on its own. The command runs in-process (the
+# replacement must reach it), with the model installed with mnist-xp.
+
+@pytest.fixture
+def number(monkeypatch):
+    """read_digits made to find three digits in any picture: the Digits it returns."""
+    from mnist_xp.images import digits as module
+
+    x = mnist_xp.load_mnist("bundled").x_test[:3]
+    found = [module.Digit(x[i], (5, 10 + 60 * i, 95, 60 + 60 * i)) for i in range(3)]
+    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image": found)
+    return found
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``mnist-xp ARGS`` run in this process."""
+    from mnist_xp.cli import main
+
+    status = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_predict_reads_a_picture_of_a_number_digit_by_digit(number, capsys, tmp_path):
+    picture = save(draw(7), tmp_path / "number.png")
+    model = mnist_xp.load(default_model_path(), device="cpu")
+    proba = model.predict_proba(np.stack([d.image.reshape(-1) for d in number]))
+    best = proba.max(axis=1)
+    assert proba.argmax(axis=1).tolist() == [7, 2, 1]
+
+    status, out, err = run_in_process(capsys, "predict", "--device", "cpu", picture)
+    assert (status, err) == (0, "")
+    assert out == (f"{picture}: 721 (digits: 7 ({best[0]:.1%}), 2 ({best[1]:.1%}), "
+                   f"1 ({best[2]:.1%}))\n")
+
+    status, out, err = run_in_process(capsys, "predict", "--device", "cpu", "--json",
+                                      "--top-k", 2, picture)
+    assert (status, err) == (0, "")
+    (row,) = json.loads(out)
+    assert row["input"] == str(picture) and row["index"] is None
+    assert row["prediction"] == row["number"] == "721"
+    assert row["probability"] == pytest.approx(float(np.prod(best)), rel=1e-6)
+    # A distribution over ten classes describes one digit: null for a number.
+    assert row["probabilities"] is None and row["probabilities_by_class"] is None
+    assert row["top_k"] is None
+    for d, found, p in zip(row["digits"], number, proba):
+        assert set(d) == {"prediction", "probability", "probabilities", "top_k", "box"}
+        assert d["box"] == list(found.box)
+        assert d["prediction"] == int(p.argmax())
+        np.testing.assert_allclose(d["probabilities"], p, rtol=1e-6)
+        assert [t["prediction"] for t in d["top_k"]] == np.argsort(-p)[:2].tolist()
+        assert d["top_k"][0]["probability"] == d["probability"]
+
+
+def test_preprocess_writes_the_digits_of_a_number_side_by_side(number, capsys, tmp_path):
+    picture = save(draw(7), tmp_path / "number.png")
+    strip = np.hstack([d.image for d in number])
+
+    status, out, err = run_in_process(capsys, "preprocess", picture, "-o",
+                                      tmp_path / "seen.png", "--scale", 2)
+    assert (status, err) == (0, "")
+    assert out == (f"wrote {tmp_path / 'seen.png'} (168x56): the 3 28x28 images the model "
+                   f"sees for {picture}, left to right\n")
+    with Image.open(tmp_path / "seen.png") as im:
+        assert im.size == (168, 56)
+        np.testing.assert_array_equal(np.asarray(im)[::2, ::2], strip)
+
+    status, out, err = run_in_process(capsys, "preprocess", picture, "-o",
+                                      tmp_path / "seen.npy")
+    assert (status, err) == (0, "")
+    saved = np.load(tmp_path / "seen.npy", allow_pickle=False)
+    assert saved.shape == (3, 28, 28) and saved.dtype == np.uint8
+    np.testing.assert_array_equal(np.hstack(list(saved)), strip)
+
+    # What preprocess wrote, predict reads back as the same three digits.
+    status, out, err = run_in_process(capsys, "predict", "--device", "cpu", "--json",
+                                      tmp_path / "seen.npy")
+    assert (status, err) == (0, "")
+    rows = json.loads(out)
+    assert [r["index"] for r in rows] == [0, 1, 2]
+    assert "".join(r["number"] for r in rows) == "721"
+    assert all(r["digits"][0]["box"] == [0, 0, 28, 28] for r in rows)

@@ -102,6 +102,11 @@ def test_predict_json_array_of_a_real_digit(server, mnist):
         assert abs(sum(body["probabilities"]) - 1) < 1e-4
         assert body["probability"] == pytest.approx(max(body["probabilities"]), abs=1e-6)
         assert body["image"] == x.tolist()  # a 28x28 array is used as it is
+        # One digit, so "digits" holds it alone, the whole 28x28 array its box.
+        assert body["number"] == str(label)
+        assert body["digits"] == [{"digit": label, "probability": body["probability"],
+                                   "probabilities": body["probabilities"],
+                                   "box": [0, 0, 28, 28], "image": body["image"]}]
 
 
 def test_predict_json_floats_in_unit_range_and_pixels_object(server, mnist):
@@ -125,17 +130,89 @@ def test_predict_png_drawing(server, digit, strokes):
     assert image.shape == (784,) and image.min() >= 0 and image.max() == 255
     # Preprocessed like MNIST: white ink on black, so the border is black.
     assert image.reshape(28, 28)[0].max() == 0
+    assert body["number"] == str(digit)
+    (only,) = body["digits"]
+    assert only["digit"] == digit and only["image"] == body["image"]
+    assert only["probability"] == body["probability"]
+    top, left, bottom, right = only["box"]  # where the digit is in the 280x280 drawing
+    assert 0 <= top < bottom <= 280 and 0 <= left < right <= 280
 
 
 def test_predict_png_matches_the_cli_preprocessing(server, tmp_path):
-    from mnist_xp.images import preprocess_file
+    from mnist_xp.images import read_digits_file
 
     data = drawn([[(60, 60), (220, 60), (120, 235)]])
     path = tmp_path / "seven.png"
     path.write_bytes(data)
     status, body, _ = predict(server, data, "image/png")
     assert status == 200
-    assert body["image"] == preprocess_file(path).reshape(-1).tolist()
+    (digit,) = read_digits_file(path)  # what `mnist-xp predict` gives the model
+    assert body["image"] == digit.image.reshape(-1).tolist()
+    assert body["digits"][0]["box"] == list(digit.box)
+
+
+# -- pictures of numbers --------------------------------------------------------------------
+# The segmentation is `read_digits`'s job (tests/test_images.py); here it is replaced
+# by one that finds MNIST's first three test digits (7, 2, 1) in any picture, so that
+# what the server makes of several digits is tested on its own.
+
+@pytest.fixture
+def number(monkeypatch, mnist):
+    """read_digits made to find three digits in any picture: the Digits it returns."""
+    from mnist_xp.images import digits as module
+
+    found = [module.Digit(mnist.x_test[i], (12, 8 + 90 * i, 260, 80 + 90 * i)) for i in range(3)]
+    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image": found)
+    return found
+
+
+def test_a_picture_of_a_number_is_answered_digit_by_digit(server, number, monkeypatch):
+    real = server.model.predict_proba
+    calls = []
+
+    def spy(x):
+        calls.append(len(x))
+        return real(x)
+
+    monkeypatch.setattr(server.model, "predict_proba", spy)
+    status, body, _ = predict(server, drawn([[(140, 40), (140, 240)]]), "image/png")
+    assert status == 200, body
+    assert calls == [3]  # every digit of the picture in one model call
+    proba = real(np.stack([d.image.reshape(-1) for d in number]))
+    labels = proba.argmax(axis=1).tolist()
+    assert labels == [7, 2, 1]
+    assert body["number"] == body["digit"] == "721"
+    assert body["probability"] == pytest.approx(float(np.prod(proba.max(axis=1))), rel=1e-6)
+    # Fields of one digit are null for a number; each digit has its own.
+    assert body["probabilities"] is None and body["image"] is None
+    assert body["classes"] == list(range(10))
+    assert [d["digit"] for d in body["digits"]] == labels
+    for d, found, p in zip(body["digits"], number, proba):
+        assert set(d) == {"digit", "probability", "probabilities", "box", "image"}
+        assert d["image"] == found.image.reshape(-1).tolist()
+        assert d["box"] == list(found.box)
+        assert d["probability"] == pytest.approx(float(p.max()), rel=1e-6)
+        np.testing.assert_allclose(d["probabilities"], p, atol=1e-6)
+
+
+def test_numbers_and_single_digits_batched_together_each_get_their_own_answer(
+        server, number, mnist):
+    from concurrent.futures import ThreadPoolExecutor
+
+    picture = drawn([[(140, 40), (140, 240)]])
+
+    def one(i):
+        if i % 3 == 0:
+            status, body, _ = predict(server, picture, "image/png")
+            return status == 200 and body["number"] == "721" and body["image"] is None
+        x = mnist.x_test[i].reshape(-1)
+        status, body, _ = predict(server, json.dumps(x.tolist()))
+        return (status == 200 and body["image"] == x.tolist()
+                and body["number"] == str(body["digit"]) and len(body["digits"]) == 1)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(48)))
+    assert all(results), results
 
 
 def test_jpeg_body(server):

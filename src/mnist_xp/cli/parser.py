@@ -219,15 +219,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="recognise digits in image files or .npy/IDX arrays",
                        description="Print the predicted digit and its probability for each "
-                                   "input. An INPUT is an image of one digit (.png, .jpg, "
+                                   "input. An INPUT is an image of a digit or of a number "
+                                   "of several digits, read left to right (.png, .jpg, "
                                    ".jpeg, .bmp, .gif, .tif, .tiff; dark ink on light paper "
                                    "or the reverse, any size; needs pip install "
                                    "'mnist-xp[images]'), a .npy or IDX array of 28x28 "
-                                   "images (shape (28, 28), (n, 28, 28) or (n, 784); uint8 "
-                                   "white-on-black pixels or floats in [0, 1]), or a "
-                                   "directory of such files. A bad input gets one error "
-                                   "line, the others are still classified, and the exit "
-                                   "status is 2.")
+                                   "images of one digit each (shape (28, 28), (n, 28, 28) "
+                                   "or (n, 784); uint8 white-on-black pixels or floats in "
+                                   "[0, 1]), or a directory of such files. A bad input, or "
+                                   "a blank image, gets one error line, the others are "
+                                   "still classified, and the exit status is 2.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path)
     _add_model_flag(p)
     _add_device_flags(p)
@@ -236,29 +237,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "on dark; auto: decide from the picture's border (default: auto)")
     p.add_argument("--top-k", metavar="K", type=_whole(1), default=1,
                    help="show the K most probable digits with their probabilities "
-                        "(default: 1)")
+                        "(default: 1); for a number, --json lists them for each digit")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list with all class probabilities")
+                   help="print a JSON list with all class probabilities, and each "
+                        "digit of a number")
 
-    r = sub.add_parser("preprocess", help="write the 28x28 image the model sees for a picture",
-                       description="Normalise a picture of one digit like MNIST (white ink "
-                                   "on black, fitted to 20x20, centred by mass in 28x28) "
-                                   "and write it as a PNG (or the uint8 array as .npy).")
+    r = sub.add_parser("preprocess", help="write the 28x28 image(s) the model sees for a picture",
+                       description="Normalise a picture like MNIST (white ink on black, "
+                                   "fitted to 20x20, centred by mass in 28x28) and write "
+                                   "it as a PNG (or the uint8 array as .npy). A picture "
+                                   "of a number gives one 28x28 image per digit, side by "
+                                   "side in the PNG, left to right.")
     r.add_argument("image", metavar="IMAGE", type=Path)
     r.add_argument("-o", "--output", metavar="OUT", type=Path, required=True,
-                   help="a .png file (or .npy for the (28, 28) uint8 array); written "
-                        "atomically, into an existing directory")
+                   help="a .png file (or .npy for the (28, 28) uint8 array; (k, 28, 28) "
+                        "for a number of k digits); written atomically, into an existing "
+                        "directory")
     r.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
                    help="yes: dark ink on light; no: light ink on dark (default: auto)")
     r.add_argument("--scale", metavar="N", type=_whole(1, _MAX_SCALE), default=1,
                    help=f"enlarge each pixel of the PNG to NxN, 1 to {_MAX_SCALE} "
                         "(default: 1)")
 
-    v = sub.add_parser("serve", help="a web page to draw digits on, and a JSON API",
-                       description="Serve a page where you draw a digit and watch the model "
-                                   "answer, plus a JSON API: POST /api/predict (a PNG/JPEG "
-                                   "body or a JSON array of 784 pixels), GET /api/health. "
-                                   "Ctrl-C stops it.")
+    v = sub.add_parser("serve", help="a web page to draw digits and numbers on, and a JSON API",
+                       description="Serve a page where you draw a digit or a number and "
+                                   "watch the model answer, plus a JSON API: POST "
+                                   "/api/predict (a PNG/JPEG body or a JSON array of 784 "
+                                   "pixels), GET /api/health. Ctrl-C stops it.")
     _add_model_flag(v)
     v.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only; "

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BlankImageError
+from ..pixels import IMAGE_SIDE, N_PIXELS
 
-__all__ = ["MIN_INK_PIXELS", "INK_LEVEL", "check_ink", "is_blank"]
+__all__ = ["MIN_INK_PIXELS", "INK_LEVEL", "blank_error", "check_ink", "is_blank"]
 
 #: A 28×28 image needs at least this many pixels at `INK_LEVEL` or brighter.
 MIN_INK_PIXELS = 10
@@ -30,16 +31,18 @@ def is_blank(images) -> np.ndarray:
 
     Parameters
     ----------
-    images : array_like, shape (n, 784), (n, 28, 28) or (28, 28)
+    images : array_like, shape (n, 784), (n, 28, 28), (28, 28) or (784,)
         uint8 pixels 0..255, or floats in [0, 1], white ink on black.
 
     Returns
     -------
     numpy.ndarray
-        bool, shape (n,) (shape (1,) for one 28×28 image).
+        bool, shape (n,) (shape (1,) for one image, (28, 28) or (784,)).
     """
     a = np.asarray(images)
-    rows = a.reshape(1, -1) if a.ndim == 2 and a.shape[0] == a.shape[1] else a.reshape(a.shape[0], -1)
+    # Only MNIST's own shapes are one image: 784 rows of 784 pixels are 784 images.
+    one = a.ndim == 1 or a.shape == (IMAGE_SIDE, IMAGE_SIDE)
+    rows = a.reshape(1, -1) if one else a.reshape(a.shape[0], -1)
     level = INK_LEVEL / 255 if rows.dtype.kind == "f" else INK_LEVEL
     return np.count_nonzero(rows >= level, axis=1) < MIN_INK_PIXELS
 
@@ -63,6 +66,25 @@ def check_ink(images, name: str = "image") -> None:
     blank = is_blank(images)
     if blank.any():
         which = "" if blank.size == 1 else f"[{int(np.argmax(blank))}]"
-        raise BlankImageError(f"{name}{which}: no ink found: the image is blank, a lone dot "
-                              f"or too faint (fewer than {MIN_INK_PIXELS} of its 784 pixels "
-                              "are at half brightness or more)")
+        raise blank_error(f"{name}{which}")
+
+
+def blank_error(name: str) -> BlankImageError:
+    """The one "no ink" refusal of the input called `name`, whatever its form.
+
+    Parameters
+    ----------
+    name : str
+        ``"image"``, a file name, ``"photo.npy[3]"``, ``"request body"``.
+
+    Returns
+    -------
+    BlankImageError
+        To raise; the message starts with ``"<name>: no ink found: "``.
+    """
+    # One text for a blank picture, array row or request body alike: the rule is the
+    # same, so a user sees the same refusal however the input reached the model.
+    return BlankImageError(f"{name}: no ink found: the image is blank, a lone dot or too "
+                           f"faint (fewer than {MIN_INK_PIXELS} of the {N_PIXELS} pixels "
+                           "the model sees are at half brightness or more); write the "
+                           "digit larger and darker")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BlankImageError, ImageError
-from .blank import check_ink
+from .blank import blank_error, check_ink
 from .ink import DECODE_SIDE, as_gray_uint8, cv2_module, find_ink, stroke_width
 
 __all__ = ["Digit", "read_digits", "read_digits_file"]
@@ -115,6 +115,8 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
             box = (offset[0] + top * f, offset[1] + left * f,
                    offset[0] + bottom * f, offset[1] + right * f)
             digits.append(Digit(image, box))
+    except BlankImageError:
+        raise blank_error(name) from None  # one refusal, whatever found no ink
     except ImageError as exc:
         raise type(exc)(f"{name}: {exc}") from None
     return digits

@@ -23,9 +23,9 @@ import os
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import BlankImageError, ImageError
 from ..pixels import IMAGE_SIDE
-from .blank import check_ink
+from .blank import blank_error, check_ink
 from .ink import INVERT_CHOICES, cv2_module, stroke_width
 
 __all__ = ["INVERT_CHOICES", "mnist_box", "preprocess_file", "to_mnist"]
@@ -76,7 +76,10 @@ def to_mnist(gray, invert: str = "auto") -> np.ndarray:
     from .digits import whole_ink
 
     cv2 = cv2_module()
-    image = mnist_box(cv2, whole_ink(cv2, gray, invert))
+    try:
+        image = mnist_box(cv2, whole_ink(cv2, gray, invert))
+    except BlankImageError:
+        raise blank_error("image") from None
     check_ink(image)
     return image
 
@@ -109,6 +112,8 @@ def preprocess_file(path: str | os.PathLike, invert: str = "auto") -> np.ndarray
     gray = load_image(path, max_side=DECODE_SIDE)
     try:
         return to_mnist(gray, invert=invert)
+    except BlankImageError:
+        raise blank_error(str(name)) from None
     except ImageError as exc:
         raise type(exc)(f"{name}: {exc}") from None
 

@@ -1,4 +1,4 @@
-"""``mnist-xp serve``: a page to draw a digit on, and a small JSON API behind it.
+"""``mnist-xp serve``: a page to draw a digit (or a number) on, and a small JSON API behind it.
 
 Built on the standard library's asyncio (HTTP/1.1 with keep-alive, one event loop):
 one page and two JSON endpoints need no framework, so the server adds no dependency
@@ -15,20 +15,42 @@ Endpoints
 ``GET /api/health``
     ``{"status": "ok", "device": ..., "model": {...metadata...}, ...}``.
 ``POST /api/predict``
-    A PNG/JPEG (or other Pillow-readable) image body, preprocessed exactly like
-    ``mnist-xp predict`` does, or a JSON array of 784 pixel values (0-255, white ink on
-    black; or floats in [0, 1] when every value is at most 1), or ``{"pixels": [...]}``.
-    Answers ``{"digit", "probability", "probabilities", "classes", "image"}`` where
-    ``image`` is the 784 uint8 pixels (row-major 28x28) the model saw.
+    A PNG/JPEG (or other Pillow-readable) image body, read exactly as ``mnist-xp
+    predict`` reads a picture (`mnist_xp.images.read_digits`: one digit, or each digit
+    of a number, left to right), or a JSON array of 784 pixel values (0-255, white ink
+    on black; or floats in [0, 1] when every value is at most 1), or
+    ``{"pixels": [...]}``, which is one 28x28 digit used as it is. Answers::
+
+        {"digit", "probability", "probabilities", "classes", "number", "image",
+         "digits": [{"digit", "probability", "probabilities", "box", "image"}, ...]}
+
+    ``digits`` has one entry per digit, left to right: its class, its probability, all
+    its class probabilities (in the order of ``classes``), its ``box`` ``[top, left,
+    bottom, right]`` in the decoded picture's pixels (``[0, 0, 28, 28]`` for a JSON
+    array) and ``image``, the 784 uint8 pixels (row-major 28x28) the model saw for it.
+    ``number`` is the digits' classes joined, always a string ("7", "2026").
+
+    For one digit the top-level fields are that digit's, as they were before numbers
+    were read: ``digit`` its class, ``image`` its 784 pixels. For several digits,
+    ``digit`` is the number (the same string as ``number``), ``probability`` the
+    product of the digits' probabilities (the chance that all are right, if their
+    errors are independent and the segmentation is right), and ``probabilities`` and
+    ``image`` are null: they describe one digit, and each digit's are in ``digits``.
+    A client written for single digits thus gets a clear null rather than part of
+    the answer.
 
 Every error is a JSON object ``{"error": "..."}`` with a 4xx status (a 500, still JSON
 and without a traceback, only for a bug). Bodies are capped at `MAX_BODY` bytes and
-images at `mnist_xp.images.MAX_PIXELS` pixels before their pixels are decoded.
+images at `mnist_xp.images.MAX_PIXELS` pixels before their pixels are decoded. A
+blank input, in any form (a blank or transparent picture, 784 zeros, a lone dot, a
+faint smudge), is refused by the one "no ink" rule (`mnist_xp.images.check_ink`) with
+422 and the same message, which names the input "request body".
 
-Concurrent predictions are batched: the rows of all requests parsed in one loop
-iteration go through one ``predict_proba`` call. On a GPU that turns many tiny kernel
-launches into one; on the CPU it amortises the per-call overhead. Pictures are decoded
-and normalised on two worker threads so that the loop keeps answering meanwhile.
+Concurrent predictions are batched: the digits of all requests parsed in one loop
+iteration (every digit of a picture of a number among them) go through one
+``predict_proba`` call. On a GPU that turns many tiny kernel launches into one; on the
+CPU it amortises the per-call overhead. Pictures are decoded and normalised on two
+worker threads so that the loop keeps answering meanwhile.
 """
 
 from __future__ import annotations
@@ -48,9 +70,10 @@ import numpy as np
 
 from .. import __version__
 from ..backend import blas_threads, to_numpy
-from ..errors import MnistXPError
+from ..errors import BlankImageError, MnistXPError
+from ..images.blank import check_ink
 from ..images.decode import INSTALL_HINT, has_image_signature
-from ..pixels import N_PIXELS
+from ..pixels import IMAGE_SIDE, N_PIXELS
 
 __all__ = ["MAX_BODY", "ApiError", "Server", "make_server"]
 
@@ -71,6 +94,12 @@ _LINGER = "linger"
 # Seconds a connection may sit idle (or dribble a body) before its thread gives up;
 # bounds the threads a slow or stalled client can hold.
 _TIMEOUT = 30
+
+# What error messages call the input, whatever its form (picture or JSON).
+_BODY = "request body"
+
+# A JSON array is one 28x28 digit: its box is the whole image.
+_WHOLE = (0, 0, IMAGE_SIDE, IMAGE_SIDE)
 
 # The files of the page, served from memory under these paths.
 _PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -101,7 +130,7 @@ def _reject_constant(name: str):
 
 
 def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
-    """The uint8 row a JSON body describes, or an ApiError saying what is wrong."""
+    """The uint8 row a JSON body describes, or an ApiError saying what is wrong (or blank)."""
     try:
         value = json.loads(body, parse_constant=_reject_constant)
     except ApiError:
@@ -133,65 +162,75 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
                             f"found {low:g}..{high:g}")
     if high <= 1:
         x = x * 255  # floats in [0, 1], as the model's own float inputs are
-    return np.rint(x).astype(np.uint8)
+    row = np.rint(x).astype(np.uint8)
+    if n_features == N_PIXELS:  # the "no ink" rule is for 28x28 images
+        try:
+            check_ink(row, _BODY)
+        except BlankImageError as exc:
+            raise ApiError(422, str(exc)) from None
+    return row
 
 
-def _pixels_from_image(body: bytes, n_features: int) -> np.ndarray:
-    """The uint8 row `mnist-xp predict` would make of an image body."""
-    from ..images.normalize import preprocess_file
+def _pixels_from_image(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
+    """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes."""
+    from ..images.digits import read_digits_file
 
     if n_features != N_PIXELS:
         raise ApiError(422, f"the model expects {n_features} pixels per image; pictures "
                             "become 28x28 = 784")
     upload = io.BytesIO(body)
-    upload.name = "image"  # how error messages name it
+    upload.name = _BODY  # how error messages name it
     try:
-        return preprocess_file(upload).reshape(-1)
+        digits = read_digits_file(upload)
     except MnistXPError as exc:
         # Pillow missing is the server's problem (503); anything else is the picture's.
         raise ApiError(503 if INSTALL_HINT in str(exc) else 422, str(exc)) from None
-
+    rows = np.stack([d.image.reshape(-1) for d in digits])
+    return rows, [[int(v) for v in d.box] for d in digits]
 
 
 class _Batch:
     """Rows waiting for the model, answered together at the end of a loop iteration.
 
     Every request whose body was parsed in the same event-loop iteration joins one
-    ``predict_proba`` call: under load that is dozens of rows per call (one kernel
-    launch on a GPU instead of dozens; one BLAS call on the CPU), and a lone request
-    waits no longer than its own call.
+    ``predict_proba`` call, with all the digits of its picture: under load that is
+    dozens of rows per call (one kernel launch on a GPU instead of dozens; one BLAS
+    call on the CPU), and a lone request waits no longer than its own call.
     """
 
     def __init__(self, model, loop, max_batch: int = _MAX_BATCH):
         self.model, self.loop, self.max_batch = model, loop, max_batch
-        self.rows: list = []
+        self.blocks: list = []
         self.futures: list = []
+        self.n_rows = 0
 
-    def predict(self, row: np.ndarray):
-        """A future of the class probabilities (numpy, shape (n_classes,)) of `row`."""
+    def predict(self, rows: np.ndarray):
+        """A future of the class probabilities (numpy, (k, n_classes)) of `rows` (k, n_features)."""
         future = self.loop.create_future()
-        if not self.rows:
+        if not self.blocks:
             self.loop.call_soon(self._run)
-        self.rows.append(row)
+        self.blocks.append(rows)
         self.futures.append(future)
-        if len(self.rows) >= self.max_batch:
+        self.n_rows += len(rows)
+        if self.n_rows >= self.max_batch:
             self._run()
         return future
 
     def _run(self) -> None:
-        rows, futures = self.rows, self.futures
-        if not rows:
+        blocks, futures = self.blocks, self.futures
+        if not blocks:
             return  # already run when the batch filled up
-        self.rows, self.futures = [], []
+        self.blocks, self.futures, self.n_rows = [], [], 0
         try:
-            proba = np.asarray(to_numpy(self.model.predict_proba(np.stack(rows))),
+            proba = np.asarray(to_numpy(self.model.predict_proba(np.concatenate(blocks))),
                                dtype=np.float64)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
             for f in futures:
                 if not f.done():
                     f.set_exception(exc)
             return
-        for f, p in zip(futures, proba):
+        ends = np.cumsum([len(b) for b in blocks])
+        for f, p in zip(futures, np.split(proba, ends[:-1])):
             if not f.done():  # its client may have gone
                 f.set_result(p)
 
@@ -417,18 +456,45 @@ class Server:
             raise ApiError(400, "empty body; send an image or a JSON array of pixels")
         n_features = self.n_features
         if has_image_signature(body[:12]):  # anything else must be JSON
-            row = await self._loop.run_in_executor(self._pool, _pixels_from_image, body,
-                                                   n_features)
+            rows, boxes = await self._loop.run_in_executor(self._pool, _pixels_from_image,
+                                                           body, n_features)
         else:
-            row = _pixels_from_json(body, n_features)
-        p = await self._batch.predict(row)
-        best = int(np.argmax(p))
-        head = {"digit": self.classes[best], "probability": float(p[best]),
-                "probabilities": [round(float(v), 6) for v in p], "classes": self.classes}
-        # The pixels joined from pre-encoded numbers: half the time of json.dumps on
-        # the list, and this runs once per request.
-        return (json.dumps(head, separators=(",", ":"))[:-1].encode() + b',"image":['
-                + b",".join([_DECIMAL[v] for v in row.tolist()]) + b"]}")
+            rows, boxes = _pixels_from_json(body, n_features)[None], [_WHOLE]
+        proba = await self._batch.predict(rows)
+        return self._encode(proba, rows, boxes)
+
+    def _encode(self, proba: np.ndarray, rows: np.ndarray, boxes: list) -> bytes:
+        """The answer's JSON bytes for digits of probabilities `proba` and pixels `rows`."""
+        digits, images = [], []
+        for p, row, box in zip(proba, rows, boxes):
+            best = int(np.argmax(p))
+            digits.append({"digit": self.classes[best], "probability": float(p[best]),
+                           "probabilities": [round(float(v), 6) for v in p],
+                           "box": list(box)})
+            # The pixels joined from pre-encoded numbers: half the time of json.dumps on
+            # the list, and this runs once per digit of every request.
+            images.append(b"[" + b",".join([_DECIMAL[v] for v in row.tolist()]) + b"]")
+        number = "".join(str(d["digit"]) for d in digits)
+        if len(digits) == 1:
+            head = {k: digits[0][k] for k in ("digit", "probability", "probabilities")}
+            image = images[0]
+        else:
+            # Fields of one digit have no value for a number; see the module docstring.
+            head = {"digit": number, "probability": float(np.prod([d["probability"]
+                                                                    for d in digits])),
+                    "probabilities": None}
+            image = b"null"
+        head.update(classes=self.classes, number=number)
+        parts = [_open(head), b',"image":', image, b',"digits":[']
+        for i, (d, pixels) in enumerate(zip(digits, images)):
+            parts += [b"," if i else b"", _open(d), b',"image":', pixels, b"}"]
+        parts.append(b"]}")
+        return b"".join(parts)
+
+
+def _open(obj: dict) -> bytes:
+    """`obj` as compact JSON without its closing brace, for more fields to follow."""
+    return json.dumps(obj, separators=(",", ":"))[:-1].encode()
 
 
 def _page_files() -> dict[str, bytes]:
