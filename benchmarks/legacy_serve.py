@@ -18,7 +18,6 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import legacy_normalize  # noqa: E402
@@ -29,18 +28,23 @@ from mnist_xp.web import server  # noqa: E402
 _NAME = "_pixels_from_image"
 
 
-def _pixels_from_image(body: bytes, n_features: int) -> np.ndarray:
-    """The uint8 row the old pipeline makes of an image body (server.py at 74de8ce)."""
+def _pixels_from_image(body: bytes, n_features: int, classify=None):
+    """The old pipeline's answer for an image body (server.py at 74de8ce): one digit.
+
+    Returned as the server now expects it, (1, 784) uint8 rows and their boxes;
+    `classify` is not used (the old pipeline never cut a picture into digits).
+    """
     if n_features != server.N_PIXELS:
         raise server.ApiError(422, f"the model expects {n_features} pixels per image; pictures "
                                    "become 28x28 = 784")
     upload = io.BytesIO(body)
     upload.name = "image"  # how error messages name it
     try:
-        return legacy_normalize.preprocess_file(upload).reshape(-1)
+        row = legacy_normalize.preprocess_file(upload).reshape(1, -1)
     except server.MnistXPError as exc:
         # Pillow missing is the server's problem (503); anything else is the picture's.
         raise server.ApiError(503 if server.INSTALL_HINT in str(exc) else 422, str(exc)) from None
+    return row, [[0, 0, 28, 28]]
 
 
 def _callers(module, name: str) -> list[str]:
@@ -61,7 +65,7 @@ def install() -> None:
     if current is None or not _callers(server, _NAME):
         sys.exit(f"legacy_serve: mnist_xp.web.server no longer calls {_NAME}; update "
                  "benchmarks/legacy_serve.py to swap whatever now turns a picture into pixels")
-    if list(inspect.signature(current).parameters) != ["body", "n_features"]:
+    if list(inspect.signature(current).parameters) != ["body", "n_features", "classify"]:
         sys.exit(f"legacy_serve: mnist_xp.web.server.{_NAME} now takes "
                  f"{inspect.signature(current)}; update benchmarks/legacy_serve.py to match")
     setattr(server, _NAME, _pixels_from_image)

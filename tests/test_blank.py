@@ -126,10 +126,6 @@ def test_every_blank_picture_is_refused_by_read_digits_with_the_one_message(name
         assert str(caught.value) == message(named)
 
 
-@pytest.mark.xfail(strict=True, reason="mnist_xp/images/normalize.py (being rewritten for issue "
-                   "13, item 1): preprocess_file puts str(path) in its messages, so a file "
-                   "object shows its repr, and it refuses blank pictures with the old "
-                   "normaliser's own text instead of the one rule's")
 @pytest.mark.parametrize("name", PICTURES)
 def test_preprocess_file_refuses_a_blank_picture_like_read_digits(name):
     path = CASES / name

@@ -714,7 +714,7 @@ def number(monkeypatch):
 
     x = mnist_xp.load_mnist("bundled").x_test[:3]
     found = [module.Digit(x[i], (5, 10 + 60 * i, 95, 60 + 60 * i)) for i in range(3)]
-    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image": found)
+    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image", classify=None: found)
     return found
 
 

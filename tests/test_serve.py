@@ -162,7 +162,7 @@ def number(monkeypatch, mnist):
     from mnist_xp.images import digits as module
 
     found = [module.Digit(mnist.x_test[i], (12, 8 + 90 * i, 260, 80 + 90 * i)) for i in range(3)]
-    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image": found)
+    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image", classify=None: found)
     return found
 
 

@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", metavar="N", type=_whole(1, _MAX_SCALE), default=1,
                    help=f"enlarge each pixel of the PNG to NxN, 1 to {_MAX_SCALE} "
                         "(default: 1)")
+    r.add_argument("--model", metavar="PATH", type=Path,
+                   help="the model whose reading decides where digits that touch are cut, "
+                        "as predict does (default: the model installed with mnist-xp)")
+    r.set_defaults(device="cpu", require_device=False)
 
     v = sub.add_parser("serve", help="a web page to draw digits and numbers on, and a JSON API",
                        description="Serve a page where you draw a digit or a number and "

@@ -103,12 +103,13 @@ def _is_picture(path: Path) -> bool:
     return path.suffix.lower() != ".npy" and looks_like_image(path)
 
 
-def _read_picture(path: Path, n_features: int, invert: str) -> tuple[np.ndarray, list]:
+def _read_picture(path: Path, n_features: int, invert: str,
+                  classify=None) -> tuple[np.ndarray, list]:
     """One image file's digits, left to right: (k, 784) uint8 rows and their boxes."""
     if n_features != N_PIXELS:
         raise DataError(f"{path}: the model expects {n_features} pixels per image; "
                         f"pictures become {IMAGE_SIDE}x{IMAGE_SIDE} = {N_PIXELS}")
-    digits = read_digits_file(path, invert=invert)
+    digits = read_digits_file(path, invert=invert, classify=classify)
     rows = np.stack([d.image.reshape(-1) for d in digits])
     return rows, [tuple(int(v) for v in d.box) for d in digits]
 
@@ -180,7 +181,8 @@ def cmd_predict(args) -> int:
         for path in files:
             try:
                 if _is_picture(path):
-                    rows, boxes = _read_picture(path, model.n_features_in_, args.invert)
+                    rows, boxes = _read_picture(path, model.n_features_in_, args.invert,
+                                                model.predict_proba)
                     proba = np.asarray(model.predict_proba(rows))
                     answer(str(path), _prediction(path, None, proba, boxes, labels, args.top_k))
                     continue
@@ -219,7 +221,10 @@ def cmd_preprocess(args) -> int:
     check_writable(out, "-o")
     if out.resolve() == args.image.resolve():
         raise UsageError(f"-o {out}: that is the input picture; choose another file name")
-    images = np.stack([d.image for d in read_digits_file(args.image, invert=args.invert)])
+    # The model reads digits that touch, to decide where to cut them, as predict does.
+    model, _ = load_model(args)
+    images = np.stack([d.image for d in read_digits_file(args.image, invert=args.invert,
+                                                         classify=model.predict_proba)])
     k = len(images)
     if kind == ".png":
         # Several digits side by side, left to right, as the model reads them.

@@ -163,7 +163,8 @@ def locate(cv2, gray, invert: str = "auto"):
     return ink, _digit_groups(cv2, ink.level), (y0, x0)
 
 
-def read_digits_file(path: str | os.PathLike, invert: str = "auto") -> list[Digit]:
+def read_digits_file(path: str | os.PathLike, invert: str = "auto", *,
+                     classify=None) -> list[Digit]:
     """`load_image` then `read_digits`; messages name `path` (or a file object's ``name``).
 
     Parameters
@@ -171,6 +172,8 @@ def read_digits_file(path: str | os.PathLike, invert: str = "auto") -> list[Digi
     path : str, os.PathLike or binary file object
         As for `mnist_xp.images.load_image`.
     invert : {"auto", "yes", "no"}, default "auto"
+    classify : callable, optional
+        See `read_digits`.
 
     Returns
     -------
@@ -184,7 +187,8 @@ def read_digits_file(path: str | os.PathLike, invert: str = "auto") -> list[Digi
     from .decode import load_image
 
     name = getattr(path, "name", "image") if hasattr(path, "read") else path
-    return read_digits(load_image(path, max_side=DECODE_SIDE), invert=invert, name=str(name))
+    return read_digits(load_image(path, max_side=DECODE_SIDE), invert=invert, name=str(name),
+                       classify=classify)
 
 
 def whole_ink(cv2, gray, invert: str = "auto") -> np.ndarray:

@@ -171,8 +171,11 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
     return row
 
 
-def _pixels_from_image(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
-    """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes."""
+def _pixels_from_image(body: bytes, n_features: int, classify=None) -> tuple[np.ndarray, list]:
+    """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes.
+
+    `classify` (the model's probabilities) decides where digits that touch are cut.
+    """
     from ..images.digits import read_digits_file
 
     if n_features != N_PIXELS:
@@ -181,7 +184,7 @@ def _pixels_from_image(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
     upload = io.BytesIO(body)
     upload.name = _BODY  # how error messages name it
     try:
-        digits = read_digits_file(upload)
+        digits = read_digits_file(upload, classify=classify)
     except MnistXPError as exc:
         # Pillow missing is the server's problem (503); anything else is the picture's.
         raise ApiError(503 if INSTALL_HINT in str(exc) else 422, str(exc)) from None
@@ -286,8 +289,16 @@ class Server:
         # Decoding a picture takes milliseconds: it runs on these threads so that the
         # loop keeps answering the JSON requests meanwhile.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mnist-xp-image")
+        # The image threads ask the model where digits that touch are cut (rarely: only
+        # for ink wide enough to be two digits), one at a time.
+        self._model_lock = threading.Lock()
 
     # -- running -----------------------------------------------------------------------
+
+    def _classify(self, images: np.ndarray) -> np.ndarray:
+        """The model's probabilities for (k, 784) uint8 images, from an image thread."""
+        with self._model_lock:
+            return np.asarray(to_numpy(self.model.predict_proba(images)), dtype=np.float64)
 
     def serve_forever(self) -> None:
         """Serve until `shutdown` is called (or KeyboardInterrupt)."""
@@ -457,7 +468,7 @@ class Server:
         n_features = self.n_features
         if has_image_signature(body[:12]):  # anything else must be JSON
             rows, boxes = await self._loop.run_in_executor(self._pool, _pixels_from_image,
-                                                           body, n_features)
+                                                           body, n_features, self._classify)
         else:
             rows, boxes = _pixels_from_json(body, n_features)[None], [_WHOLE]
         proba = await self._batch.predict(rows)
