@@ -51,6 +51,7 @@ import mnist_xp  # noqa: E402
 from mnist_xp import images  # noqa: E402
 from mnist_xp.errors import BlankImageError, ImageError  # noqa: E402
 from mnist_xp.model_files import default_model_path  # noqa: E402
+from mnist_xp.images.ink import DECODE_SIDE  # noqa: E402
 
 #: Issue 13's targets, ms.
 DRAWING_TARGET_MS, PHOTO_TARGET_MS = 2.0, 50.0
@@ -61,18 +62,28 @@ NEW_DIGITS = "new read_digits"
 PIPELINES = (OLD, NEW_ONE, NEW_DIGITS)
 
 
-def _normalisers() -> dict:
-    """Each pipeline as a function of a grey picture returning its 28x28 digits."""
+def _normalisers(model) -> dict:
+    """Each pipeline as a function of a grey picture returning its 28x28 digits.
+
+    read_digits is given the model's probabilities, as predict and serve give it, to
+    cut digits that touch.
+    """
     return {OLD: lambda g: [legacy_normalize.to_mnist(g)],
             NEW_ONE: lambda g: [images.to_mnist(g)],
-            NEW_DIGITS: lambda g: [d.image for d in images.read_digits(g)]}
+            NEW_DIGITS: lambda g: [d.image for d in images.read_digits(
+                g, classify=model.predict_proba)]}
 
 
-def _decode(data: bytes) -> np.ndarray:
+#: How each pipeline's predict decodes a file: the old one at full size, the new one
+#: letting a large JPEG decode at 1/2, 1/4 or 1/8 (`load_image(max_side=...)`).
+DECODE_SIDES = {OLD: None, NEW_ONE: DECODE_SIDE, NEW_DIGITS: DECODE_SIDE}
+
+
+def _decode(data: bytes, max_side=None) -> np.ndarray:
     """What predict and serve do with a file's bytes: `load_image` of a file object."""
     f = io.BytesIO(data)
     f.name = "image"
-    return images.load_image(f)
+    return images.load_image(f, max_side=max_side)
 
 
 # -- a. timing --------------------------------------------------------------------------
@@ -104,11 +115,11 @@ def timing_cases(seed: int, photo_size: tuple[int, int]) -> list[dict]:
     ]
 
 
-def _runner(normalise, case):
+def _runner(normalise, case, max_side):
     """A no-argument function running `normalise` on the case's picture (decoding first if bytes)."""
     pic = case["picture"]
     if case["input"] == "bytes":
-        return lambda: normalise(_decode(pic))
+        return lambda: normalise(_decode(pic, max_side))
     return lambda: normalise(pic)
 
 
@@ -120,7 +131,7 @@ def time_pipelines(cases: list[dict], repeats: dict, pipelines: dict) -> list[di
         row = {"case": case["case"], "target_ms": case["target_ms"], "repeats": repeats[case["group"]],
                "ms": {}, "errors": {}}
         for name, normalise in pipelines.items():
-            run = _runner(normalise, case)
+            run = _runner(normalise, case, DECODE_SIDES[name])
             try:
                 run()  # warm-up, and the one chance to fail
             except Exception as exc:  # noqa: BLE001 - a failing pipeline is reported, not fatal
@@ -188,8 +199,9 @@ def measure_accuracy(model, pipelines: dict, per_kind: int, per_number_kind: int
     stats = {}
     for name, kind, pic in hp.iter_pictures(per_kind, seed, kinds,
                                             per_number_kind=per_number_kind, tiny_size=tiny_size):
-        gray = _decode(pic.data)  # once: the pipelines differ in what follows
+        grays = {side: _decode(pic.data, side) for side in set(DECODE_SIDES.values())}
         for pipe, normalise in pipelines.items():
+            gray = grays[DECODE_SIDES[pipe]]
             s = stats.setdefault((kind, pipe), {"kind": kind, "pipeline": pipe, "pictures": 0,
                                                 "right": 0, "count_right": 0, "refused": 0,
                                                 "blank": 0, "failed": 0, "ms": [], "examples": []})
@@ -286,12 +298,14 @@ def main(argv=None) -> int:
     repeats = {"drawing": args.repeats or (20 if q else 200),
                "photo": args.photo_repeats or (3 if q else 15)}
 
-    pipelines = _normalisers()
+    model = mnist_xp.load(default_model_path(), device="cpu")
+    pipelines = _normalisers(model)
     payload = {"benchmark": "images", "command": "python benchmarks/images.py "
                + " ".join(sys.argv[1:] if argv is None else argv),
                "pipelines": {OLD: "benchmarks/legacy_normalize.py to_mnist (74de8ce)",
                              NEW_ONE: "mnist_xp.images.to_mnist",
-                             NEW_DIGITS: "mnist_xp.images.read_digits"},
+                             NEW_DIGITS: "mnist_xp.images.read_digits(classify="
+                                         "model.predict_proba)"},
                "targets_ms": {"drawing_280": DRAWING_TARGET_MS, "photo_12mp": PHOTO_TARGET_MS},
                "machine": {**machine_info(), "opencv": cv2.__version__,
                            "opencv_threads": cv2.getNumThreads(), "pillow": PIL.__version__}}
@@ -305,7 +319,6 @@ def main(argv=None) -> int:
         payload["timing"] = rows
 
     if not args.skip_accuracy:
-        model = mnist_xp.load(default_model_path(), device="cpu")
         n_kinds = sum(per_number if k in hp.NUMBER_KINDS else per_kind for k in args.kinds)
         print(f"\naccuracy: {n_kinds} pictures (seed {args.seed}; {per_kind} per single-digit "
               f"kind, {per_number} per number kind; tiny: {args.tiny_size[0]}x{args.tiny_size[1]}),"

@@ -37,8 +37,9 @@ _CORE = 0.35
 
 # A group at least _TWO_WIDE times as wide as tall may be two digits that touch; it is
 # cut when the two parts read with a confidence (geometric mean) _SPLIT_GAIN above
-# the whole's.
-_TWO_WIDE, _SPLIT_GAIN = 0.9, 0.05
+# the whole's, each at least _SURE: a half of one digit often reads as some digit,
+# but rarely as surely as a whole one does.
+_TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.95
 
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
@@ -344,7 +345,7 @@ def _recognised(cv2, level, groups, classify, depth: int = 0):
         whole = best[0]
         pairs = np.sqrt(best[1::2] * best[2::2])  # geometric mean of the two parts
         k = int(np.argmax(pairs))
-        if pairs[k] > whole + _SPLIT_GAIN:
+        if pairs[k] > whole + _SPLIT_GAIN and min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE:
             out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
                                    classify, depth + 1))
         else:

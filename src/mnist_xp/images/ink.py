@@ -244,6 +244,15 @@ def _find_paper(cv2, g: np.ndarray):
     cv2.drawContours(filled, [outline], -1, 1, thickness=cv2.FILLED)
     if cv2.contourArea(outline) < 0.9 * hull_area or hull_area < 0.85 * rw * rh:
         return None  # not a sheet: a sheet is convex and nearly rectangular
+    # A sheet's edge is a step, not the slope of a shadow: the tone changes by as
+    # much just inside and outside it as a digit differs from paper.
+    sheet = np.zeros_like(region)
+    cv2.fillPoly(sheet, [hull.reshape(-1, 2)], 1)
+    ring = np.ones((5, 5), np.uint8)
+    inner = sheet.astype(bool) & ~cv2.erode(sheet, ring).astype(bool)
+    outer = cv2.dilate(sheet, ring).astype(bool) & ~sheet.astype(bool)
+    if not outer.any() or np.median(clean[inner]) - np.median(clean[outer]) < 2 * _MIN_CONTRAST:
+        return None
     # A sheet holds what is written on it: dark marks inside, in the unclosed picture.
     inside = np.count_nonzero(filled.astype(bool) & (small < t))
     if not 2 <= inside < 0.2 * np.count_nonzero(filled):
