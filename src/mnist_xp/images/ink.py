@@ -165,8 +165,10 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None, *,
         g = g.copy()
         on = paper.astype(bool)
         g[~on] = np.uint8(np.median(g[on]))
-    dark = _ink_is_dark(cv2, g, paper) if invert == "auto" else invert == "yes"
-    contrast = _contrast(cv2, g, paper, dark)
+    dark, dense = _polarity(cv2, g, paper)
+    if invert != "auto":
+        dark = invert == "yes"
+    contrast = _contrast(cv2, g, paper, dark, dense)
     level = _stretch(cv2, contrast, paper)
     if level is None:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
@@ -301,16 +303,18 @@ def _first_window(g: np.ndarray) -> float:
     return max(5.0, max(g.shape) / 8)
 
 
-def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
-    """Whether the marks that stand out from the paper's local tone are mostly darker.
+def _polarity(cv2, g: np.ndarray, paper) -> tuple[bool, bool]:
+    """(whether the marks that stand out from the paper's local tone are mostly darker,
+    whether they are dense).
 
     The paper's tone is a running median over a quarter of the picture (ink covers
     less than half of any such window), so shading cancels and only marks remain; all
     on a copy of at most `_BACKGROUND_SIDE` pixels, where this is cheap.
     Summed deviation beyond the noise decides, not extremes: one hot pixel cannot,
-    and a digit covering well under 1% of a large picture still can. Unless one side
-    has three times the other's, the local tone was partly ink (a thick pen cropped
-    tight), and the tone holding most of the picture's edge is taken as the paper.
+    and a digit covering well under 1% of a large picture still can. Unless marks are
+    sparse (under a fifth of the picture) and one side has three times the other's,
+    the local tone was partly ink (a thick pen cropped tight), and the tone holding
+    most of the picture's edge is taken as the paper.
     """
     small, _ = _small(cv2, g, _BACKGROUND_SIDE)
     tiny, _ = _small(cv2, small, _BACKGROUND_SIDE // 2)
@@ -326,14 +330,15 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     margin = max(3 * _spread(values), _MIN_CONTRAST / 2)
     dark = float(np.clip(-values - margin, 0, None).sum())
     light = float(np.clip(values - margin, 0, None).sum())
-    if max(dark, light) >= 3 * min(dark, light):
-        return dark >= light
+    marked = np.count_nonzero(np.abs(values) > margin)
+    if marked < 0.2 * values.size and max(dark, light) >= 3 * min(dark, light):
+        return dark >= light, False
     # Undecided: dense ink (a thick pen cropped tight) makes the local tone partly ink.
     # Then the paper is the phase (of Otsu's threshold) that holds most of the
     # picture's edge: ink cropped tight touches the edge, but only here and there.
     t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
-    return np.count_nonzero(edge > t) >= edge.size / 2
+    return np.count_nonzero(edge > t) >= edge.size / 2, True
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -346,24 +351,24 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * area / max(outline, 1)
 
 
-def _contrast(cv2, g: np.ndarray, paper, dark: bool) -> np.ndarray:
+def _contrast(cv2, g: np.ndarray, paper, dark: bool, dense: bool) -> np.ndarray:
     """The ink's contrast against the paper (0..255, float32), zero off the paper.
 
-    The background window starts at an eighth of the picture and doubles while the
-    strokes found are wider than a third of it (a thick pen, a tight crop), so that
-    the closing never mistakes a stroke for paper.
+    The background window is an eighth of the picture, or, where the ink is dense (a
+    thick pen, a tight crop), three times the width of its strokes as Otsu's
+    threshold finds them, so that the closing never mistakes a stroke for paper.
     """
     window = _first_window(g)
-    limit = 2.5 * max(g.shape)
-    while True:
-        c = _raw_contrast(cv2, g, dark, window)
+    if dense:
+        _, phase = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        ink = phase == (0 if dark else 1)
         if paper is not None:
-            c *= paper
-        sample = c.ravel()[:: max(1, c.size // 16384)]
-        strong = c > max(_MIN_CONTRAST, 0.5 * float(np.percentile(sample, 99.5)))
-        if window >= limit or stroke_width(strong) < window / 3:
-            return c
-        window *= 2
+            ink &= paper.astype(bool)
+        window = min(max(window, 3 * stroke_width(ink)), 2.5 * max(g.shape))
+    c = _raw_contrast(cv2, g, dark, window)
+    if paper is not None:
+        c *= paper
+    return c
 
 
 def _spread(values: np.ndarray) -> float:
