@@ -3,15 +3,21 @@
 After `find_ink` has the ink, the digits are its connected components
 (``cv2.connectedComponentsWithStats``), sorted out in three steps:
 
-1. **Specks go.** A component much smaller than the largest one (under a tenth of its
-   area, unless it is at least a third as tall) is dust, noise or a stray dot.
-2. **Strokes of one digit join.** Components whose horizontal extents overlap by more
-   than half of the narrower one belong to one digit: a 5 whose bar was lifted, a 4
-   written in two strokes, a digit cut by a ruled line.
+1. **Edges of things go.** A long thin band along the picture's edge is the edge of a
+   desk, a shadow or another page, and a thin straight line across nearly all of it
+   is a margin rule or a fold: not writing.
+2. **Strokes of one digit join; specks go.** Components whose horizontal extents
+   overlap by more than half of the narrower one belong to one digit: a 5 whose bar
+   was lifted, a 4 written in two strokes, a digit cut by a ruled line (but not two
+   tall strokes side by side: "11"). Components under a tenth of the largest one's
+   area join the digit they overlap, and are dust, noise or stray dots if they
+   overlap none.
 3. **Touching digits part.** A group much wider than it is tall, with a thin neck
-   (a column crossed by no more ink than one stroke, near where a cut would leave two
-   parts of digit-like width), is cut there. Digits that merge over more than a
-   stroke's width stay one: an honest limit.
+   (a column crossed by no more ink than one stroke, where a cut leaves two parts of
+   digit-like height), is cut there. Given the model (``classify``), a group wide
+   enough to be two digits is also cut where the model reads the two parts surely and
+   better than the whole (segmentation by recognition). Without the model, digits
+   that touch over more than a stroke's width stay one.
 
 Groups much shorter than the tallest (under 40% of its height) are not digits of the
 number (a full stop, a dash, a speck that survived) and are dropped. Each digit is
@@ -221,32 +227,46 @@ def _digit_groups(cv2, level: np.ndarray):
         cv2.dilate(core, np.ones((3, 3), np.uint8)), connectivity=8)
     if n <= 1:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
-    area = stats[1:, cv2.CC_STAT_AREA].astype(np.int64)
-    height = stats[1:, cv2.CC_STAT_HEIGHT]
-    big_area, big_height = int(area.max()), int(height.max())
-    keep = [i + 1 for i in range(n - 1)
-            if area[i] >= max(4, 0.1 * big_area)
-            or (height[i] >= big_height / 3 and area[i] >= max(4, 0.02 * big_area))]
-    # Groups of components by overlapping columns, largest components first, each
-    # joining the group it overlaps most.
-    boxes = sorted(([int(stats[i, 0]), int(stats[i, 0] + stats[i, 2]), int(stats[i, 1]),
-                     int(stats[i, 1] + stats[i, 3]), [i]] for i in keep),
-                   key=lambda b: -int(stats[b[4][0], cv2.CC_STAT_AREA]))
+    h, w = level.shape
+    x0, y0 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
+    cw, ch = stats[:, cv2.CC_STAT_WIDTH], stats[:, cv2.CC_STAT_HEIGHT]
+    # A long thin band along the picture's edge is the edge of a desk, a shadow or a
+    # page, not writing (a digit that runs off the edge is tall too, and a dash is no
+    # digit).
+    along = [i for i in range(1, n) if
+             ((y0[i] == 0 or y0[i] + ch[i] == h) and cw[i] >= 0.5 * w and ch[i] <= 0.15 * h)
+             or ((x0[i] == 0 or x0[i] + cw[i] == w) and ch[i] >= 0.5 * h and cw[i] <= 0.15 * w)
+             # a margin rule or a fold: straight across nearly all the page, and thin
+             or (cw[i] >= 0.8 * w and ch[i] <= 0.03 * h) or (ch[i] >= 0.8 * h and cw[i] <= 0.03 * w)]
+    ids = [i for i in range(1, n) if i not in along]
+    if not ids:
+        raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    big_area = int(area[ids].max())
+    big = [i for i in ids if area[i] >= 0.1 * big_area]
+    small = [i for i in ids if area[i] < 0.1 * big_area and area[i] >= max(4, 0.005 * big_area)]
+    # Groups of components by overlapping columns: the large ones first, each joining
+    # the group it overlaps most; then the small ones (a 5's bar, the dot of a broken
+    # stroke) join the group they overlap, and are specks if they overlap none.
+    tallest = max(ch[j] for j in big)
     groups: list[list] = []
-    for b in boxes:
+    for i in sorted(big, key=lambda i: -area[i]) + sorted(small, key=lambda i: -area[i]):
+        b = [int(x0[i]), int(x0[i] + cw[i]), int(y0[i]), int(y0[i] + ch[i]), [i]]
         best, best_overlap = None, 0.0
+        # A short piece joins on a smaller overlap: a 5's bar may stick out to the right.
+        least = 0.5 if ch[i] >= 0.6 * tallest else 0.2
         for g in groups:
             overlap = (min(g[1], b[1]) - max(g[0], b[0])) / min(g[1] - g[0], b[1] - b[0])
-            if overlap > max(0.5, best_overlap) and _one_digit(g, b):
+            if overlap > max(least, best_overlap) and _one_digit(g, b):
                 best, best_overlap = g, overlap
-        if best is None:
-            groups.append(b)
-        else:
+        if best is not None:
             best[0], best[1] = min(best[0], b[0]), max(best[1], b[1])
             best[2], best[3] = min(best[2], b[2]), max(best[3], b[3])
             best[4] += b[4]
-    tallest = max(g[3] - g[2] for g in groups)
-    groups = [g for g in groups if g[3] - g[2] >= 0.4 * tallest]
+        elif i in big or ch[i] >= 0.4 * tallest:
+            groups.append(b)
+    highest = max(g[3] - g[2] for g in groups)
+    groups = [g for g in groups if g[3] - g[2] >= 0.4 * highest]
     out = []
     for left, right, top, bottom, ids in sorted(groups, key=lambda g: (g[0] + g[1]) / 2):
         mask = np.isin(labels, ids)

@@ -169,10 +169,13 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None, *,
     if invert != "auto":
         dark = invert == "yes"
     contrast = _contrast(cv2, g, paper, dark, dense)
-    level = _stretch(cv2, contrast, paper)
+    noise = _noise(cv2, contrast, paper)
+    # Ruling first, found wherever anything stands out of the noise, so that faint
+    # lines are whole lines; then what is left sets the ink's strength.
+    _remove_ruled_lines(cv2, contrast, paper, max(4 * noise, _MIN_CONTRAST / 2))
+    level = _stretch(contrast, paper, noise)
     if level is None:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
-    _remove_ruled_lines(cv2, level, paper)
     return InkMap(level, factor, dark, paper)
 
 
@@ -378,17 +381,26 @@ def _spread(values: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(values - np.median(values))))
 
 
-def _stretch(cv2, c: np.ndarray, paper) -> np.ndarray | None:
-    """Contrast mapped to ink levels 0..1 (in place), or None if no ink stands out."""
+def _sample(c: np.ndarray, paper) -> np.ndarray:
+    """The contrast on the paper; a systematic sample is plenty for the statistics."""
     values = c[paper.astype(bool)] if paper is not None else c.ravel()
-    # A systematic sample is plenty for the statistics; all pixels are mapped.
-    if values.size > 65536:
-        values = values[:: values.size // 65536]
-    # The noise of the paper alone (the low phase of Otsu's threshold): ink may cover
-    # more than half of a tight crop.
+    return values[:: values.size // 65536] if values.size > 65536 else values
+
+
+def _noise(cv2, c: np.ndarray, paper) -> float:
+    """The paper's own noise in a contrast map: robust spread of Otsu's low phase.
+
+    The low phase, because ink may cover more than half of a tight crop.
+    """
+    values = _sample(c, paper)
     t, _ = cv2.threshold(np.clip(values, 0, 255).astype(np.uint8).reshape(1, -1), 0, 1,
                          cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    noise = _spread(values[values <= t])
+    return _spread(values[values <= t])
+
+
+def _stretch(c: np.ndarray, paper, noise: float) -> np.ndarray | None:
+    """Contrast mapped to ink levels 0..1 (in place), or None if no ink stands out."""
+    values = _sample(c, paper)
     floor = max(4 * noise, _MIN_CONTRAST / 2)
     candidates = values[values > floor]
     if candidates.size < 4:
@@ -396,7 +408,7 @@ def _stretch(cv2, c: np.ndarray, paper) -> np.ndarray | None:
     peak = float(np.percentile(candidates, 99))
     if peak < max(_MIN_CONTRAST, 6 * noise):
         return None
-    # Below a quarter of the ink's strength is paper texture, ruling or JPEG noise.
+    # Below a quarter of the ink's strength is paper texture or JPEG noise.
     low = max(floor, 0.25 * peak)
     strong = candidates[candidates > low]
     high = float(np.percentile(strong, 90)) if strong.size else peak
@@ -407,15 +419,18 @@ def _stretch(cv2, c: np.ndarray, paper) -> np.ndarray | None:
 
 # -- ruled lines -------------------------------------------------------------------------
 
-def _remove_ruled_lines(cv2, level: np.ndarray, paper) -> None:
-    """Take the lines of lined or squared paper out of `level` (in place), bridging strokes."""
+def _remove_ruled_lines(cv2, c: np.ndarray, paper, floor: float) -> None:
+    """Take the lines of lined or squared paper out of contrast `c` (in place), bridging strokes.
+
+    Marks are whatever stands above `floor`.
+    """
     for axis in (0, 1):
-        _remove_lines_along(cv2, level, paper, axis)
+        _remove_lines_along(cv2, c, paper, floor, axis)
 
 
-def _remove_lines_along(cv2, level: np.ndarray, paper, axis: int) -> None:
+def _remove_lines_along(cv2, level: np.ndarray, paper, floor: float, axis: int) -> None:
     """Remove horizontal (axis 0) or vertical (axis 1) ruled lines from `level`."""
-    ink = (level > 0.2).astype(np.uint8)
+    ink = (level > floor).astype(np.uint8)
     t = ink if axis == 0 else np.ascontiguousarray(ink.T)
     h, w = t.shape
     if paper is not None:
