@@ -4,8 +4,9 @@ After `find_ink` has the ink, the digits are its connected components
 (``cv2.connectedComponentsWithStats``), sorted out in three steps:
 
 1. **Edges of things go.** A long thin band along the picture's edge is the edge of a
-   desk, a shadow or another page, and a thin straight line across nearly all of it
-   is a margin rule or a fold: not writing.
+   desk, a shadow or another page; a thin straight line across nearly all of it is a
+   margin rule or a fold; a line across much of it, five times as long as high, is an
+   underline or the edge of a sheet. None is writing.
 2. **Strokes of one digit join; specks go.** Components whose horizontal extents
    overlap by more than half of the narrower one belong to one digit: a 5 whose bar
    was lifted, a 4 written in two strokes, a digit cut by a ruled line (but not two
@@ -46,6 +47,10 @@ _CORE = 0.35
 # the whole's, each at least _SURE: a half of one digit often reads as some digit,
 # but rarely as surely as a whole one does.
 _TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.95
+
+# The same for the only group of ink in a picture, which is one digit unless it is at
+# least this much wider than tall (MNIST's digits are at most about as wide as tall).
+_TWO_WIDE_ALONE = 1.3
 
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
@@ -237,7 +242,10 @@ def _digit_groups(cv2, level: np.ndarray):
              ((y0[i] == 0 or y0[i] + ch[i] == h) and cw[i] >= 0.5 * w and ch[i] <= 0.15 * h)
              or ((x0[i] == 0 or x0[i] + cw[i] == w) and ch[i] >= 0.5 * h and cw[i] <= 0.15 * w)
              # a margin rule or a fold: straight across nearly all the page, and thin
-             or (cw[i] >= 0.8 * w and ch[i] <= 0.03 * h) or (ch[i] >= 0.8 * h and cw[i] <= 0.03 * w)]
+             or (cw[i] >= 0.8 * w and ch[i] <= 0.03 * h) or (ch[i] >= 0.8 * h and cw[i] <= 0.03 * w)
+             # a line across much of the picture, five times as long as high: an
+             # underline, a sheet's edge (no digit is several times wider than tall)
+             or (cw[i] >= 0.3 * w and cw[i] >= 5 * ch[i])]
     ids = [i for i in range(1, n) if i not in along]
     if not ids:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
@@ -257,8 +265,12 @@ def _digit_groups(cv2, level: np.ndarray):
         least = 0.5 if ch[i] >= 0.6 * tallest else 0.2
         for g in groups:
             overlap = (min(g[1], b[1]) - max(g[0], b[0])) / min(g[1] - g[0], b[1] - b[0])
-            if overlap > max(least, best_overlap) and _one_digit(g, b):
-                best, best_overlap = g, overlap
+            stacked = min(g[3], b[3]) - max(g[2], b[2]) < 0.3 * min(g[3] - g[2], b[3] - b[2])
+            # One above the other and touching columns: a stroke broken across its
+            # length (digits of a number stand side by side, never stacked).
+            need = -0.1 if stacked else least
+            if overlap > max(need, best_overlap) and _one_digit(g, b):
+                best, best_overlap = g, max(overlap, 0.0)
         if best is not None:
             best[0], best[1] = min(best[0], b[0]), max(best[1], b[1])
             best[2], best[3] = min(best[2], b[2]), max(best[3], b[3])
@@ -337,10 +349,13 @@ def _recognised(cv2, level, groups, classify, depth: int = 0):
     from .normalize import mnist_box
 
     core = level >= _CORE
+    # One component is one digit unless it is clearly too wide for one: a number has
+    # other digits beside it.
+    wide = _TWO_WIDE if len(groups) > 1 or depth else _TWO_WIDE_ALONE
     out = []
     for mask, (top, left, bottom, right) in groups:
         h, w = bottom - top, right - left
-        if w < _TWO_WIDE * h or depth >= 3:
+        if w < wide * h or depth >= 3:
             out.append((mask, (top, left, bottom, right)))
             continue
         inside = mask[top:bottom, left:right] & core[top:bottom, left:right]
