@@ -165,10 +165,8 @@ def find_ink(gray, invert: str = "auto", work_side: int | None = None, *,
         g = g.copy()
         on = paper.astype(bool)
         g[~on] = np.uint8(np.median(g[on]))
-    dark, dense = _polarity(cv2, g, paper)
-    if invert != "auto":
-        dark = invert == "yes"
-    contrast = _contrast(cv2, g, paper, dark, dense)
+    dark = _ink_is_dark(cv2, g, paper) if invert == "auto" else invert == "yes"
+    contrast = _contrast(cv2, g, paper, dark)
     noise = _noise(cv2, contrast, paper)
     # Ruling first, found wherever anything stands out of the noise, so that faint
     # lines are whole lines; then what is left sets the ink's strength.
@@ -306,9 +304,8 @@ def _first_window(g: np.ndarray) -> float:
     return max(5.0, max(g.shape) / 8)
 
 
-def _polarity(cv2, g: np.ndarray, paper) -> tuple[bool, bool]:
-    """(whether the marks that stand out from the paper's local tone are mostly darker,
-    whether they are dense).
+def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
+    """Whether the marks that stand out from the paper's local tone are mostly darker.
 
     The paper's tone is a running median over a quarter of the picture (ink covers
     less than half of any such window), so shading cancels and only marks remain; all
@@ -335,13 +332,13 @@ def _polarity(cv2, g: np.ndarray, paper) -> tuple[bool, bool]:
     light = float(np.clip(values - margin, 0, None).sum())
     marked = np.count_nonzero(np.abs(values) > margin)
     if marked < 0.2 * values.size and max(dark, light) >= 3 * min(dark, light):
-        return dark >= light, False
+        return dark >= light
     # Undecided: dense ink (a thick pen cropped tight) makes the local tone partly ink.
     # Then the paper is the phase (of Otsu's threshold) that holds most of the
     # picture's edge: ink cropped tight touches the edge, but only here and there.
     t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
-    return np.count_nonzero(edge > t) >= edge.size / 2, True
+    return np.count_nonzero(edge > t) >= edge.size / 2
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -354,24 +351,45 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2 * area / max(outline, 1)
 
 
-def _contrast(cv2, g: np.ndarray, paper, dark: bool, dense: bool) -> np.ndarray:
+def _contrast(cv2, g: np.ndarray, paper, dark: bool) -> np.ndarray:
     """The ink's contrast against the paper (0..255, float32), zero off the paper.
 
-    The background window is an eighth of the picture, or, where the ink is dense (a
-    thick pen, a tight crop), three times the width of its strokes as Otsu's
-    threshold finds them, so that the closing never mistakes a stroke for paper.
+    The background window is an eighth of the picture, or three times the width of
+    the strokes where they are wider than a third of that (a thick pen, a tight crop;
+    see `_stroke_window`), so that the closing never mistakes a stroke for paper.
     """
-    window = _first_window(g)
-    if dense:
-        _, phase = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        ink = phase == (0 if dark else 1)
-        if paper is not None:
-            ink &= paper.astype(bool)
-        window = min(max(window, 3 * stroke_width(ink)), 2.5 * max(g.shape))
+    window = max(_first_window(g), _stroke_window(cv2, g, paper, dark))
     c = _raw_contrast(cv2, g, dark, window)
     if paper is not None:
         c *= paper
     return c
+
+
+def _stroke_window(cv2, g: np.ndarray, paper, dark: bool) -> float:
+    """Three times the strokes' width, from Otsu's ink phase, if its edges are sharp; else 0.
+
+    Otsu's threshold splits a well-lit picture into ink and paper, but an unevenly lit
+    one into light and shade. Ink has sharp edges (a step of the full contrast within
+    a pixel or two), light and shade soft ones: only sharp edges are taken as strokes.
+    """
+    t, phase = cv2.threshold(g, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ink = phase == (0 if dark else 1)
+    if paper is not None:
+        ink &= paper.astype(bool)
+    if not ink.any() or ink.all():
+        return 0.0
+    step = abs(float(g[ink].mean()) - float(g[~ink].mean()))
+    u8 = ink.view(np.uint8)
+    edge = (cv2.dilate(u8, np.ones((3, 3), np.uint8)) != cv2.erode(u8, np.ones((3, 3), np.uint8)))
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    # Sobel's 3x3 kernel weighs a unit step by 4; a sharp edge's slope is about the
+    # whole step over two pixels.
+    slope = float(np.median(np.hypot(gx[edge], gy[edge]))) / 4
+    if slope < step / 4:
+        return 0.0
+    width = stroke_width(ink)
+    return 3 * width if width < 0.5 * min(g.shape) else 0.0
 
 
 def _spread(values: np.ndarray) -> float:
@@ -461,9 +479,17 @@ def _remove_lines_along(cv2, level: np.ndarray, paper, floor: float, axis: int) 
         band = opened[a:b]
         cols = np.flatnonzero(band.any(axis=0))
         extent = int(cols[-1] - cols[0] + 1)
-        if extent >= 0.5 * width and np.count_nonzero(band) / extent <= thin:
-            ruling[a:b] = band
-            thickness.append(np.count_nonzero(band) / extent)
+        if extent < 0.5 * width or np.count_nonzero(band) / extent > thin:
+            continue
+        # A ruled line has paper just above and below it along most of its length; a
+        # long run inside a thick stroke (a 2's base) has ink there too.
+        gap = int(thin) + 2
+        above = t[max(0, a - gap), cols[0]:cols[-1] + 1].astype(bool)
+        below = t[min(h - 1, b - 1 + gap), cols[0]:cols[-1] + 1].astype(bool)
+        if np.count_nonzero(above & below) > 0.3 * extent:
+            continue
+        ruling[a:b] = band
+        thickness.append(np.count_nonzero(band) / extent)
     if len(thickness) < 2:
         return  # one long bar is a stroke (a 7's top, a 2's base), not ruling
     # The line's soft edges too: one pixel above and below what the opening kept.
