@@ -473,25 +473,31 @@ def _remove_lines_along(cv2, level: np.ndarray, paper, floor: float, axis: int) 
     starts = np.concatenate([[rows[0]], rows[breaks + 1]])
     stops = np.concatenate([rows[breaks], [rows[-1]]]) + 1
     thin = max(2.0, 0.02 * h)
-    ruling = np.zeros_like(opened)
-    thickness = []
+    loose = t.astype(bool) & ~opened.astype(bool)  # ink that is not in a long run
+    found = []
     for a, b in zip(starts, stops):
         band = opened[a:b]
         cols = np.flatnonzero(band.any(axis=0))
         extent = int(cols[-1] - cols[0] + 1)
         if extent < 0.5 * width or np.count_nonzero(band) / extent > thin:
             continue
-        # A ruled line has paper just above and below it along most of its length; a
-        # long run inside a thick stroke (a 2's base) has ink there too.
+        # A ruled line has no other ink just above and below it along most of its
+        # length (the next line of a fine grid is no matter); a long run inside a
+        # thick, slanting stroke (a 2's base) has.
         gap = int(thin) + 2
-        above = t[max(0, a - gap), cols[0]:cols[-1] + 1].astype(bool)
-        below = t[min(h - 1, b - 1 + gap), cols[0]:cols[-1] + 1].astype(bool)
+        above = loose[max(0, a - gap), cols[0]:cols[-1] + 1]
+        below = loose[min(h - 1, b - 1 + gap), cols[0]:cols[-1] + 1]
         if np.count_nonzero(above & below) > 0.3 * extent:
             continue
-        ruling[a:b] = band
-        thickness.append(np.count_nonzero(band) / extent)
-    if len(thickness) < 2:
-        return  # one long bar is a stroke (a 7's top, a 2's base), not ruling
+        found.append((a, b, extent, np.count_nonzero(band) / extent))
+    if len(found) < 2:
+        # One long bar is a stroke (a 7's top, a 2's base, in a tight crop), or a lone
+        # margin rule, which digits.py drops unless the writing touches it.
+        return
+    ruling = np.zeros_like(opened)
+    for a, b, _, _ in found:
+        ruling[a:b] = opened[a:b]
+    thickness = [f[3] for f in found]
     # The line's soft edges too: one pixel above and below what the opening kept.
     lines = cv2.dilate(ruling, np.ones((3, 1), np.uint8)).astype(bool)
     thickness = max(1, round(float(np.median(thickness))))
