@@ -124,8 +124,8 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
             image = mnist_box(cv2, _gated(cv2, ink.level, mask, top, left, bottom, right))
             check_ink(image, name)
             f = ink.factor
-            box = (offset[0] + top * f, offset[1] + left * f,
-                   offset[0] + bottom * f, offset[1] + right * f)
+            box = (int(offset[0] + top * f), int(offset[1] + left * f),
+                   int(offset[0] + bottom * f), int(offset[1] + right * f))
             digits.append(Digit(image, box))
     except BlankImageError:
         raise blank_error(name) from None  # one refusal, whatever found no ink
@@ -344,18 +344,26 @@ def _part(mask, top, left, bottom, right):
                left + int(cols[-1]) + 1)
 
 
-def _recognised(cv2, level, groups, classify, depth: int = 0):
-    """`groups`, each group that reads better as two digits cut in two (see `read_digits`)."""
+def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | None = None):
+    """`groups`, each group that reads better as two digits cut in two (see `read_digits`).
+
+    `typical` is the median width of the number's digits as first found: a group much
+    wider than its neighbours is two digits more likely than one.
+    """
     from .normalize import mnist_box
 
     core = level >= _CORE
+    if typical is None:
+        typical = float(np.median([box[3] - box[1] for _, box in groups]))
     # One component is one digit unless it is clearly too wide for one: a number has
     # other digits beside it.
-    wide = _TWO_WIDE if len(groups) > 1 or depth else _TWO_WIDE_ALONE
+    alone = len(groups) == 1 and depth == 0
     out = []
     for mask, (top, left, bottom, right) in groups:
         h, w = bottom - top, right - left
-        if w < wide * h or depth >= 3:
+        wide_enough = w >= _TWO_WIDE_ALONE * h if alone else (
+            w >= _TWO_WIDE * h)
+        if not wide_enough or depth >= 3:
             out.append((mask, (top, left, bottom, right)))
             continue
         inside = mask[top:bottom, left:right] & core[top:bottom, left:right]
@@ -380,9 +388,13 @@ def _recognised(cv2, level, groups, classify, depth: int = 0):
         whole = best[0]
         pairs = np.sqrt(best[1::2] * best[2::2])  # geometric mean of the two parts
         k = int(np.argmax(pairs))
-        if pairs[k] > whole + _SPLIT_GAIN and min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE:
+        sure = min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE
+        # Far wider than its neighbours and than tall: two digits, however surely the
+        # whole reads as one ("00" overlapping reads as an 8), cut where they read best.
+        too_wide = not alone and w >= 1.6 * typical and w >= 1.2 * h
+        if (too_wide and pairs[k] >= 0.5) or (pairs[k] > whole + _SPLIT_GAIN and sure):
             out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
-                                   classify, depth + 1))
+                                   classify, depth + 1, typical))
         else:
             out.append((mask, (top, left, bottom, right)))
     return out
