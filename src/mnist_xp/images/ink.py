@@ -229,12 +229,11 @@ def _find_paper(cv2, g: np.ndarray):
     if (above @ tones[int(t) + 1:]) / above.sum() - (below @ tones[:int(t) + 1]) / below.sum() \
             < 2 * _MIN_CONTRAST:
         return None  # one tone throughout: no desk
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(bright, connectivity=4)
-    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    region = (labels == biggest).astype(np.uint8)
     frame = small.size
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    # The largest bright region's outline (outer contours: one per region, holes aside).
+    contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = max(contours, key=cv2.contourArea)
+    region = bright
     hull = cv2.convexHull(outline)
     hull_area = cv2.contourArea(hull)
     if not 0.2 * frame <= hull_area <= 0.97 * frame:
