@@ -208,3 +208,28 @@ def test_to_mnist_reads_a_number_as_one_digit(test_digits):
     gray = number_picture(images[[11, 18]], [25])
     assert to_mnist(gray).shape == (28, 28)
     assert len(read_digits(gray)) == 2
+
+
+# -- large photos ------------------------------------------------------------------------
+
+def test_a_large_jpeg_is_decoded_smaller_and_a_png_whole(tmp_path, test_digits):
+    from PIL import Image
+
+    gray = np.full((3000, 4000), 220, np.uint8)
+    Image.fromarray(gray).save(tmp_path / "photo.jpg", quality=90)
+    Image.fromarray(gray).save(tmp_path / "photo.png")
+    # JPEG's own 1/2, 1/4, 1/8 decoding: the smallest still at least max_side.
+    assert load_image(tmp_path / "photo.jpg", max_side=768).shape == (750, 1000)
+    assert load_image(tmp_path / "photo.jpg").shape == (3000, 4000)
+    assert load_image(tmp_path / "photo.png", max_side=768).shape == (3000, 4000)
+
+
+def test_a_12_megapixel_phone_photo_is_read_with_its_box_in_photo_pixels(model, test_digits):
+    images, labels = test_digits
+    rng = np.random.default_rng(5)
+    rgb, jpeg = hp.phone_photo(rng, images[1], (4000, 3000))
+    found = read_digits_file(io.BytesIO(jpeg), classify=model.predict_proba)
+    assert len(found) == 1
+    assert int(model.predict(found[0].image.reshape(1, -1))[0]) == labels[1]
+    top, left, bottom, right = found[0].box  # in the photo's own pixels
+    assert 0 <= top < bottom <= 3000 and 0 <= left < right <= 4000
