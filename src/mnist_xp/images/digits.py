@@ -52,6 +52,10 @@ _TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.95
 # least this much wider than tall (MNIST's digits are at most about as wide as tall).
 _TWO_WIDE_ALONE = 1.3
 
+# A group in a number at least this much wider than the number's typical digit (and
+# _TWO_WIDE_ALONE times wider than tall) is cut in two wherever the parts read best.
+_TOO_WIDE = 1.8
+
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
 _CLOSE_LOOK, _THIN = 64, 2.5
@@ -391,7 +395,7 @@ def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | N
         sure = min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE
         # Far wider than its neighbours and than tall: two digits, however surely the
         # whole reads as one ("00" overlapping reads as an 8), cut where they read best.
-        too_wide = not alone and w >= 1.6 * typical and w >= 1.2 * h
+        too_wide = not alone and w >= _TOO_WIDE * typical and w >= _TWO_WIDE_ALONE * h
         if (too_wide and pairs[k] >= 0.5) or (pairs[k] > whole + _SPLIT_GAIN and sure):
             out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
                                    classify, depth + 1, typical))

@@ -256,8 +256,10 @@ def _find_paper(cv2, g: np.ndarray):
     if not outer.any() or np.median(clean[inner]) - np.median(clean[outer]) < 2 * _MIN_CONTRAST:
         return None
     # A sheet holds what is written on it: dark marks inside, in the unclosed picture.
-    inside = np.count_nonzero(filled.astype(bool) & (small < t))
-    if not 2 <= inside < 0.2 * np.count_nonzero(filled):
+    # Marks that stand out from the paper around them (a black-hat: what the closing
+    # filled), not just dark pixels: the white beside a thick stroke holds none.
+    marks = np.count_nonzero(filled.astype(bool) & (clean.astype(np.int16) - small > _MIN_CONTRAST))
+    if not 4 <= marks < 0.2 * np.count_nonzero(filled):
         return None
     mask = np.zeros(g.shape, np.uint8)
     cv2.fillPoly(mask, [np.rint((hull.reshape(-1, 2) + 0.5) * f).astype(np.int32)], 1)
@@ -312,8 +314,8 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     Summed deviation beyond the noise decides, not extremes: one hot pixel cannot,
     and a digit covering well under 1% of a large picture still can. Unless marks are
     sparse (under a fifth of the picture) and one side has three times the other's,
-    the local tone was partly ink (a thick pen cropped tight), and the tone holding
-    most of the picture's edge is taken as the paper.
+    the local tone was partly ink (a thick pen cropped tight): then the ink is dark
+    unless the picture's edge is mostly (two thirds) dark.
     """
     small, _ = _small(cv2, g, _BACKGROUND_SIDE)
     tiny, _ = _small(cv2, small, _BACKGROUND_SIDE // 2)
@@ -337,7 +339,9 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     # picture's edge: ink cropped tight touches the edge, but only here and there.
     t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
-    return np.count_nonzero(edge > t) >= edge.size / 2
+    # A thick pen cropped tight may touch much of the edge: only a clearly dark edge
+    # (under a third light) says light ink on a dark ground.
+    return np.count_nonzero(edge > t) >= edge.size / 3
 
 
 def stroke_width(mask: np.ndarray) -> float:
