@@ -46,7 +46,7 @@ _CORE = 0.35
 # cut when the two parts read with a confidence (geometric mean) _SPLIT_GAIN above
 # the whole's, each at least _SURE: a half of one digit often reads as some digit,
 # but rarely as surely as a whole one does.
-_TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.95
+_TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.9
 
 # The same for the only group of ink in a picture, which is one digit unless it is at
 # least this much wider than tall (MNIST's digits are at most about as wide as tall).
@@ -58,7 +58,7 @@ _TOO_WIDE = 1.8
 
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
-_CLOSE_LOOK, _THIN = 64, 2.5
+_CLOSE_LOOK, _THIN = 96, 2.5
 
 
 @dataclass(frozen=True)
@@ -153,13 +153,14 @@ def locate(cv2, gray, invert: str = "auto"):
     left = min(b[1] for _, b in groups)
     bottom = max(b[2] for _, b in groups)
     right = max(b[3] for _, b in groups)
-    size = max(bottom - top, right - left)
+    # A digit's height says what detail it has (a number is wide however small).
+    size = max(b[2] - b[0] for _, b in groups)
     union = ink.level[top:bottom, left:right] >= _CORE
     stroke = stroke_width(union)
     f = ink.factor
     if f == 1 or (size >= _CLOSE_LOOK and stroke >= _THIN):
         return ink, groups, (0, 0)
-    # A finer factor: the digits at least twice _CLOSE_LOOK, strokes at least _THIN wide.
+    # A finer factor: the digits at least twice _CLOSE_LOOK tall, strokes _THIN wide.
     finer = max(1, int(min(f * size / (2 * _CLOSE_LOOK), f * stroke / _THIN)))
     if finer >= f:
         return ink, groups, (0, 0)
@@ -338,14 +339,45 @@ def _split(mask, core, top, bottom, left, right, height=None):
     return parts
 
 
-def _part(mask, top, left, bottom, right):
-    """(mask, box) of the ink of `mask` within columns left..right, its box trimmed."""
-    m = np.zeros_like(mask)
-    m[top:bottom, left:right] = mask[top:bottom, left:right]
-    rows = np.flatnonzero(m[top:bottom, left:right].any(axis=1))
-    cols = np.flatnonzero(m[top:bottom, left:right].any(axis=0))
-    return m, (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1,
-               left + int(cols[-1]) + 1)
+def _boxed(m):
+    """(m, its ink's box (top, left, bottom, right)), or None if `m` holds no ink."""
+    rows, cols = np.flatnonzero(m.any(axis=1)), np.flatnonzero(m.any(axis=0))
+    if rows.size == 0:
+        return None
+    return m, (int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1)
+
+
+def _cut(cv2, mask, top, left, bottom, right, cut):
+    """The two parts of a group cut near column `left + cut`: [(mask, box), (mask, box)].
+
+    Not a straight cut: a band three pixels wide is taken out at the column, and each
+    piece of ink that falls apart is given to the side its centre lies on, so that a
+    digit leaning over its neighbour keeps what leans (overlapping 0s, a 7's bar over
+    the next digit). The band goes to the side of each of its columns.
+    """
+    box = mask[top:bottom, left:right]
+    cut_off = box.copy()
+    cut_off[:, max(0, cut - 1):cut + 2] = False
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+        cut_off.view(np.uint8), connectivity=8)
+    on_left = np.zeros(n, bool)
+    on_left[1:] = centroids[1:, 0] < cut
+    sides = []
+    columns = np.arange(box.shape[1])[None, :]
+    for want in (True, False):
+        part = (labels > 0) & (on_left[labels] == want)
+        band = box & ((columns < cut) == want) & (labels == 0)
+        full = np.zeros_like(mask)
+        full[top:bottom, left:right] = part | band
+        sides.append(full)
+    out = []
+    for full in sides:
+        found = _boxed(full[top:bottom, left:right])
+        if found is None:
+            return None
+        _, (t, l, b, r) = found
+        out.append((full, (top + t, left + l, top + b, left + r)))
+    return out
 
 
 def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | None = None):
@@ -384,8 +416,12 @@ def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | N
             continue
         pieces = [(mask, (top, left, bottom, right))]
         for cut in cuts:
-            pieces.append(_part(mask, top, left, bottom, left + cut))
-            pieces.append(_part(mask, top, left + cut, bottom, right))
+            parts = _cut(cv2, mask, top, left, bottom, right, cut)
+            if parts is not None:
+                pieces.extend(parts)
+        if len(pieces) == 1:
+            out.append((mask, (top, left, bottom, right)))
+            continue
         images = np.stack([mnist_box(cv2, _gated(cv2, level, m, *box)).reshape(-1)
                            for m, box in pieces])
         best = np.asarray(classify(images), dtype=np.float64).max(axis=1)
@@ -395,7 +431,8 @@ def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | N
         sure = min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE
         # Far wider than its neighbours and than tall: two digits, however surely the
         # whole reads as one ("00" overlapping reads as an 8), cut where they read best.
-        too_wide = not alone and w >= _TOO_WIDE * typical and w >= _TWO_WIDE_ALONE * h
+        too_wide = not alone and (w >= 2 * h or (w >= _TOO_WIDE * typical
+                                                 and w >= _TWO_WIDE_ALONE * h))
         if (too_wide and pairs[k] >= 0.5) or (pairs[k] > whole + _SPLIT_GAIN and sure):
             out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
                                    classify, depth + 1, typical))
