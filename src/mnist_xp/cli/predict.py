@@ -33,7 +33,7 @@ from ..errors import DataError, MnistXPError
 from ..fileio.reading import read_npy
 from ..fileio.writing import atomic_write
 from ..images import IMAGE_SUFFIXES, is_blank, looks_like_image, read_digits_file, save_png
-from ..images.blank import blank_error
+from ..images.blank import all_ink_error, blank_error, is_all_ink
 from ..pixels import IMAGE_SIDE, N_PIXELS
 from .common import UsageError, check_writable, load_model, say
 
@@ -190,6 +190,9 @@ def cmd_predict(args) -> int:
                 # The "no ink" rule is MNIST's (28x28); other models' rows are not judged.
                 blank = (is_blank(rows) if rows.shape[1] == N_PIXELS
                          else np.zeros(len(rows), bool))
+                full = (is_all_ink(rows) if rows.shape[1] == N_PIXELS
+                        else np.zeros(len(rows), bool))
+                blank = blank | full
                 kept = rows if not blank.any() else rows[~blank]
                 proba = np.asarray(model.predict_proba(kept)) if len(kept) else None
             except MnistXPError as exc:
@@ -200,7 +203,7 @@ def cmd_predict(args) -> int:
             for i, empty in enumerate(blank):
                 where = f"{path}[{i}]"
                 if empty:
-                    say(f"error: {blank_error(where)}")
+                    say(f"error: {all_ink_error(where) if full[i] else blank_error(where)}")
                     failed += 1
                 else:
                     p = next(answered)[None]

@@ -115,16 +115,25 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
     # A binary file object (e.g. io.BytesIO of an uploaded body) is decoded as it is,
     # with the same checks; messages then name it by its ``name`` attribute.
     if hasattr(path, "read"):
-        return _decode(path, getattr(path, "name", "image"), max_side)
+        return _decode(path, getattr(path, "name", "image"), max_side)[0]
     pil_modules(path)  # a missing Pillow is said before anything else
     # A regular file only (a FIFO would block for ever), opened with the one-line errors
     # every reader of user files gives.
     with open_user_file(path, ImageError, "image file") as f:
+        return _decode(f, path, max_side)[0]
+
+
+def load_image_scaled(path, max_side: int) -> tuple[np.ndarray, float]:
+    """`load_image` with `max_side`, and the picture's pixels per decoded pixel (>= 1)."""
+    if hasattr(path, "read"):
+        return _decode(path, getattr(path, "name", "image"), max_side)
+    pil_modules(path)
+    with open_user_file(path, ImageError, "image file") as f:
         return _decode(f, path, max_side)
 
 
-def _decode(source, path, max_side: int | None = None) -> np.ndarray:
-    """`load_image` of the open binary file `source`, named `path` in messages."""
+def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """(`load_image` of the open binary file `source`, named `path` in messages, its scale)."""
     Image, ImageOps = pil_modules(path)
     from PIL import UnidentifiedImageError
 
@@ -156,8 +165,9 @@ def _decode(source, path, max_side: int | None = None) -> np.ndarray:
                     f = max_side / max(width, height)
                     im.draft("L", (math.ceil(width * f), math.ceil(height * f)))
                 im.load()
+                scale = width / im.size[0]  # JPEG's reduced decoding shrinks both sides alike
                 upright = ImageOps.exif_transpose(im)
-                return _luminance(upright)
+                return _luminance(upright), scale
             except Exception as exc:  # noqa: BLE001
                 # Corrupt input makes decoders raise OSError, SyntaxError, ValueError,
                 # struct.error, zlib.error, IndexError...: all mean "this file is bad",
@@ -194,7 +204,14 @@ def _luminance(im) -> np.ndarray:
         ink = float((luma * alpha).sum() / alpha.sum())
         backdrop = 255.0 if ink < 128 else 0.0
     else:
-        # Mostly opaque (a photo with transparent margins): continue its background.
-        backdrop = float(np.median(luma[alpha > 0.5])) if np.any(alpha > 0.5) else 255.0
+        opaque = luma[alpha > 0.5]
+        if opaque.size and float(opaque.std()) < 20 and coverage < 0.98:
+            # Opaque in one flat colour, the rest transparent: a drawing's strokes (a
+            # thick pen, cropped tight), whatever share they cover; they are the ink.
+            backdrop = 255.0 if float(np.median(opaque)) < 128 else 0.0
+        else:
+            # Mostly opaque with texture (a photo with transparent margins): continue
+            # its background.
+            backdrop = float(np.median(opaque)) if opaque.size else 255.0
     gray = luma * alpha + backdrop * (1 - alpha)
     return np.clip(np.rint(gray), 0, 255).astype(np.uint8)

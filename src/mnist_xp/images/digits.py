@@ -42,6 +42,10 @@ __all__ = ["Digit", "read_digits", "read_digits_file"]
 # Solid ink, for the components; the fainter edge of a stroke is added back per digit.
 _CORE = 0.35
 
+# A blob less than this many pen widths tall and wide is a dot, not a digit (a digit is
+# several pen widths tall: MNIST's, about seven).
+_DOT = 1.6
+
 # A group at least _TWO_WIDE times as wide as tall may be two digits that touch; it is
 # cut when the two parts read with a confidence (geometric mean) _SPLIT_GAIN above
 # the whole's, each at least _SURE: a half of one digit often reads as some digit,
@@ -58,7 +62,7 @@ _TOO_WIDE = 1.8
 
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
-_CLOSE_LOOK, _THIN = 96, 2.5
+_CLOSE_LOOK, _THIN = 64, 2.5
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,9 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
     """
     from .normalize import mnist_box
 
-    cv2 = cv2_module()
     try:
+        cv2 = cv2_module()
+        height, width = np.shape(gray)[:2]
         ink, groups, offset = locate(cv2, gray, invert)
         if classify is not None:
             groups = _recognised(cv2, ink.level, groups, classify)
@@ -128,8 +133,9 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
             image = mnist_box(cv2, _gated(cv2, ink.level, mask, top, left, bottom, right))
             check_ink(image, name)
             f = ink.factor
-            box = (int(offset[0] + top * f), int(offset[1] + left * f),
-                   int(offset[0] + bottom * f), int(offset[1] + right * f))
+            # Within the picture: a sliver thinner than the factor was reduced less.
+            box = (min(int(offset[0] + top * f), height), min(int(offset[1] + left * f), width),
+                   min(int(offset[0] + bottom * f), height), min(int(offset[1] + right * f), width))
             digits.append(Digit(image, box))
     except BlankImageError:
         raise blank_error(name) from None  # one refusal, whatever found no ink
@@ -201,11 +207,15 @@ def read_digits_file(path: str | os.PathLike, invert: str = "auto", *,
     ImageError
         As `load_image` and `read_digits` do.
     """
-    from .decode import load_image
+    from .decode import load_image_scaled
 
     name = getattr(path, "name", "image") if hasattr(path, "read") else path
-    return read_digits(load_image(path, max_side=DECODE_SIDE), invert=invert, name=str(name),
-                       classify=classify)
+    gray, scale = load_image_scaled(path, DECODE_SIDE)
+    digits = read_digits(gray, invert=invert, name=str(name), classify=classify)
+    if scale == 1:
+        return digits
+    # A large JPEG was decoded smaller: boxes in the picture's own pixels.
+    return [Digit(d.image, tuple(int(round(v * scale)) for v in d.box)) for d in digits]
 
 
 def whole_ink(cv2, gray, invert: str = "auto") -> np.ndarray:
@@ -247,14 +257,20 @@ def _digit_groups(cv2, level: np.ndarray):
              ((y0[i] == 0 or y0[i] + ch[i] == h) and cw[i] >= 0.5 * w and ch[i] <= 0.15 * h)
              or ((x0[i] == 0 or x0[i] + cw[i] == w) and ch[i] >= 0.5 * h and cw[i] <= 0.15 * w)
              # a margin rule or a fold: straight across nearly all the page, and thin
-             or (cw[i] >= 0.8 * w and ch[i] <= 0.03 * h) or (ch[i] >= 0.8 * h and cw[i] <= 0.03 * w)
+             # (thin for its length: it may lean a few degrees)
+             or (cw[i] >= 0.8 * w and ch[i] <= max(0.03 * h, 0.06 * cw[i]))
+             or (ch[i] >= 0.8 * h and cw[i] <= max(0.03 * w, 0.06 * ch[i]))
              # a line across much of the picture, five times as long as high: an
              # underline, a sheet's edge (no digit is several times wider than tall)
              or (cw[i] >= 0.3 * w and cw[i] >= 5 * ch[i])]
+    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+    # The desk showing as margins on two or more sides: one thin frame-like piece
+    # reaching across the picture both ways, with ink on under a tenth of its box.
+    along += [i for i in range(1, n) if cw[i] >= 0.8 * w and ch[i] >= 0.8 * h
+              and area[i] < 0.1 * cw[i] * ch[i]]
     ids = [i for i in range(1, n) if i not in along]
     if not ids:
         raise BlankImageError("no ink found: the picture is blank or its contrast is too low")
-    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     big_area = int(area[ids].max())
     big = [i for i in ids if area[i] >= 0.1 * big_area]
     small = [i for i in ids if area[i] < 0.1 * big_area and area[i] >= max(4, 0.005 * big_area)]
@@ -270,9 +286,10 @@ def _digit_groups(cv2, level: np.ndarray):
         least = 0.5 if ch[i] >= 0.6 * tallest else 0.2
         for g in groups:
             overlap = (min(g[1], b[1]) - max(g[0], b[0])) / min(g[1] - g[0], b[1] - b[0])
-            stacked = min(g[3], b[3]) - max(g[2], b[2]) < 0.3 * min(g[3] - g[2], b[3] - b[2])
-            # One above the other and touching columns: a stroke broken across its
-            # length (digits of a number stand side by side, never stacked).
+            shared = min(g[3], b[3]) - max(g[2], b[2])  # rows in common; negative: a gap
+            stacked = -0.25 * tallest <= shared < 0.3 * min(g[3] - g[2], b[3] - b[2])
+            # One just above the other and touching columns: a stroke broken across its
+            # length (a second line of writing lies further off).
             need = -0.1 if stacked else least
             if overlap > max(need, best_overlap) and _one_digit(g, b):
                 best, best_overlap = g, max(overlap, 0.0)
@@ -284,12 +301,30 @@ def _digit_groups(cv2, level: np.ndarray):
             groups.append(b)
     highest = max(g[3] - g[2] for g in groups)
     groups = [g for g in groups if g[3] - g[2] >= 0.4 * highest]
+    groups = [g for g in groups if not _dot(cv2, np.isin(labels[g[2]:g[3], g[0]:g[1]], g[4])
+                                            & core[g[2]:g[3], g[0]:g[1]].astype(bool))]
+    if not groups:
+        raise BlankImageError("no ink found: only dots or specks")
     out = []
     for left, right, top, bottom, ids in sorted(groups, key=lambda g: (g[0] + g[1]) / 2):
         mask = np.isin(labels, ids)
         for part in _split(mask, core, top, bottom, left, right):
             out.append(part)
     return out
+
+
+def _dot(cv2, ink: np.ndarray) -> bool:
+    """Whether a group's ink is a dot: a round blob, about as tall and wide as the pen.
+
+    The pen's width is twice the largest distance from the ink's edge (the distance
+    transform); a digit is several pen widths tall. A lone dot is a blank picture, not
+    an 8.
+    """
+    if not ink.any():
+        return True
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    pen = 2 * float(cv2.distanceTransform(np.pad(ink, 1).view(np.uint8), cv2.DIST_L2, 3).max())
+    return (rows[-1] - rows[0] + 1) < _DOT * pen and (cols[-1] - cols[0] + 1) < _DOT * pen
 
 
 def _one_digit(g, b) -> bool:

@@ -209,16 +209,18 @@ def _find_paper(cv2, g: np.ndarray):
     """(uint8 mask, area) of a sheet lying on a darker ground, or None if there is none.
 
     A sheet is the largest bright region (on a small copy closed to wipe out the ink)
-    that covers a fifth to nearly all of the picture, is convex, is a polygon of at
-    most six corners (four, and the picture's own corners where it runs off the
-    edge; a round blob, such as a thick 0, is not), and holds a few marks, under a
-    fifth of its area.
+    that covers a fifth to nearly all of the picture and most of what is bright, is
+    convex, is a polygon of at most six corners (four, and the picture's own corners
+    where it runs off the edge; a round blob, such as a thick 0, is not), has a sharp
+    edge (not a shadow's slope), and has marks on under a fifth of it (none: a blank
+    sheet).
     """
     small, f = _small(cv2, g, 160)
     if min(small.shape) < 16:
         return None
-    # Close away the ink (a few per cent of the frame), so that the sheet is one region.
-    k = max(3, round(0.04 * max(small.shape)) | 1)
+    # Close away the ink (a few per cent of the frame), so that the sheet is one region;
+    # no more, or a desk showing as a thin margin would be closed away too.
+    k = max(3, round(0.025 * max(small.shape)) | 1)
     clean = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     t, bright = cv2.threshold(clean, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     counts = np.bincount(clean.ravel(), minlength=256)
@@ -236,7 +238,7 @@ def _find_paper(cv2, g: np.ndarray):
     region = bright
     hull = cv2.convexHull(outline)
     hull_area = cv2.contourArea(hull)
-    if not 0.2 * frame <= hull_area <= 0.97 * frame:
+    if not 0.2 * frame <= hull_area <= 0.995 * frame:
         return None
     corners = cv2.approxPolyDP(hull, 0.01 * cv2.arcLength(hull, True), True)
     if len(corners) > 6:
@@ -256,10 +258,14 @@ def _find_paper(cv2, g: np.ndarray):
     if not outer.any() or np.median(clean[inner]) - np.median(clean[outer]) < 2 * _MIN_CONTRAST:
         return None
     # A sheet holds what is written on it: dark marks inside, in the unclosed picture.
-    # Marks that stand out from the paper around them (a black-hat: what the closing
-    # filled), not just dark pixels: the white beside a thick stroke holds none.
+    # What is written on a sheet covers little of it (a blank sheet is a sheet too:
+    # then nothing is written, and the picture is blank).
     marks = np.count_nonzero(filled.astype(bool) & (clean.astype(np.int16) - small > _MIN_CONTRAST))
-    if not 4 <= marks < 0.2 * np.count_nonzero(filled):
+    if marks >= 0.2 * np.count_nonzero(filled):
+        return None
+    # And a sheet is most of what is light: the white beside a thick stroke of a digit
+    # cropped tight is one of several light pieces.
+    if cv2.contourArea(outline) < 0.8 * np.count_nonzero(bright):
         return None
     mask = np.zeros(g.shape, np.uint8)
     cv2.fillPoly(mask, [np.rint((hull.reshape(-1, 2) + 0.5) * f).astype(np.int32)], 1)

@@ -70,7 +70,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import blas_threads, to_numpy
-from ..errors import BlankImageError, MnistXPError
+from ..errors import ImageError, MnistXPError
 from ..images.blank import check_ink
 from ..images.decode import INSTALL_HINT, has_image_signature
 from ..pixels import IMAGE_SIDE, N_PIXELS
@@ -166,7 +166,7 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
     if n_features == N_PIXELS:  # the "no ink" rule is for 28x28 images
         try:
             check_ink(row, _BODY)
-        except BlankImageError as exc:
+        except ImageError as exc:  # blank, or nearly all ink
             raise ApiError(422, str(exc)) from None
     return row
 
