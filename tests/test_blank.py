@@ -245,3 +245,27 @@ def test_serve_still_answers_a_digit_after_blank_bodies(server):
     x = mnist_xp.load_mnist("bundled").x_test[0]
     status, answer = post(server, json.dumps(x.reshape(-1).tolist()).encode())
     assert status == 200 and answer["digit"] == 7
+
+
+# -- the other end: nearly all ink --------------------------------------------------------
+
+def test_an_image_nearly_all_ink_is_not_a_digit():
+    from mnist_xp.images import is_all_ink
+    from mnist_xp.errors import ImageError
+
+    full = np.full((28, 28), 255, np.uint8)
+    assert is_all_ink(full).tolist() == [True]
+    assert not is_all_ink(mnist_xp.load_mnist("bundled").x_test[:1000]).any()
+    with pytest.raises(ImageError, match=r"^image: not a digit: nearly all of the image is ink"):
+        check_ink(full)
+
+
+def test_predict_and_serve_refuse_an_all_ink_array(tmp_path, server):
+    digit = mnist_xp.load_mnist("bundled").x_test[0]
+    np.save(tmp_path / "rows.npy", np.stack([np.full((28, 28), 255, np.uint8), digit]))
+    result = run_cli("predict", "--device", "cpu", tmp_path / "rows.npy", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "rows.npy[0]: not a digit: nearly all of the image is ink" in result.stderr
+    assert "rows.npy[1]: 7" in result.stdout
+    status, answer = post(server, json.dumps([255] * 784).encode())
+    assert status == 422 and answer["error"].startswith("request body: not a digit")

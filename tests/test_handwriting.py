@@ -233,3 +233,64 @@ def test_a_12_megapixel_phone_photo_is_read_with_its_box_in_photo_pixels(model, 
     assert int(model.predict(found[0].image.reshape(1, -1))[0]) == labels[1]
     top, left, bottom, right = found[0].box  # in the photo's own pixels
     assert 0 <= top < bottom <= 3000 and 0 <= left < right <= 4000
+
+
+# -- what is not a digit -----------------------------------------------------------------
+
+def test_a_blank_sheet_on_a_desk_is_blank():
+    gray = np.full((1500, 2000), 70, np.uint8)
+    gray[300:1200, 400:1600] = 230  # the sheet's edge is no digit
+    with pytest.raises(BlankImageError):
+        read_digits(gray)
+
+
+@pytest.mark.parametrize("dots", [1, 2])
+def test_a_dot_or_two_is_blank(dots):
+    gray = np.full((300, 300), 255, np.uint8)
+    for k in range(dots):
+        cv2.circle(gray, (150 - 50 * k, 150), 4, 0, -1)
+    with pytest.raises(BlankImageError):
+        read_digits(gray)
+
+
+def test_a_dot_in_a_large_photo_is_blank():
+    gray = np.full((3000, 4000), 230, np.uint8)
+    cv2.circle(gray, (2000, 1500), 12, 30, -1)
+    with pytest.raises(BlankImageError):
+        read_digits(gray)
+
+
+def test_boxes_of_a_large_jpeg_are_in_its_own_pixels(model, test_digits):
+    from PIL import Image
+
+    images, _ = test_digits
+    gray = np.full((3000, 4000), 225, np.uint8)
+    digit = 255 - cv2.resize(images[1], (400, 400), interpolation=cv2.INTER_CUBIC)
+    gray[1000:1400, 2000:2400] = np.minimum(gray[1000:1400, 2000:2400], digit)
+    data = io.BytesIO()
+    Image.fromarray(gray).save(data, "JPEG", quality=92)
+    data.seek(0)
+    (found,) = read_digits_file(data)  # decoded at a quarter of its size
+    top, left, bottom, right = found.box
+    rows = np.flatnonzero((gray < 128).any(axis=1))
+    cols = np.flatnonzero((gray < 128).any(axis=0))
+    assert abs(top - rows[0]) <= 16 and abs(bottom - rows[-1] - 1) <= 16
+    assert abs(left - cols[0]) <= 16 and abs(right - cols[-1] - 1) <= 16
+
+
+def test_a_flat_colour_transparent_export_is_ink_however_much_it_covers(model, test_digits):
+    from PIL import Image
+
+    images, labels = test_digits
+    coverage = cv2.resize(images[4], (120, 120), interpolation=cv2.INTER_CUBIC)
+    cols = np.flatnonzero(coverage.max(axis=0) > 60)
+    rows = np.flatnonzero(coverage.max(axis=1) > 60)
+    coverage = cv2.dilate(coverage[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1],
+                          np.ones((9, 9), np.uint8))  # a thick pen, cropped tight
+    rgba = np.zeros(coverage.shape + (4,), np.uint8)
+    rgba[..., 3] = coverage  # black strokes; nothing but them is opaque
+    assert (coverage > 128).mean() > 0.5
+    data = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(data, "PNG")
+    data.seek(0)
+    assert len(read_digits_file(data)) == 1
