@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_flags(p)
     p.add_argument("--invert", choices=INVERT_CHOICES, default="auto",
                    help="images only: yes: dark ink on a light background; no: light ink "
-                        "on dark; auto: decide from the picture's border (default: auto)")
+                        "on dark; auto: decide from the ink against the paper (default: auto)")
     p.add_argument("--top-k", metavar="K", type=_whole(1), default=1,
                    help="show the K most probable digits with their probabilities "
                         "(default: 1); for a number, --json lists them for each digit")

@@ -11,8 +11,9 @@ After `find_ink` has the ink, the digits are its connected components
    overlap by more than half of the narrower one belong to one digit: a 5 whose bar
    was lifted, a 4 written in two strokes, a digit cut by a ruled line (but not two
    tall strokes side by side: "11"). Components under a tenth of the largest one's
-   area join the digit they overlap, and are dust, noise or stray dots if they
-   overlap none.
+   area join the digit they overlap; if they overlap none they are dust, noise or
+   stray dots, unless at least 40% as tall as the tallest (a thin 1). A round blob
+   as small as the pen is wide is a dot, not a digit.
 3. **Touching digits part.** A group much wider than it is tall, with a thin neck
    (a column crossed by no more ink than one stroke, where a cut leaves two parts of
    digit-like height), is cut there. Given the model (``classify``), a group wide
@@ -125,7 +126,7 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
     try:
         cv2 = cv2_module()
         height, width = np.shape(gray)[:2]
-        ink, groups, offset = locate(cv2, gray, invert)
+        ink, groups, offset = _locate(cv2, gray, invert)
         if classify is not None:
             groups = _recognised(cv2, ink.level, groups, classify)
         digits = []
@@ -144,7 +145,7 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
     return digits
 
 
-def locate(cv2, gray, invert: str = "auto"):
+def _locate(cv2, gray, invert: str = "auto"):
     """(InkMap, digit groups, (row, column) offset of the map's origin in the picture).
 
     The picture is analysed at `default_work_side`; when the digits found there are
@@ -218,9 +219,9 @@ def read_digits_file(path: str | os.PathLike, invert: str = "auto", *,
     return [Digit(d.image, tuple(int(round(v * scale)) for v in d.box)) for d in digits]
 
 
-def whole_ink(cv2, gray, invert: str = "auto") -> np.ndarray:
+def _whole_ink(cv2, gray, invert: str = "auto") -> np.ndarray:
     """All the digits' ink as one crop (float32 levels): the picture read as one digit."""
-    ink, groups, _ = locate(cv2, gray, invert)
+    ink, groups, _ = _locate(cv2, gray, invert)
     mask = np.zeros(ink.level.shape, bool)
     for m, _ in groups:
         mask |= m
@@ -343,7 +344,8 @@ def _split(mask, core, top, bottom, left, right, height=None):
     """[(mask, box)]: one group, cut at thin necks into parts of digit-like size.
 
     A cut must cross no more ink than about one stroke, and leave on each side a part
-    at least 60% as tall as the group (`height`) and a third as wide: so a 2's long
+    at least 60% as tall as the group (`height`) and a third as wide as that is tall:
+    so a 2's long
     tail or a 7's bar is never cut off, while two digits joined by a thin touch are
     parted. (Digits that touch more broadly are parted by recognition, `_recognised`.)
     """
@@ -439,7 +441,8 @@ def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | N
             continue
         inside = mask[top:bottom, left:right] & core[top:bottom, left:right]
         # Cuts every sixteenth of the height, leaving parts at least 60% as tall as the
-        # group and a quarter as wide: a 2's tail or a 7's bar is never a digit.
+        # group and as wide as a quarter of its height: a 2's tail or a 7's bar is
+        # never a digit.
         margin = max(1, int(0.25 * h))
         cuts = []
         for cut in range(margin, w - margin + 1, max(1, h // 16)):

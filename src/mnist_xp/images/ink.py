@@ -1,25 +1,30 @@
 """Finding the ink in a picture: the paper first, then what is written on it (OpenCV).
 
 `find_ink` turns a greyscale picture into an ink map, 0 (paper) to 1 (solid ink),
-in four steps, each a standard operation of document image analysis:
+on a copy shrunk by a whole factor (`default_work_side`), in five steps, each a
+standard operation of document image analysis:
 
-1. **The paper.** A sheet photographed on a darker desk is found as the largest bright
-   region that is convex, nearly rectangular and holds dark marks (Otsu's threshold on
-   a small, ink-free copy, then connected components and convex hulls). Everything
-   outside it is ignored. Without such a sheet, the whole picture is the paper.
-2. **The polarity** comes from the ink against the paper: morphological black-hat
-   (dark marks on a lighter ground) and top-hat (light marks on a darker ground) are
-   both taken, and the one with more ink standing out of the noise wins. The
-   picture's border plays no part, so a digit cropped to its own ink is read right.
-3. **The background.** A closing (for dark ink) with a window wider than twice the
-   strokes removes the ink and keeps the paper's own brightness, shadows and uneven
-   light included; the ink is what the picture lacks against it. The window grows
-   until it is wider than the strokes, so thick pens and tight crops keep their ink.
-   It is computed on a copy of at most `_BACKGROUND_SIDE` pixels, which is what makes
-   it fast.
-4. **Ruled lines.** Two or more long, straight, parallel lines across the page (lined
-   or squared paper) are taken out of the ink, and the strokes they crossed are
-   bridged again.
+1. **The sheet.** A sheet photographed on a darker desk (or a dark one on a lighter
+   desk) is the largest light region of Otsu's threshold, on a small copy closed to
+   wipe out the ink, that covers most of what is light, is convex, is a polygon of
+   at most six corners, has a sharp edge (a shadow's slope is not one) and has
+   marks on under a fifth of it (`_find_paper`). Everything off it takes the paper's
+   tone. Without such a sheet, the whole picture is the paper.
+2. **The polarity** comes from the marks against the paper's local tone, a running
+   median (`_ink_is_dark`): whether they are mostly darker or lighter. Where that is
+   undecided because the ink is dense (a thick pen cropped tight), the ink is taken
+   as dark unless two thirds of the picture's edge is dark.
+3. **The background.** A closing (for dark ink) removes the ink and keeps the paper's
+   own brightness, shadows and uneven light included; the ink is what the picture
+   lacks against it (a black-hat). Its window is an eighth of the picture, or three
+   times the strokes' width where Otsu's threshold finds sharp-edged strokes that
+   wide, so thick pens and tight crops keep their ink. It is computed on a copy of at
+   most `_BACKGROUND_SIDE` pixels, which is what makes it fast.
+4. **Ruled lines.** Two or more long, thin, parallel lines across the page (lined or
+   squared paper), each with no other ink just above and below it, are taken out,
+   and the strokes they crossed are bridged again.
+5. **The stretch.** Contrast over the paper's noise becomes ink levels 0..1; nothing
+   standing out by 24 grey levels is a blank picture.
 
 References: N. Otsu, "A threshold selection method from gray-level histograms",
 IEEE Trans. SMC 9(1), 1979; P. Soille, *Morphological Image Analysis*, 2nd ed.,
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BlankImageError, ImageError
+from .decode import INSTALL_HINT
 
 __all__ = ["INVERT_CHOICES", "InkMap", "WORK_SIDE", "DECODE_SIDE", "cv2_module", "find_ink", "as_gray_uint8", "stroke_width"]
 
@@ -57,7 +63,6 @@ _BACKGROUND_SIDE = 128
 # page photographed or JPEG-compressed varies by less.
 _MIN_CONTRAST = 24.0
 
-INSTALL_HINT = "pip install 'mnist-xp[images]'"
 
 
 def cv2_module():

@@ -73,11 +73,11 @@ def to_mnist(gray, invert: str = "auto") -> np.ndarray:
     ValueError
         If `gray` is not a 2-D image in a supported range, or `invert` is unknown.
     """
-    from .digits import whole_ink
+    from .digits import _whole_ink
 
     cv2 = cv2_module()
     try:
-        image = mnist_box(cv2, whole_ink(cv2, gray, invert))
+        image = mnist_box(cv2, _whole_ink(cv2, gray, invert))
     except BlankImageError:
         raise blank_error("image") from None
     check_ink(image)
