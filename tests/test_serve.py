@@ -152,18 +152,22 @@ def test_predict_png_matches_the_cli_preprocessing(server, tmp_path):
 
 
 # -- pictures of numbers --------------------------------------------------------------------
-# The segmentation is `read_digits`'s job (tests/test_images.py); here it is replaced
-# by one that finds MNIST's first three test digits (7, 2, 1) in any picture, so that
-# what the server makes of several digits is tested on its own.
+# MNIST's first three test digits (7, 2, 1) side by side, dark on white: what the server
+# answers must be what `read_digits_file` finds in the same picture, digit for digit.
 
 @pytest.fixture
-def number(monkeypatch, mnist):
-    """read_digits made to find three digits in any picture: the Digits it returns."""
-    from mnist_xp.images import digits as module
+def number(mnist, server):
+    """(PNG bytes of "721", the Digits `read_digits_file` finds in it with the model)."""
+    from mnist_xp.images import read_digits_file
 
-    found = [module.Digit(mnist.x_test[i], (12, 8 + 90 * i, 260, 80 + 90 * i)) for i in range(3)]
-    monkeypatch.setattr(module, "read_digits", lambda gray, invert="auto", *, name="image", classify=None: found)
-    return found
+    paper = np.full((140, 420), 255, np.uint8)
+    for i in range(3):
+        paper[20:120, 20 + 130 * i:120 + 130 * i] = 255 - np.asarray(
+            Image.fromarray(mnist.x_test[i]).resize((100, 100), Image.Resampling.BICUBIC))
+    data = png_bytes(Image.fromarray(paper))
+    found = read_digits_file(io.BytesIO(data), classify=server.model.predict_proba)
+    assert len(found) == 3
+    return data, found
 
 
 def test_a_picture_of_a_number_is_answered_digit_by_digit(server, number, monkeypatch):
@@ -174,8 +178,9 @@ def test_a_picture_of_a_number_is_answered_digit_by_digit(server, number, monkey
         calls.append(len(x))
         return real(x)
 
+    picture, number = number
     monkeypatch.setattr(server.model, "predict_proba", spy)
-    status, body, _ = predict(server, drawn([[(140, 40), (140, 240)]]), "image/png")
+    status, body, _ = predict(server, picture, "image/png")
     assert status == 200, body
     assert calls == [3]  # every digit of the picture in one model call
     proba = real(np.stack([d.image.reshape(-1) for d in number]))
@@ -199,7 +204,7 @@ def test_numbers_and_single_digits_batched_together_each_get_their_own_answer(
         server, number, mnist):
     from concurrent.futures import ThreadPoolExecutor
 
-    picture = drawn([[(140, 40), (140, 240)]])
+    picture, _ = number
 
     def one(i):
         if i % 3 == 0:

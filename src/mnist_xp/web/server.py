@@ -49,8 +49,11 @@ faint smudge), is refused by the one "no ink" rule (`mnist_xp.images.check_ink`)
 Concurrent predictions are batched: the digits of all requests parsed in one loop
 iteration (every digit of a picture of a number among them) go through one
 ``predict_proba`` call. On a GPU that turns many tiny kernel launches into one; on the
-CPU it amortises the per-call overhead. Pictures are decoded and normalised on two
-worker threads so that the loop keeps answering meanwhile.
+CPU it amortises the per-call overhead. Pictures are read (decoded, normalised, cut into
+digits) in two processes, started by a fork server when the first picture arrives, so
+that they use both cores (threads would take turns on one interpreter lock) and the
+loop keeps answering meanwhile; each holds a CPU copy of the model, to decide where
+digits that touch are cut.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ import math
 import os
 import socket
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 
 import numpy as np
@@ -123,6 +126,14 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.body_unread = body_unread
+
+    def __reduce__(self):
+        # Raised in a picture process, it must arrive whole in the server's.
+        return _api_error, (self.status, self.message, self.body_unread)
+
+
+def _api_error(status: int, message: str, body_unread: bool) -> ApiError:
+    return ApiError(status, message, body_unread=body_unread)
 
 
 def _reject_constant(name: str):
@@ -286,19 +297,13 @@ class Server:
         self._stop = None
         self._stop_requested = False
         self._started = threading.Event()
-        # Decoding a picture takes milliseconds: it runs on these threads so that the
-        # loop keeps answering the JSON requests meanwhile.
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mnist-xp-image")
-        # The image threads ask the model where digits that touch are cut (rarely: only
-        # for ink wide enough to be two digits), one at a time.
-        self._model_lock = threading.Lock()
+        # Reading a picture takes milliseconds of Python and OpenCV: it runs in two
+        # processes (threads would share one interpreter lock), so that pictures are
+        # read on both cores and the loop keeps answering meanwhile. Each holds a CPU
+        # copy of the model, to decide where digits that touch are cut.
+        self._pool = _picture_processes(model)
 
     # -- running -----------------------------------------------------------------------
-
-    def _classify(self, images: np.ndarray) -> np.ndarray:
-        """The model's probabilities for (k, 784) uint8 images, from an image thread."""
-        with self._model_lock:
-            return np.asarray(to_numpy(self.model.predict_proba(images)), dtype=np.float64)
 
     def serve_forever(self) -> None:
         """Serve until `shutdown` is called (or KeyboardInterrupt)."""
@@ -337,9 +342,9 @@ class Server:
                 loop.call_soon_threadsafe(stop.set)
 
     def server_close(self) -> None:
-        """Release the listening socket and the image threads."""
+        """Release the listening socket and the picture processes."""
         self.socket.close()
-        self._pool.shutdown(wait=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one connection ------------------------------------------------------------------
 
@@ -467,8 +472,8 @@ class Server:
             raise ApiError(400, "empty body; send an image or a JSON array of pixels")
         n_features = self.n_features
         if has_image_signature(body[:12]):  # anything else must be JSON
-            rows, boxes = await self._loop.run_in_executor(self._pool, _pixels_from_image,
-                                                           body, n_features, self._classify)
+            rows, boxes = await self._loop.run_in_executor(self._pool, _picture_digits,
+                                                           body, n_features)
         else:
             rows, boxes = _pixels_from_json(body, n_features)[None], [_WHOLE]
         proba = await self._batch.predict(rows)
@@ -506,6 +511,60 @@ class Server:
 def _open(obj: dict) -> bytes:
     """`obj` as compact JSON without its closing brace, for more fields to follow."""
     return json.dumps(obj, separators=(",", ":"))[:-1].encode()
+
+
+# -- the picture processes -------------------------------------------------------------
+
+_WORKER_CLASSIFY = None  # in a picture process: its model's predict_proba
+
+
+def _picture_processes(model) -> ProcessPoolExecutor:
+    """Two processes to read pictures in, each with a CPU copy of `model`.
+
+    Started by a fork server (forking this multi-threaded process directly is unsafe),
+    with NumPy, OpenCV and mnist_xp preloaded, when the first picture arrives.
+    """
+    import multiprocessing
+    import pickle
+
+    from ..backend import get_backend
+
+    state = model.__getstate__()
+    if "backend_" in state:
+        state["backend_"] = get_backend("cpu")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["numpy", "mnist_xp.images", "mnist_xp.estimator"])
+    return ProcessPoolExecutor(max_workers=2, mp_context=context, initializer=_picture_process,
+                               initargs=(type(model), pickle.dumps(state)))
+
+
+def _picture_process(model_type, state: bytes) -> None:
+    """Set up a picture process: its model, and one thread each for OpenCV and the BLAS."""
+    import pickle
+
+    global _WORKER_CLASSIFY
+    model = model_type.__new__(model_type)
+    model.__setstate__(pickle.loads(state))
+    _WORKER_CLASSIFY = model.predict_proba
+    _one_opencv_thread()
+    blas_threads(1).__enter__()  # for the process's life: its batches are one picture
+
+
+def _picture_digits(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
+    """`_pixels_from_image` in a picture process, with its model."""
+    return _pixels_from_image(body, n_features, _WORKER_CLASSIFY)
+
+
+def _one_opencv_thread() -> None:
+    """OpenCV's own thread pool off: each picture has a thread of its own already, and
+    OpenCV's threads would fight them (and the clients) for the same cores."""
+    try:
+        import cv2
+    except ImportError:
+        return  # pictures are refused with the install hint instead
+    cv2.setNumThreads(1)
 
 
 def _page_files() -> dict[str, bytes]:
