@@ -112,22 +112,18 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         `MAX_PIXELS`, truncated or corrupt. The message is one line starting with
         the path.
     """
+    return load_image_scaled(path, max_side)[0]
+
+
+def load_image_scaled(path, max_side: int | None = None) -> tuple[np.ndarray, float]:
+    """`load_image`, and the picture's pixels per decoded pixel (>= 1; 1 at full size)."""
     # A binary file object (e.g. io.BytesIO of an uploaded body) is decoded as it is,
     # with the same checks; messages then name it by its ``name`` attribute.
     if hasattr(path, "read"):
-        return _decode(path, getattr(path, "name", "image"), max_side)[0]
+        return _decode(path, getattr(path, "name", "image"), max_side)
     pil_modules(path)  # a missing Pillow is said before anything else
     # A regular file only (a FIFO would block for ever), opened with the one-line errors
     # every reader of user files gives.
-    with open_user_file(path, ImageError, "image file") as f:
-        return _decode(f, path, max_side)[0]
-
-
-def load_image_scaled(path, max_side: int) -> tuple[np.ndarray, float]:
-    """`load_image` with `max_side`, and the picture's pixels per decoded pixel (>= 1)."""
-    if hasattr(path, "read"):
-        return _decode(path, getattr(path, "name", "image"), max_side)
-    pil_modules(path)
     with open_user_file(path, ImageError, "image file") as f:
         return _decode(f, path, max_side)
 

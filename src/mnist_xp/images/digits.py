@@ -395,7 +395,7 @@ def _cut(cv2, mask, top, left, bottom, right, cut):
     box = mask[top:bottom, left:right]
     cut_off = box.copy()
     cut_off[:, max(0, cut - 1):cut + 2] = False
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(
+    n, labels, _, centroids = cv2.connectedComponentsWithStats(
         cut_off.view(np.uint8), connectivity=8)
     on_left = np.zeros(n, bool)
     on_left[1:] = centroids[1:, 0] < cut

@@ -240,7 +240,6 @@ def _find_paper(cv2, g: np.ndarray):
     # The largest bright region's outline (outer contours: one per region, holes aside).
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = max(contours, key=cv2.contourArea)
-    region = bright
     hull = cv2.convexHull(outline)
     hull_area = cv2.contourArea(hull)
     if not 0.2 * frame <= hull_area <= 0.995 * frame:
@@ -249,13 +248,13 @@ def _find_paper(cv2, g: np.ndarray):
     if len(corners) > 6:
         return None
     (_, (rw, rh), _) = cv2.minAreaRect(hull)
-    filled = np.zeros_like(region)
+    filled = np.zeros_like(bright)
     cv2.drawContours(filled, [outline], -1, 1, thickness=cv2.FILLED)
     if cv2.contourArea(outline) < 0.9 * hull_area or hull_area < 0.85 * rw * rh:
         return None  # not a sheet: a sheet is convex and nearly rectangular
     # A sheet's edge is a step, not the slope of a shadow: the tone changes by as
     # much just inside and outside it as a digit differs from paper.
-    sheet = np.zeros_like(region)
+    sheet = np.zeros_like(bright)
     cv2.fillPoly(sheet, [hull.reshape(-1, 2)], 1)
     ring = np.ones((5, 5), np.uint8)
     inner = sheet.astype(bool) & ~cv2.erode(sheet, ring).astype(bool)
