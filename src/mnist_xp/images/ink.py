@@ -261,6 +261,14 @@ def _find_paper(cv2, g: np.ndarray):
     outer = cv2.dilate(sheet, ring).astype(bool) & ~sheet.astype(bool)
     if not outer.any() or np.median(clean[inner]) - np.median(clean[outer]) < 2 * _MIN_CONTRAST:
         return None
+    # The desk is what lies around the sheet: dark all along the picture's edge off the
+    # sheet. Off the "sheet" that is the paper inside a thick digit cropped to its ink
+    # (a 7's hook) lies more paper, beside the strokes.
+    edge = np.ones_like(sheet, bool)
+    edge[1:-1, 1:-1] = False
+    off = edge & ~sheet.astype(bool)
+    if np.count_nonzero(bright[off]) > 0.3 * np.count_nonzero(off):
+        return None
     # A sheet holds what is written on it: dark marks inside, in the unclosed picture.
     # What is written on a sheet covers little of it (a blank sheet is a sheet too:
     # then nothing is written, and the picture is blank).
@@ -342,16 +350,21 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     dark = float(np.clip(-values - margin, 0, None).sum())
     light = float(np.clip(values - margin, 0, None).sum())
     marked = np.count_nonzero(np.abs(values) > margin)
+    t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    light_edge = np.count_nonzero(edge > t) / edge.size
     if marked < 0.2 * values.size and max(dark, light) >= 3 * min(dark, light):
-        return dark >= light
+        # Where dark ink covers over half of the picture (a thick pen cropped to its
+        # ink), the local tone is the ink's, and the paper between the strokes stands
+        # out as light "marks". Light marks holding two thirds of the picture's edge
+        # are that paper: ink cropped tight touches the edge only here and there.
+        return dark >= light or light_edge >= 2 / 3
     # Undecided: dense ink (a thick pen cropped tight) makes the local tone partly ink.
     # Then the paper is the phase (of Otsu's threshold) that holds most of the
     # picture's edge: ink cropped tight touches the edge, but only here and there.
-    t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
     # A thick pen cropped tight may touch much of the edge: only a clearly dark edge
     # (under a third light) says light ink on a dark ground.
-    return np.count_nonzero(edge > t) >= edge.size / 3
+    return light_edge >= 1 / 3
 
 
 def stroke_width(mask: np.ndarray) -> float:
@@ -401,8 +414,10 @@ def _stroke_window(cv2, g: np.ndarray, paper, dark: bool) -> float:
     slope = float(np.median(np.hypot(gx[edge], gy[edge]))) / 4
     if slope < step / 4:
         return 0.0
+    # Strokes as wide as half the picture: a thick digit cropped to its ink, where the
+    # paper is only what shows between them; the window spans the whole picture.
     width = stroke_width(ink)
-    return 3 * width if width < 0.5 * min(g.shape) else 0.0
+    return 3 * width if width < 0.5 * min(g.shape) else 2.0 * max(g.shape)
 
 
 def _spread(values: np.ndarray) -> float:
