@@ -529,6 +529,11 @@ def _remove_lines_along(cv2, level: np.ndarray, paper, floor: float, axis: int) 
     # The line's soft edges too: one pixel above and below what the opening kept.
     lines = cv2.dilate(ruling, np.ones((3, 1), np.uint8)).astype(bool)
     thickness = max(1, round(float(np.median(thickness))))
+    # Ink that runs across the line for more than a line is thick is a stroke lying
+    # along it or crossing it (a 5's bar beside a grid line joins its band): it stays.
+    across = 2 * thickness + 3
+    lines &= ~cv2.morphologyEx(t, cv2.MORPH_OPEN, cv2.getStructuringElement(
+        cv2.MORPH_RECT, (1, across))).astype(bool)
     lv = level if axis == 0 else level.T
     kept = np.where(lines, 0, lv).astype(np.float32)
     # A stroke crossing a line has ink above and below it: bridge the gap.
