@@ -414,10 +414,15 @@ def _stroke_window(cv2, g: np.ndarray, paper, dark: bool) -> float:
     slope = float(np.median(np.hypot(gx[edge], gy[edge]))) / 4
     if slope < step / 4:
         return 0.0
-    # Strokes as wide as half the picture: a thick digit cropped to its ink, where the
-    # paper is only what shows between them; the window spans the whole picture.
     width = stroke_width(ink)
-    return 3 * width if width < 0.5 * min(g.shape) else 2.0 * max(g.shape)
+    if width < 0.5 * min(g.shape):
+        return 3 * width
+    # As wide as half the picture: strokes of a thick digit cropped to its ink, where
+    # the paper is only what shows between them (then the window spans the picture),
+    # if they leave most of the picture's edge to the paper; otherwise it is the
+    # ground itself (the paper, when told the ink is light and it is not).
+    edge = np.concatenate([ink[0], ink[-1], ink[1:-1, 0], ink[1:-1, -1]])
+    return 2.0 * max(g.shape) if np.count_nonzero(edge) < 0.5 * edge.size else 0.0
 
 
 def _spread(values: np.ndarray) -> float:
