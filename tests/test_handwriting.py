@@ -147,6 +147,52 @@ def test_polarity_comes_from_the_ink_not_the_border(test_digits):
     assert not ink.find_ink(hp.drawing(seven, 280, dark_ink=False)).dark_ink
 
 
+# Pictures of the generated set (seed, index) that a step once got wrong: a thick digit
+# cropped to its ink, dark ink over more than half of it (taken as light ink); a thin
+# 1 cropped so (closed away, refused as blank); a 7 whose hook held paper taken for a
+# sheet on a desk.
+_DENSE_CROPS = [(0, 88), (0, 99), (0, 100), (0, 119), (0, 173), (0, 80)]
+
+
+@pytest.mark.parametrize("seed,index", _DENSE_CROPS, ids=lambda v: str(v))
+def test_a_thick_digit_cropped_to_its_ink_is_dark_ink_on_no_sheet(model, test_digits, seed, index):
+    pic = hp.make_picture("cropped", hp.picture_rng(seed, "cropped", index), test_digits)
+    found = ink.find_ink(decode(pic.data))
+    assert found.dark_ink and found.paper is None
+    assert read(model, decode(pic.data)) == pic.label
+
+
+def test_a_stroke_along_a_grid_line_is_kept_and_the_grid_removed():
+    gray = np.full((400, 400), 230, np.uint8)
+    for p in range(20, 400, 40):  # squared paper
+        cv2.line(gray, (0, p), (399, p), 175, 1)
+        cv2.line(gray, (p, 0), (p, 399), 175, 1)
+    # A 5's bar lying just under a grid line, and its stem: strokes 12 pixels wide.
+    cv2.rectangle(gray, (140, 141), (260, 152), 30, -1)
+    cv2.rectangle(gray, (140, 141), (151, 260), 30, -1)
+    found = ink.find_ink(gray, work_side=400)
+    assert found.factor == 1
+    assert (found.level[143:151, 160:255] > 0.5).mean() > 0.9  # the bar
+    assert found.level[300, 10:390].max() < 0.2  # a grid line away from the strokes
+
+
+def test_a_marker_s_broad_strokes_are_slimmed_to_mnist_s_width(model, test_digits):
+    images, labels = test_digits
+    widths, right = [], 0
+    for i in range(20):
+        # The digit redrawn with strokes 2.2 times as wide, 150 pixels tall, on paper.
+        cov = hp._thicken(hp.ink_map(images[i], 150), 2.2)
+        page = np.full((cov.shape[0] + 80, cov.shape[1] + 80), 235, np.float32)
+        page[40:-40, 40:-40] -= 200 * cov
+        seen = to_mnist(page.astype(np.uint8))
+        widths.append(ink.stroke_width(seen > 127))
+        right += int(model.predict(seen.reshape(1, -1))[0]) == labels[i]
+    # In the 28x28 image MNIST's strokes are about 1.9 pixels wide, its bold tenth over
+    # 2.4; these unslimmed would be 3. Slimmed to the bold end of MNIST's, and read.
+    assert np.median(widths) < 2.7
+    assert right >= 19
+
+
 def test_specks_are_dropped(model, test_digits):
     images, labels = test_digits
     gray = np.full((300, 300), 235, np.uint8)

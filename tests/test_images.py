@@ -107,14 +107,17 @@ def centre_of_mass(x: np.ndarray) -> tuple[float, float]:
 
 
 def assert_same_digit_image(a: np.ndarray, b: np.ndarray) -> None:
-    """`a` and `b` equal within 2 grey levels, after at most a one-pixel shift.
+    """`a` and `b` equal within 5 grey levels, after at most a one-pixel shift.
 
     The centring by mass rounds to whole pixels, so a rounding difference upstream
-    (255 - v and v round differently at halves) may move a digit by one pixel.
+    (255 - v and v round differently at halves) may move a digit by one pixel. The ink
+    levels found for the two polarities differ by a few grey levels at a stroke's soft
+    edge; slimming a broad stroke (an erosion) moves that edge inward, where area
+    averaging no longer hides it.
     """
     best = min(int(np.abs(np.roll(a.astype(int), (dy, dx), axis=(0, 1)) - b).max())
                for dy in (-1, 0, 1) for dx in (-1, 0, 1))
-    assert best <= 2, f"the images differ by {best} grey levels at best"
+    assert best <= 5, f"the images differ by {best} grey levels at best"
 
 
 def assert_mnist_like(x: np.ndarray) -> None:
