@@ -350,21 +350,25 @@ def _ink_is_dark(cv2, g: np.ndarray, paper) -> bool:
     dark = float(np.clip(-values - margin, 0, None).sum())
     light = float(np.clip(values - margin, 0, None).sum())
     marked = np.count_nonzero(np.abs(values) > margin)
-    t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
-    light_edge = np.count_nonzero(edge > t) / edge.size
     if marked < 0.2 * values.size and max(dark, light) >= 3 * min(dark, light):
         # Where dark ink covers over half of the picture (a thick pen cropped to its
         # ink), the local tone is the ink's, and the paper between the strokes stands
         # out as light "marks". Light marks holding two thirds of the picture's edge
         # are that paper: ink cropped tight touches the edge only here and there.
-        return dark >= light or light_edge >= 2 / 3
+        return dark >= light or _light_edge(cv2, small) >= 2 / 3
     # Undecided: dense ink (a thick pen cropped tight) makes the local tone partly ink.
     # Then the paper is the phase (of Otsu's threshold) that holds most of the
     # picture's edge: ink cropped tight touches the edge, but only here and there.
     # A thick pen cropped tight may touch much of the edge: only a clearly dark edge
     # (under a third light) says light ink on a dark ground.
-    return light_edge >= 1 / 3
+    return _light_edge(cv2, small) >= 1 / 3
+
+
+def _light_edge(cv2, small: np.ndarray) -> float:
+    """The fraction of the picture's edge in the light phase of Otsu's threshold."""
+    t, _ = cv2.threshold(small, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    edge = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    return np.count_nonzero(edge > t) / edge.size
 
 
 def stroke_width(mask: np.ndarray) -> float:
