@@ -340,3 +340,16 @@ def test_a_flat_colour_transparent_export_is_ink_however_much_it_covers(model, t
     Image.fromarray(rgba, "RGBA").save(data, "PNG")
     data.seek(0)
     assert len(read_digits_file(data)) == 1
+
+
+def test_a_cut_leaves_the_end_of_a_stroke_from_across_it_to_neither_part():
+    from mnist_xp.images.digits import _cut
+
+    m = np.zeros((40, 80), np.uint8)
+    cv2.circle(m, (18, 20), 12, 1, 4)  # a 0
+    m[5:36, 50:55] = 1  # a 1
+    m[19:23, 35:55] = 1  # its serif, reaching back over the cut at column 42
+    (zero, zero_box), (one, one_box) = _cut(cv2, m.astype(bool), 0, 0, 40, 80, 42)
+    assert not zero[:, 33:41].any()  # the 0 gets none of the serif's end
+    assert one[19:23, 43:50].all() and one_box[1] >= 41
+    assert zero[:, :33].sum() == m[:, :33].sum()  # and all of its own ring

@@ -65,6 +65,10 @@ _TOO_WIDE = 1.8
 # looked at again in more detail.
 _CLOSE_LOOK, _THIN = 64, 2.5
 
+# A piece under this fraction of a group's ink, left just beside a cut, is the end of a
+# stroke from the other side (an arc of the next digit reaching over), not a part.
+_SLIVER = 0.05
+
 
 @dataclass(frozen=True)
 class Digit:
@@ -390,19 +394,25 @@ def _cut(cv2, mask, top, left, bottom, right, cut):
     Not a straight cut: a band three pixels wide is taken out at the column, and each
     piece of ink that falls apart is given to the side its centre lies on, so that a
     digit leaning over its neighbour keeps what leans (overlapping 0s, a 7's bar over
-    the next digit). The band goes to the side of each of its columns.
+    the next digit). The band goes to the side of each of its columns. A sliver just
+    beside the band (under `_SLIVER` of the ink) goes to neither: it is the end of a
+    stroke from the other side, which would read as part of this digit.
     """
     box = mask[top:bottom, left:right]
     cut_off = box.copy()
     cut_off[:, max(0, cut - 1):cut + 2] = False
-    n, labels, _, centroids = cv2.connectedComponentsWithStats(
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(
         cut_off.view(np.uint8), connectivity=8)
     on_left = np.zeros(n, bool)
     on_left[1:] = centroids[1:, 0] < cut
+    x0, x1 = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_LEFT] + stats[:, cv2.CC_STAT_WIDTH]
+    area = stats[:, cv2.CC_STAT_AREA]
+    sliver = (area < _SLIVER * max(1, int(area[1:].sum()))) & ((x1 >= cut - 1) & (x0 <= cut + 2))
+    sliver[0] = False
     sides = []
     columns = np.arange(box.shape[1])[None, :]
     for want in (True, False):
-        part = (labels > 0) & (on_left[labels] == want)
+        part = (labels > 0) & (on_left[labels] == want) & ~sliver[labels]
         band = box & ((columns < cut) == want) & (labels == 0)
         full = np.zeros_like(mask)
         full[top:bottom, left:right] = part | band
