@@ -7,22 +7,26 @@ standard operation of document image analysis:
 1. **The sheet.** A sheet photographed on a darker desk (or a dark one on a lighter
    desk) is the largest light region of Otsu's threshold, on a small copy closed to
    wipe out the ink, that covers most of what is light, is convex, is a polygon of
-   at most six corners, has a sharp edge (a shadow's slope is not one) and has
-   marks on under a fifth of it (`_find_paper`). Everything off it takes the paper's
+   at most six corners, has a sharp edge (a shadow's slope is not one), has desk,
+   not paper, along the picture's edge off it, and has marks on under a fifth of it
+   (`_find_paper`). Everything off it takes the paper's
    tone. Without such a sheet, the whole picture is the paper.
 2. **The polarity** comes from the marks against the paper's local tone, a running
-   median (`_ink_is_dark`): whether they are mostly darker or lighter. Where that is
-   undecided because the ink is dense (a thick pen cropped tight), the ink is taken
-   as dark unless two thirds of the picture's edge is dark.
+   median (`_ink_is_dark`): whether they are mostly darker or lighter; light marks
+   holding two thirds of the picture's edge are the paper between dense dark strokes.
+   Where that is undecided because the ink is dense (a thick pen cropped tight), the
+   ink is taken as dark unless two thirds of the picture's edge is dark.
 3. **The background.** A closing (for dark ink) removes the ink and keeps the paper's
    own brightness, shadows and uneven light included; the ink is what the picture
    lacks against it (a black-hat). Its window is an eighth of the picture, or three
    times the strokes' width where Otsu's threshold finds sharp-edged strokes that
-   wide, so thick pens and tight crops keep their ink. It is computed on a copy of at
+   wide (the whole picture where they are as wide as half of it), so thick pens and
+   tight crops keep their ink. It is computed on a copy of at
    most `_BACKGROUND_SIDE` pixels, which is what makes it fast.
 4. **Ruled lines.** Two or more long, thin, parallel lines across the page (lined or
    squared paper), each with no other ink just above and below it, are taken out,
-   and the strokes they crossed are bridged again.
+   and the strokes they crossed are bridged again; ink running across a line for
+   more than its thickness (a stroke lying along it) stays.
 5. **The stretch.** Contrast over the paper's noise becomes ink levels 0..1; nothing
    standing out by 24 grey levels is a blank picture.
 
@@ -217,7 +221,8 @@ def _find_paper(cv2, g: np.ndarray):
     that covers a fifth to nearly all of the picture and most of what is bright, is
     convex, is a polygon of at most six corners (four, and the picture's own corners
     where it runs off the edge; a round blob, such as a thick 0, is not), has a sharp
-    edge (not a shadow's slope), and has marks on under a fifth of it (none: a blank
+    edge (not a shadow's slope), has the desk (dark) along at least 70% of the
+    picture's edge off it, and has marks on under a fifth of it (none: a blank
     sheet).
     """
     small, f = _small(cv2, g, 160)
