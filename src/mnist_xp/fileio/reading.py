@@ -175,8 +175,16 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
         raise NpyHeaderError(f"unreadable .npy header ({exception_line(exc, with_type=True)})") from None
     if dtype.hasobject:
         raise NpyHeaderError("holds pickled objects, which are never loaded")
+    if dtype.subdtype is not None:
+        # np.save folds a subarray dtype into the shape; a header with one is not its.
+        raise NpyHeaderError(f"unreadable .npy header (subarray dtype {dtype})")
     if any(d < 0 for d in shape):
         raise NpyHeaderError(f"unreadable .npy header (negative dimension in shape {shape})")
+    if math.prod(d for d in shape if d) * max(dtype.itemsize, 1) > np.iinfo(np.intp).max:
+        # With a side of 0 (or a 0-byte dtype) the size check below passes, but NumPy
+        # still refuses a shape whose other sides multiply past its index range.
+        raise NpyHeaderError(f"unreadable .npy header (shape {shape} is too large for "
+                             "any array)")
     needed = math.prod(shape) * dtype.itemsize
     held = available - used - length
     if needed > held:
@@ -219,8 +227,10 @@ def read_npy_stream(stream: BinaryIO, available: int) -> np.ndarray:
             raise NpyHeaderError(f"header declares {size:,} bytes of array data but only "
                                  f"{filled:,} follow; the file is truncated or corrupt")
         filled += n
-    flat = buffer.view(dtype) if size else np.empty(0, dtype)
-    return flat.reshape(shape, order="F" if fortran else "C")
+    order = "F" if fortran else "C"
+    if not size:  # no data, yet maybe elements (a 0-byte dtype such as '<U0')
+        return np.ndarray(shape, dtype, order=order)  # np.empty would make <U0 <U1
+    return buffer.view(dtype).reshape(shape, order=order)
 
 
 def too_large(exc: MemoryError) -> str:
