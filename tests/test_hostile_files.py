@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hostile import MEMORY_LIMIT, run_all
+from test_hostile import MEMORY_LIMIT, run_all, run_cli
 
 import mnist_xp.fileio.reading
 import mnist_xp.images.decode
@@ -92,6 +92,16 @@ def test_the_40_megapixel_rgba_picture_is_read_as_7_under_the_memory_limit(runs)
     assert result.returncode == 2, report  # for the broken array beside it
     assert "rgba_6324x6324.png: 7 (" in result.stdout, report
     assert len(result.stderr.splitlines()) == 1 and "tokenerror.npy" in result.stderr, report
+
+
+def test_libtiff_reports_nothing_on_stderr_itself(tmp_path):
+    """A TIFF with an unknown tag made libtiff print two lines of its own beside the
+    answer (found by tests/fuzz/fuzz_picture.py; the input is its saved crash)."""
+    crash = next((Path(__file__).parent / "fuzz" / "crashes" / "picture").glob("libtiff-*"))
+    shutil.copy(crash, tmp_path / "tagged.tif")
+    result = run_cli(["predict", "--device", "cpu", "tagged.tif"], cwd=tmp_path, limit=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("tagged.tif: 7 (")
 
 
 # -- a MemoryError while reading names the file, says "too large", spares the rest ----

@@ -1,9 +1,12 @@
-"""What the file harnesses share: a scratch file per process and the one-line rule."""
+"""What the file harnesses share: a scratch file per process, the one-line rule, and a
+check that nothing below Python writes to stderr."""
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,3 +34,25 @@ def check_message(exc: BaseException, name: object) -> None:
     assert message.startswith(f"{name}: "), f"message does not name {name}: {message!r}"
     assert "\n" not in message and "\r" not in message, f"not one line: {message!r}"
     assert message[len(f"{name}: "):].strip(), f"empty reason: {message!r}"
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Fail if anything writes to file descriptor 2 inside the block.
+
+    A C library that prints its own diagnostics (libtiff did) would add lines to the
+    one line on stderr a user must get; Python's own ``sys.stderr`` is caught too.
+    """
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        written = capture.read(2000)
+    assert not written, f"written to stderr: {written!r}"

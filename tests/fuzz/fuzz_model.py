@@ -27,7 +27,7 @@ from mnist_xp import MLPClassifier, load
 from mnist_xp.errors import ModelFileError
 from mnist_xp.training import load_state
 
-from ._support import check_message, scratch
+from ._support import check_message, quiet_stderr, scratch
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,14 +89,16 @@ def one_input(data: bytes) -> None:
     """Load the file `data` describes as a model and as a checkpoint; raise only on a bug."""
     path = scratch(_file(data), "input.npz")
     try:
-        model = load(path, device="cpu")
+        with quiet_stderr():
+            model = load(path, device="cpu")
     except ModelFileError as exc:
         check_message(exc, path)
     else:
         proba = np.asarray(model.predict_proba(np.zeros((1, model.n_features_in_), np.uint8)))
         assert proba.shape == (1, len(model.classes_))
     try:
-        load_state(path)
+        with quiet_stderr():
+            load_state(path)
     except ModelFileError as exc:
         check_message(exc, path)
 

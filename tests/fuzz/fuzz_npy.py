@@ -18,14 +18,15 @@ from mnist_xp.cli.predict import _read_images
 from mnist_xp.errors import DataError
 from mnist_xp.fileio import read_npy
 
-from ._support import check_message, scratch
+from ._support import check_message, quiet_stderr, scratch
 
 
 def one_input(data: bytes) -> None:
     """Read `data` as a ``.npy`` file, as the library and as predict do; raise only on a bug."""
     path = scratch(data, "input.npy")
     try:
-        array = read_npy(path)
+        with quiet_stderr():
+            array = read_npy(path)
     except DataError as exc:
         check_message(exc, path)
         array = None
@@ -36,7 +37,8 @@ def one_input(data: bytes) -> None:
         assert array.dtype == expected.dtype and array.shape == expected.shape
         assert array.tobytes() == expected.tobytes()
     try:
-        rows = _read_images(path, 784)
+        with quiet_stderr():
+            rows = _read_images(path, 784)
     except DataError as exc:
         check_message(exc, path)
         return

@@ -3,7 +3,7 @@
 The bytes go to `mnist_xp.images.read_digits_file` as an uploaded file would, with
 the pixel cap lowered to `MAX_PIXELS` so that each run stays quick. Invariants: every
 failure is an `ImageError` (a blank picture's `BlankImageError` included) naming the
-input on one line; a picture that is read gives one or more uint8 28x28 digits, each
+input on one line, and nothing else reaches stderr (libtiff printed its own reports); a picture that is read gives one or more uint8 28x28 digits, each
 with a box inside the picture.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 from mnist_xp.errors import ImageError
 from mnist_xp.images import decode, read_digits_file
 
-from ._support import check_message
+from ._support import check_message, quiet_stderr
 
 #: The pixel cap while fuzzing (the product's is 40 megapixels).
 MAX_PIXELS = 200_000
@@ -30,7 +30,8 @@ def one_input(data: bytes) -> None:
     source.name = _NAME
     saved, decode.MAX_PIXELS = decode.MAX_PIXELS, MAX_PIXELS
     try:
-        digits = read_digits_file(source)
+        with quiet_stderr():
+            digits = read_digits_file(source)
     except ImageError as exc:
         check_message(exc, _NAME)
         return

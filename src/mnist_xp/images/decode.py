@@ -6,6 +6,8 @@ inside the functions that need it, so ``import mnist_xp`` never requires it.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
 import warnings
@@ -60,7 +62,33 @@ def pil_modules(path=None):
     except ImportError:
         where = f"{path}: " if path is not None else ""
         raise ImageError(f"{where}reading and writing images needs Pillow: {INSTALL_HINT}") from None
+    _silence_libtiff()
     return Image, ImageOps
+
+
+@functools.cache
+def _silence_libtiff() -> None:
+    """Turn off libtiff's own reports, which it writes to stderr beside our one line.
+
+    A damaged TIFF made libtiff print lines such as "TIFFFetchNormalTag: Incorrect
+    count for ..." (found by tests/fuzz/fuzz_picture.py); the failure itself still
+    reaches Pillow and becomes one ImageError. Pillow leaves libtiff's default
+    handlers in place, so they are cleared in the libtiff Pillow loaded (found in
+    the process's memory map; on other systems than Linux nothing is done).
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = {path for path in (line.split()[-1] for line in maps)
+                         if path.startswith("/") and "libtiff" in path.rsplit("/", 1)[-1]
+                         and ".so" in path.rsplit("/", 1)[-1]}
+        for library in libraries:
+            lib = ctypes.CDLL(library)
+            for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+                setter = getattr(lib, name)
+                setter.restype, setter.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+                setter(None)
+    except (OSError, AttributeError):
+        pass  # no /proc (not Linux) or no libtiff: nothing to silence
 
 
 def looks_like_image(path: str | os.PathLike) -> bool:
