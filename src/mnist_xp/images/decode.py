@@ -230,8 +230,8 @@ def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, floa
                 # JPEG's reduced decoding and the factor shrink both sides alike.
                 scale = width / im.size[0] * factor
                 return _upright(gray, _orientation(im)), scale
-            except ImageError:
-                raise
+            except ImageError as exc:  # OpenCV missing: said with the file's name
+                raise ImageError(f"{path}: {exc}") from None
             except MemoryError:
                 raise ImageError(f"{path}: {width}x{height} pixels is too large to decode in "
                                  "the memory available; scale it down") from None
@@ -249,8 +249,8 @@ def _stored_bytes_per_pixel(im) -> int:
     at most 4 bytes, which Pillow's own pixels take.
     """
     most = 4
-    for tile in im.tile:
-        args = tile[3]
+    for tile in getattr(im, "tile", None) or ():
+        args = tile[3] if isinstance(tile, tuple) and len(tile) > 3 else ""
         rawmode = args if isinstance(args, str) else (
             args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else "")
         match = re.match(r"([A-Z]+);(16|32)", rawmode)
