@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import numpy as np
 
 from . import __version__
 from .backend import get_backend, to_numpy
-from .errors import ModelFileError, exception_line
-from .fileio.reading import NpyHeaderError, open_user_file, read_npy_header
+from .errors import ModelFileError
+from .fileio.archive import read_npz
+from .fileio.reading import open_user_file
 from .fileio.writing import atomic_write
 from .estimator import MLPClassifier
 from .model import PARAM_NAMES, Architecture
@@ -37,10 +37,6 @@ FORMAT_VERSION = 1
 
 # The archive members a model file must hold (each NAME.npy) and the only ones read.
 _MEMBERS = (*PARAM_NAMES, "classes", "metadata")
-
-# Deflate cannot expand data more than ~1032:1, so a member declaring more array data
-# than this many times the size of the whole archive is corrupt or hostile.
-_MAX_DEFLATE_RATIO = 1100
 
 
 def default_model_path() -> Path:
@@ -200,8 +196,8 @@ def _is_checkpoint(path: Path) -> bool:
                 return False
             with zipfile.ZipFile(f) as archive:
                 return "params/W1.npy" in archive.namelist()
-    except (ModelFileError, OSError, zipfile.BadZipFile, ValueError):
-        return False  # _read says what is wrong with it
+    except Exception:  # noqa: BLE001 - any damage at all: _read says what it is
+        return False
 
 
 def _read_checkpoint(path: Path):
@@ -265,63 +261,10 @@ def _read(path: Path):
 
 
 def _read_archive(path: Path, members, optional=()) -> dict:
-    """The arrays `members` (and those of `optional` present) of the zip archive at
-    `path`, each header checked before any array is read (see `_read`)."""
-    with open_user_file(path, ModelFileError, "model file") as f:
-        try:
-            # Anything that is not a zip would be read by np.load as .npy or pickle;
-            # here it is simply refused.
-            if not zipfile.is_zipfile(f):
-                raise ModelFileError(f"{path}: not a readable .npz model file (not a zip archive)")
-            with zipfile.ZipFile(f) as archive:
-                names = set(archive.namelist())
-                wanted = [*members, *(m for m in optional if f"{m}.npy" in names)]
-                return _read_members(path, archive, os.fstat(f.fileno()).st_size, wanted)
-        except ModelFileError:
-            raise
-        except PermissionError:
-            raise ModelFileError(f"{path}: permission denied") from None
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error,
-                NotImplementedError,  # a compression method zipfile cannot undo
-                RuntimeError,  # an encrypted member
-                ) as exc:
-            raise ModelFileError(f"{path}: not a readable .npz model file ({exception_line(exc)})") from None
-
-
-def _read_members(path: Path, archive: zipfile.ZipFile, archive_size: int,
-                  members=_MEMBERS) -> dict:
-    """The `members` arrays of an archive, every header checked before any data is read."""
-    names = set(archive.namelist())
-    missing = [m for m in members if f"{m}.npy" not in names]
-    if missing:
-        raise ModelFileError(f"{path}: not an mnist_xp model (missing {', '.join(sorted(missing))})")
-    infos = {m: archive.getinfo(f"{m}.npy") for m in members}
-    problems = []
-    for name, info in infos.items():  # first pass: headers only
-        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            problems.append(f"member {info.filename} uses an unsupported compression "
-                            f"method ({info.compress_type})")
-            continue
-        # What the member can really hold: the sizes in the zip directory may lie,
-        # but stored data cannot exceed its compressed size, nor deflated data its
-        # compressed size times deflate's ratio, nor either the archive itself.
-        stored = min(info.compress_size, archive_size)
-        if info.compress_type == zipfile.ZIP_DEFLATED:
-            stored *= _MAX_DEFLATE_RATIO
-        with archive.open(info) as member:
-            try:
-                read_npy_header(member, min(info.file_size, stored))
-            except NpyHeaderError as exc:
-                if "pickled" in str(exc):  # said first, whatever else is wrong
-                    raise ModelFileError(f"{path}: {exc}") from None
-                problems.append(f"member {info.filename}: {exc}")
-    if problems:
-        raise ModelFileError(f"{path}: {problems[0]}")
-    loaded = {}
-    for name, info in infos.items():  # second pass: the data, now known to be bounded
-        with archive.open(info) as member:
-            loaded[name] = np.lib.format.read_array(member, allow_pickle=False)
-    return loaded
+    """The arrays `members` (and those of `optional` present) of the model archive at
+    `path`, each header checked before any array is read (see `read_npz`)."""
+    return read_npz(path, ModelFileError, "model file", members, optional,
+                    missing="not an mnist_xp model (missing {})")
 
 
 def _parse_metadata(path: Path, text: np.ndarray) -> dict:

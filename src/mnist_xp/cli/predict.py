@@ -199,6 +199,13 @@ def cmd_predict(args) -> int:
                 say(f"error: {exc}")
                 failed += 1
                 continue
+            except MemoryError:
+                # The readers name the file for a MemoryError while reading it; this is
+                # one in the work after (a huge array's probabilities): the same line,
+                # and the other inputs are still read.
+                say(f"error: {path}: too large to process in the memory available")
+                failed += 1
+                continue
             answered = iter(proba if proba is not None else ())
             for i, empty in enumerate(blank):
                 where = f"{path}[{i}]"

@@ -235,8 +235,8 @@ def _read_payload(
         buffer = np.empty(size, dtype=np.uint8)
     except MemoryError as e:
         raise DataError(
-            f"{path}: header declares {size:,} bytes of data, more than can be "
-            "allocated here") from e
+            f"{path}: too large to read into the memory available (the header "
+            f"declares {size:,} bytes of data)") from e
     view = memoryview(buffer)
     filled = 0
     while filled < len(view):

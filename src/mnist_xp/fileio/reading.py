@@ -1,6 +1,7 @@
 """Reading files a user names, defensively: no hang, no unbounded allocation, no pickle.
 
-Two helpers for the readers of user-supplied files (IDX, ``.npy``, ``.npz`` models):
+Helpers for the readers of user-supplied files (IDX, ``.npy``, ``.npz`` models and
+checkpoints, pictures):
 
 - `open_regular` opens a path without blocking and refuses anything that is not a
   regular file, so a named pipe (FIFO), a device or a socket given as an input can
@@ -8,30 +9,46 @@ Two helpers for the readers of user-supplied files (IDX, ``.npy``, ``.npz`` mode
 - `read_npy_header` reads a ``.npy`` header and checks it against the bytes that
   actually follow it, so a 100-byte file declaring a terabyte array is refused before
   anything is allocated, and an object array (which would need unpickling) is refused
-  before anything is read.
+  before anything is read. Whatever NumPy's header parser raises on text that is
+  not the Python literal it writes is one `NpyHeaderError`.
+- `read_npy_stream` reads the array after such a checked header.
 
 Callers turn the exceptions into their own one-line errors (`DataError`,
-`ModelFileError`), each starting with the path; `read_npy` does so itself for the
-``.npy`` arrays that ``mnist-xp predict`` reads.
+`ModelFileError`), each starting with the path, with `too_large` for a MemoryError;
+`read_npy` does so itself for the ``.npy`` arrays that ``mnist-xp predict`` reads, and
+`mnist_xp.fileio.archive.read_npz` for ``.npz`` archives.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
+import struct
+import warnings
 from typing import BinaryIO
 
 import numpy as np
 
 from ..errors import DataError, exception_line
 
-__all__ = ["NotRegularFileError", "NpyHeaderError", "open_regular", "read_npy",
-           "read_npy_header"]
+__all__ = ["NotRegularFileError", "NpyHeaderError", "open_regular", "open_user_file",
+           "read_npy", "read_npy_header", "read_npy_stream", "too_large"]
 
 # O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer;
 # on a regular file it changes nothing. Windows has neither flag nor FIFOs.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+# The header-length field of each .npy version read here (little-endian).
+_LENGTH_FIELDS = {(1, 0): struct.Struct("<H"), (2, 0): struct.Struct("<I")}
+
+# NumPy refuses longer headers unless pickles are allowed (numpy.lib.format's
+# _MAX_HEADER_SIZE); checked here before the header is read.
+_MAX_HEADER = 10_000
+
+# Array data is read in pieces of this size into the allocated array.
+_CHUNK = 1 << 20
 
 
 class NotRegularFileError(OSError):
@@ -102,8 +119,8 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
     stream : binary file-like
         Positioned at the start of the ``.npy`` data; left just after the header.
     available : int
-        How many bytes the stream holds in all (header included). The array data the
-        header declares must fit in what follows the header.
+        How many bytes the stream holds in all (header included). The header, and the
+        array data it declares, must fit in them.
 
     Returns
     -------
@@ -113,37 +130,114 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
     Raises
     ------
     NpyHeaderError
-        Not ``.npy`` data, an unsupported format version, an object dtype (the data
-        would be pickled; the message contains "pickled"), or more data declared than
-        `available` allows.
+        For every way the header can be bad: not ``.npy`` data, an unsupported format
+        version, a header longer than the stream or than NumPy's 10,000-character
+        limit, text that is not the Python literal NumPy writes (NumPy's parser then
+        raises ``SyntaxError``, ``tokenize.TokenError``, ``TypeError``... which all
+        become this), an object dtype (the data would be pickled; the message contains
+        "pickled"), or more data declared than `available` allows.
     """
     fmt = np.lib.format
-    start = stream.tell()
+    magic = stream.read(fmt.MAGIC_LEN)
+    if len(magic) < fmt.MAGIC_LEN or not magic.startswith(fmt.MAGIC_PREFIX):
+        raise NpyHeaderError("not .npy data (no NumPy array header)")
+    version = (magic[-2], magic[-1])
+    if version not in _LENGTH_FIELDS:
+        # 3.0 is only written for structured dtypes with non-latin-1 field names.
+        raise NpyHeaderError(f"unsupported .npy format version {version[0]}.{version[1]}")
+    field = _LENGTH_FIELDS[version]
+    length_bytes = stream.read(field.size)
+    if len(length_bytes) < field.size:
+        raise NpyHeaderError("unreadable .npy header (the file ends inside it)")
+    (length,) = field.unpack(length_bytes)
+    used = fmt.MAGIC_LEN + field.size
+    # Checked before reading: a version-2 length field can claim 4 GiB, and reading
+    # that much would allocate it.
+    if length > min(available - used, _MAX_HEADER):
+        where = ("the file ends inside it" if length > available - used
+                 else f"over NumPy's limit of {_MAX_HEADER:,} characters")
+        raise NpyHeaderError(f"unreadable .npy header ({length:,} bytes long; {where})")
+    text = stream.read(length)
+    if len(text) < length:
+        raise NpyHeaderError("unreadable .npy header (the file ends inside it)")
     try:
-        version = fmt.read_magic(stream)
-    except ValueError as exc:
-        raise NpyHeaderError(f"not .npy data ({exc})") from None
-    try:
-        if version == (1, 0):
-            shape, fortran, dtype = fmt.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran, dtype = fmt.read_array_header_2_0(stream)
-        else:
-            # 3.0 is only written for structured dtypes with non-latin-1 field names.
-            raise NpyHeaderError(f"unsupported .npy format version {version[0]}.{version[1]}")
-    except (ValueError, EOFError, OSError) as exc:
-        raise NpyHeaderError(f"unreadable .npy header ({exc})") from None
+        with warnings.catch_warnings():
+            # A header written by Python 2 parses after a warning, which would be a
+            # stray line on stderr.
+            warnings.simplefilter("ignore")
+            reader = (fmt.read_array_header_1_0 if version == (1, 0)
+                      else fmt.read_array_header_2_0)
+            shape, fortran, dtype = reader(io.BytesIO(length_bytes + text))
+    except Exception as exc:  # noqa: BLE001 - NumPy's parser on untrusted text
+        # ast.literal_eval and tokenize raise SyntaxError, IndentationError,
+        # TokenError, TypeError, RecursionError, MemoryError... besides ValueError:
+        # all of them mean "not a header NumPy wrote".
+        raise NpyHeaderError(f"unreadable .npy header ({exception_line(exc, with_type=True)})") from None
     if dtype.hasobject:
         raise NpyHeaderError("holds pickled objects, which are never loaded")
+    if dtype.subdtype is not None:
+        # np.save folds a subarray dtype into the shape; a header with one is not its.
+        raise NpyHeaderError(f"unreadable .npy header (subarray dtype {dtype})")
     if any(d < 0 for d in shape):
         raise NpyHeaderError(f"unreadable .npy header (negative dimension in shape {shape})")
+    if math.prod(d for d in shape if d) * max(dtype.itemsize, 1) > np.iinfo(np.intp).max:
+        # With a side of 0 (or a 0-byte dtype) the size check below passes, but NumPy
+        # still refuses a shape whose other sides multiply past its index range.
+        raise NpyHeaderError(f"unreadable .npy header (shape {shape} is too large for "
+                             "any array)")
     needed = math.prod(shape) * dtype.itemsize
-    held = available - (stream.tell() - start)
+    held = available - used - length
     if needed > held:
         raise NpyHeaderError(
             f"header declares {needed:,} bytes of array data but only {max(held, 0):,} "
             "follow; the file is truncated or corrupt")
     return shape, fortran, dtype
+
+
+def read_npy_stream(stream: BinaryIO, available: int) -> np.ndarray:
+    """The array of a ``.npy`` stream, its header checked first; never unpickles.
+
+    Parameters
+    ----------
+    stream : binary file-like
+        Positioned at the start of the ``.npy`` data.
+    available : int
+        How many bytes the stream holds from there (see `read_npy_header`).
+
+    Returns
+    -------
+    numpy.ndarray
+
+    Raises
+    ------
+    NpyHeaderError
+        As `read_npy_header`, or the data ends before the header's shape is filled.
+    MemoryError
+        The array the header declares (and the stream holds) does not fit in memory;
+        callers report it as too large, naming the file.
+    """
+    shape, fortran, dtype = read_npy_header(stream, available)
+    size = math.prod(shape) * dtype.itemsize
+    buffer = np.empty(size, np.uint8)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        n = stream.readinto(view[filled:filled + _CHUNK])
+        if not n:
+            raise NpyHeaderError(f"header declares {size:,} bytes of array data but only "
+                                 f"{filled:,} follow; the file is truncated or corrupt")
+        filled += n
+    order = "F" if fortran else "C"
+    if not size:  # no data, yet maybe elements (a 0-byte dtype such as '<U0')
+        return np.ndarray(shape, dtype, order=order)  # np.empty would make <U0 <U1
+    return buffer.view(dtype).reshape(shape, order=order)
+
+
+def too_large(exc: MemoryError) -> str:
+    """The one-line reason for a MemoryError met while reading a file."""
+    detail = exception_line(exc)
+    return ("too large to read into the memory available"
+            + (f" ({detail})" if detail != "MemoryError" else ""))
 
 
 def read_npy(path: str | os.PathLike) -> np.ndarray:
@@ -156,8 +250,9 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     DataError
-        Missing, unreadable, not a regular file, not ``.npy`` data, or a header the
-        file cannot satisfy; the message starts with the path.
+        Missing, unreadable, not a regular file, not ``.npy`` data, a header the file
+        cannot satisfy or NumPy cannot parse, or an array too large for the memory
+        available; the message starts with the path.
     """
     with open_user_file(path, DataError, ".npy file") as f:
         try:
@@ -165,13 +260,10 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
             if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
                 raise DataError(f"{path}: not a .npy file (no NumPy array header)")
             f.seek(0)
-            try:
-                read_npy_header(f, size)
-            except NpyHeaderError as exc:
-                raise DataError(f"{path}: {exc}") from None
-            f.seek(0)
-            return np.lib.format.read_array(f, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            if isinstance(exc, DataError):
-                raise
-            raise DataError(f"{path}: not a readable .npy array ({exception_line(exc)})") from None
+            return read_npy_stream(f, size)
+        except NpyHeaderError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        except MemoryError as exc:
+            raise DataError(f"{path}: {too_large(exc)}") from None
+        except OSError as exc:  # an I/O error part-way (EIO, a vanished mount)
+            raise DataError(f"{path}: cannot read ({exc.strerror or exception_line(exc)})") from None

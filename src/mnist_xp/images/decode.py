@@ -6,8 +6,11 @@ inside the functions that need it, so ``import mnist_xp`` never requires it.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -15,10 +18,13 @@ import numpy as np
 
 from ..errors import ImageError, exception_line
 from ..fileio.reading import open_user_file
+from .shrink import to_gray
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "MAX_PIXELS",
+    "MAX_ASPECT",
+    "MAX_SAMPLE_BYTES",
     "INSTALL_HINT",
     "has_image_signature",
     "pil_modules",
@@ -33,6 +39,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 #: plenty for one digit; a larger one is refused before its pixels are decoded, so a
 #: small hostile file cannot claim gigabytes of memory.
 MAX_PIXELS = 40_000_000
+
+#: Most bytes of samples a picture may make its decoder inflate: what 40 megapixels of
+#: 8-bit RGBA take. It bounds the time of the decode (about 0.4 s of CPU for those on
+#: the benchmark machine), as MAX_PIXELS bounds its pixels: 40 megapixels of 16-bit
+#: RGBA (320 MB, 0.9 s) are refused, 20 are read.
+MAX_SAMPLE_BYTES = 4 * MAX_PIXELS
+
+#: Longest side over shortest side beyond which a picture is refused before decoding:
+#: even a row of a hundred digits is under 100:1, and a 40,000,000 x 1 sliver would
+#: only be decoded to be found blank.
+MAX_ASPECT = 1000
 
 INSTALL_HINT = "pip install 'mnist-xp[images]'"
 
@@ -53,7 +70,33 @@ def pil_modules(path=None):
     except ImportError:
         where = f"{path}: " if path is not None else ""
         raise ImageError(f"{where}reading and writing images needs Pillow: {INSTALL_HINT}") from None
+    _silence_libtiff()
     return Image, ImageOps
+
+
+@functools.cache
+def _silence_libtiff() -> None:
+    """Turn off libtiff's own reports, which it writes to stderr beside our one line.
+
+    A damaged TIFF made libtiff print lines such as "TIFFFetchNormalTag: Incorrect
+    count for ..." (found by tests/fuzz/fuzz_picture.py); the failure itself still
+    reaches Pillow and becomes one ImageError. Pillow leaves libtiff's default
+    handlers in place, so they are cleared in the libtiff Pillow loaded (found in
+    the process's memory map; on other systems than Linux nothing is done).
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = {path for path in (line.split()[-1] for line in maps)
+                         if path.startswith("/") and "libtiff" in path.rsplit("/", 1)[-1]
+                         and ".so" in path.rsplit("/", 1)[-1]}
+        for library in libraries:
+            lib = ctypes.CDLL(library)
+            for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+                setter = getattr(lib, name)
+                setter.restype, setter.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+                setter(None)
+    except (OSError, AttributeError):
+        pass  # no /proc (not Linux) or no libtiff: nothing to silence
 
 
 def looks_like_image(path: str | os.PathLike) -> bool:
@@ -95,9 +138,13 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
         The image file, or an open binary file (such as ``io.BytesIO(data)``).
     max_side : int, optional
         The picture may be decoded smaller, down to this many pixels on its longer
-        side, where the format can do so cheaply: a JPEG is then decoded at 1/2, 1/4
-        or 1/8 of its size by the decoder itself (Pillow's ``draft``), which takes a
-        12-megapixel photo from about 100 ms to about 15. None: full size.
+        side (never fewer), when it is at least twice as large. A JPEG is then
+        decoded at 1/2, 1/4 or 1/8 of its size by the decoder itself (Pillow's
+        ``draft``), which takes a 12-megapixel photo from about 100 ms to about 15;
+        any picture still twice `max_side` or more is shrunk by a whole factor
+        (block averaging) one tile at a time, before any copy of its full size is
+        made, so that a 40-megapixel picture costs its decoded size (at most 160 MB)
+        and not gigabytes. None: full size.
 
     Returns
     -------
@@ -108,9 +155,10 @@ def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarr
     Raises
     ------
     ImageError
-        If Pillow is missing, or the file is missing, not an image, larger than
-        `MAX_PIXELS`, truncated or corrupt. The message is one line starting with
-        the path.
+        If Pillow (or, for a transparent or shrunk picture, OpenCV) is missing, or
+        the file is missing, not an image, larger than `MAX_PIXELS` or than the
+        memory available allows, truncated or corrupt. The message is one line
+        starting with the path.
     """
     return load_image_scaled(path, max_side)[0]
 
@@ -130,7 +178,7 @@ def load_image_scaled(path, max_side: int | None = None) -> tuple[np.ndarray, fl
 
 def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, float]:
     """(`load_image` of the open binary file `source`, named `path` in messages, its scale)."""
-    Image, ImageOps = pil_modules(path)
+    Image, _ = pil_modules(path)
     from PIL import UnidentifiedImageError
 
     with warnings.catch_warnings():
@@ -146,6 +194,9 @@ def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, floa
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageError(f"{path}: too large; the limit is "
                              f"{MAX_PIXELS // 1_000_000} megapixels, scale it down") from None
+        except MemoryError:
+            raise ImageError(f"{path}: too large to open in the memory available; "
+                             "scale it down") from None
         except Exception as exc:  # noqa: BLE001 - a decoder on untrusted bytes; see below
             raise ImageError(f"{path}: not a readable image ({exception_line(exc)})") from None
         with im:
@@ -156,14 +207,34 @@ def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, floa
                                  f"is {MAX_PIXELS // 1_000_000} megapixels, scale it down")
             if width < 1 or height < 1:
                 raise ImageError(f"{path}: the image has no pixels")
+            stored = width * height * _stored_bytes_per_pixel(im)
+            if stored > MAX_SAMPLE_BYTES:
+                raise ImageError(
+                    f"{path}: {width}x{height} pixels of {im.mode} with 16 bits or more per "
+                    f"channel is too large ({stored / 1e6:,.0f} MB of samples to decode; the "
+                    f"limit is {MAX_SAMPLE_BYTES / 1e6:,.0f} MB); scale it down or save it "
+                    "with 8 bits per channel")
+            if max(width, height) > MAX_ASPECT * min(width, height):
+                raise ImageError(
+                    f"{path}: {width}x{height} pixels is too {'wide' if width > height else 'tall'}"
+                    f" to hold digits (over {MAX_ASPECT}:1); crop it to the digits")
             try:
                 if max_side and im.format == "JPEG" and max(width, height) > 2 * max_side:
                     f = max_side / max(width, height)
                     im.draft("L", (math.ceil(width * f), math.ceil(height * f)))
                 im.load()
-                scale = width / im.size[0]  # JPEG's reduced decoding shrinks both sides alike
-                upright = ImageOps.exif_transpose(im)
-                return _luminance(upright), scale
+                # Larger than twice max_side still: shrunk by a whole factor, block by
+                # block in bounded memory, before anything of its full size is copied.
+                factor = max(1, max(im.size) // max_side) if max_side else 1
+                gray = to_gray(im, factor)
+                # JPEG's reduced decoding and the factor shrink both sides alike.
+                scale = width / im.size[0] * factor
+                return _upright(gray, _orientation(im)), scale
+            except ImageError as exc:  # OpenCV missing: said with the file's name
+                raise ImageError(f"{path}: {exc}") from None
+            except MemoryError:
+                raise ImageError(f"{path}: {width}x{height} pixels is too large to decode in "
+                                 "the memory available; scale it down") from None
             except Exception as exc:  # noqa: BLE001
                 # Corrupt input makes decoders raise OSError, SyntaxError, ValueError,
                 # struct.error, zlib.error, IndexError...: all mean "this file is bad",
@@ -171,43 +242,43 @@ def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, floa
                 raise ImageError(f"{path}: corrupt or truncated image ({exception_line(exc)})") from None
 
 
-def _luminance(im) -> np.ndarray:
-    """A decoded Pillow image as uint8 (H, W) luminance, alpha composited as documented."""
-    mode = im.mode
-    if mode == "F" or mode == "I" or mode.startswith("I;"):
-        values = np.asarray(im).astype(np.float64)
-        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-        if mode == "F":
-            scale = 255.0 if values.max() <= 1.0 else 1.0
-        else:
-            # 16-bit samples (PNG, TIFF) arrive as I;16 or as I holding 0..65535.
-            scale = 1 / 257 if mode.startswith("I;16") or values.max() > 255 else 1.0
-        return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
-    if not has_alpha:
-        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    rgba = np.asarray(im.convert("RGBA"), dtype=np.float32)
-    alpha = rgba[..., 3] / 255
-    # ITU-R 601 luma, the weights Pillow's own "L" conversion uses.
-    luma = rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114
-    coverage = float(alpha.mean())
-    if coverage == 0:
-        return np.full(alpha.shape, 255, np.uint8)  # fully transparent: blank
-    if coverage < 0.5:
-        # Mostly transparent, as a drawing app exports strokes on no background: the
-        # opaque part is the ink, whatever colour it is (the RGB under transparent
-        # pixels is often black too), so the backdrop must contrast with it.
-        ink = float((luma * alpha).sum() / alpha.sum())
-        backdrop = 255.0 if ink < 128 else 0.0
-    else:
-        opaque = luma[alpha > 0.5]
-        if opaque.size and float(opaque.std()) < 20 and coverage < 0.98:
-            # Opaque in one flat colour, the rest transparent: a drawing's strokes (a
-            # thick pen, cropped tight), whatever share they cover; they are the ink.
-            backdrop = 255.0 if float(np.median(opaque)) < 128 else 0.0
-        else:
-            # Mostly opaque with texture (a photo with transparent margins): continue
-            # its background.
-            backdrop = float(np.median(opaque)) if opaque.size else 255.0
-    gray = luma * alpha + backdrop * (1 - alpha)
-    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+def _stored_bytes_per_pixel(im) -> int:
+    """Bytes per pixel of the samples `im`'s decoder will inflate (read from its tiles).
+
+    16- and 32-bit raw modes ("RGBA;16B", "F;32F") are counted as stored; any other is
+    at most 4 bytes, which Pillow's own pixels take.
+    """
+    most = 4
+    for tile in getattr(im, "tile", None) or ():
+        args = tile[3] if isinstance(tile, tuple) and len(tile) > 3 else ""
+        rawmode = args if isinstance(args, str) else (
+            args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else "")
+        match = re.match(r"([A-Z]+);(16|32)", rawmode)
+        if match:
+            bands = 1 if match[1] in ("I", "F") else len(match[1])
+            most = max(most, bands * int(match[2]) // 8)
+    return most
+
+
+def _orientation(im) -> int:
+    """The EXIF orientation of `im` (1 to 8; 1, upright, when absent or unreadable)."""
+    try:
+        value = im.getexif().get(0x0112, 1)  # ExifTags.Base.Orientation
+    except Exception:  # noqa: BLE001 - damaged metadata: the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(gray: np.ndarray, orientation: int) -> np.ndarray:
+    """`gray` turned as EXIF `orientation` says (what ``ImageOps.exif_transpose`` does)."""
+    turned = {
+        1: lambda a: a,
+        2: np.fliplr,                           # mirrored
+        3: lambda a: np.rot90(a, 2),            # upside down
+        4: np.flipud,                           # mirrored, upside down
+        5: lambda a: a.T,                       # transposed
+        6: lambda a: np.rot90(a, -1),           # turned 90 degrees clockwise to upright
+        7: lambda a: np.rot90(a, 2).T,          # transversed
+        8: lambda a: np.rot90(a, 1),            # turned 90 degrees anticlockwise
+    }[orientation](gray)
+    return np.ascontiguousarray(turned)

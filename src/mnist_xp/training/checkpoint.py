@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..fileio.reading import open_user_file
+from ..fileio.archive import read_npz
 from ..fileio.writing import atomic_write
-from ..errors import ModelFileError
+from ..errors import ModelFileError, exception_line
 
 __all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "FORMAT"]
 
@@ -140,25 +139,18 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
         or damaged; the message names the file.
     """
     path = Path(path)
-    # a regular file only: a named pipe would block the reader for ever
-    f = open_user_file(path, ModelFileError, "checkpoint file")
-    loaded = None
-    try:
-        with f:
-            loaded = np.load(f, allow_pickle=False)
-            if isinstance(loaded, np.lib.npyio.NpzFile):
-                with loaded:
-                    arrays = {k: loaded[k] for k in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        if "pickle" in str(exc).lower():
-            raise ModelFileError(f"{path}: holds pickled objects, which are never loaded") from None
-        raise ModelFileError(f"{path}: not a readable checkpoint ({type(exc).__name__})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):  # a bare .npy array
-        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint (a .npy array); "
+    # The shared archive reader: a regular file only (a named pipe would block for
+    # ever), every member's header checked before its data is allocated, no pickle,
+    # and every failure of the zip, zlib and NumPy layers one line naming the file.
+    arrays = read_npz(path, ModelFileError, "checkpoint file",
+                      bare="not an mnist_xp training checkpoint (a .npy array); resume "
+                           "needs a file from --checkpoint")
+    if "metadata" not in arrays:
+        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint (no metadata); "
                              "resume needs a file from --checkpoint")
     try:
         meta = json.loads(str(arrays.pop("metadata")))
-        if meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ModelFileError(f"{path}: not an mnist_xp training checkpoint "
                                  "(a model file? resume needs a file from --checkpoint)")
         if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -171,21 +163,45 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
                 groups[head][name] = value
         if set(groups["params"]) != {"W1", "b1", "W2", "b2"}:
             raise ModelFileError(f"{path}: checkpoint lacks parameter arrays")
+        classes = arrays["classes"]
+        _check_params(path, groups["params"], classes)
         for name, value in {**groups["params"], **groups["optimizer"]}.items():
             if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
                 raise ModelFileError(f"{path}: checkpoint array {name} holds NaN or infinity")
         best = None
         if meta["best"] is not None:
             best = (int(meta["best"]["epoch"]), float(meta["best"]["accuracy"]), groups["best"])
+        # The generator state is set when training resumes; a bad one is refused here.
+        np.random.default_rng().bit_generator.state = meta["rng_state"]
+        settings = meta["settings"]
+        if not isinstance(settings, dict) or not isinstance(meta["history"], list):
+            raise TypeError("settings must be an object and history a list")
         state = TrainState(epoch=int(meta["epoch"]), history=list(meta["history"]),
                            rng_state=meta["rng_state"], params=groups["params"],
                            optimizer=groups["optimizer"],
                            engine=_ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"]),
                            engine_arrays=groups["runner"], best=best)
-        info = {"settings": meta["settings"], "classes": arrays["classes"],
+        info = {"settings": settings, "classes": classes,
                 "data_fingerprint": meta["data_fingerprint"], "extra": meta.get("extra", {})}
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{path}: damaged checkpoint metadata ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError,
+            RecursionError) as exc:  # RecursionError: absurdly deep JSON nesting
+        raise ModelFileError(f"{path}: damaged checkpoint metadata "
+                             f"({exception_line(exc, with_type=True)})") from None
     return state, info
+
+
+def _check_params(path: Path, params: dict, classes: np.ndarray) -> None:
+    """The parameters must be float arrays of one network's shapes, with a label per output."""
+    w1, b1, w2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
+    shapes_fit = (w1.ndim == 2 and w2.ndim == 2 and b1.shape == (w1.shape[1],)
+                  and w2.shape[0] == w1.shape[1] and b2.shape == (w2.shape[1],))
+    if not shapes_fit or any(a.dtype.kind != "f" for a in (w1, b1, w2, b2)):
+        raise ModelFileError(
+            f"{path}: checkpoint parameters are not one network's (W1 {w1.dtype}{list(w1.shape)}, "
+            f"b1 {b1.dtype}{list(b1.shape)}, W2 {w2.dtype}{list(w2.shape)}, "
+            f"b2 {b2.dtype}{list(b2.shape)})")
+    if classes.shape != (w2.shape[1],) or classes.dtype.kind not in "biuU":
+        raise ModelFileError(f"{path}: checkpoint classes should be {w2.shape[1]} labels, "
+                             f"got {classes.dtype}{list(classes.shape)}")

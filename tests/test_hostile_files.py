@@ -1,0 +1,182 @@
+"""The hostile files of issue 18 through the command line, and the readers' MemoryError.
+
+Copies of the inputs are in tests/data/cases/hostile/ (see its README). Every run is a
+subprocess under the 1 GiB address-space limit of tests/test_hostile.py, so a picture
+that still made gigabytes of float copies would fail here. A bad file ends with exit
+status 2 and one line on stderr naming it; in a ``predict`` run the good input beside
+it is still answered. Time and peak memory are measured by
+benchmarks/hostile_pictures.py, not here.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_hostile import MEMORY_LIMIT, run_all, run_cli
+
+import mnist_xp.fileio.reading
+import mnist_xp.images.decode
+from mnist_xp.cli import main
+from mnist_xp.errors import DataError, ImageError
+from mnist_xp.fileio import read_npy
+
+pytest.importorskip("PIL", reason="Pillow is needed to decode the pictures")
+pytest.importorskip("cv2", reason="OpenCV is needed to read the pictures")
+
+HOSTILE = Path(__file__).parent / "data" / "cases" / "hostile"
+GOOD_PICTURE = Path(__file__).parent / "data" / "cases" / "cropped-to-ink" / "d7.png"
+TRAIN = ["train", "--data", "bundled", "--no-download", "--device", "cpu"]
+EVALUATE = ["evaluate", "--data", "bundled", "--no-download", "--device", "cpu"]
+
+# (id, argv with {case} for the copied directory, fragments of the error line,
+#  the good inputs' answers on stdout)
+CASES = [
+    ("predict/tokenerror.npy", ["predict", "{case}/tokenerror.npy", "{case}/good.png"],
+     ["tokenerror.npy: unreadable .npy header", "TokenError"], ["good.png: 7"]),
+    ("predict/indent.npy", ["predict", "{case}/good.png", "{case}/indent.npy"],
+     ["indent.npy: unreadable .npy header"], ["good.png: 7"]),
+    ("predict/sliver", ["predict", "{case}/sliver_40000000x1.png", "{case}/good.png"],
+     ["sliver_40000000x1.png: 40000000x1 pixels is too wide to hold digits"], ["good.png: 7"]),
+    ("predict/model-with-tokenerror-member",
+     ["predict", "--model", "{case}/tokenerror_model.npz", "{case}/good.png"],
+     ["tokenerror_model.npz: member b2.npy: unreadable .npy header"], []),
+    ("evaluate/model-with-tokenerror-member",
+     [*EVALUATE, "--model", "{case}/tokenerror_model.npz"],
+     ["tokenerror_model.npz: member b2.npy: unreadable .npy header"], []),
+    ("train/resume-from-tokenerror-model",
+     [*TRAIN, "--resume", "{case}/tokenerror_model.npz"],
+     ["tokenerror_model.npz: member b2.npy: unreadable .npy header"], []),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Every case, and the RGBA picture beside a broken array, run side by side."""
+    jobs = {}
+    for name, argv, _, _ in [*CASES, ("predict/rgba", ["predict", "{case}/rgba_6324x6324.png",
+                                                       "{case}/tokenerror.npy"], [], [])]:
+        case = tmp_path_factory.mktemp("hostile-files")
+        for f in HOSTILE.iterdir():
+            shutil.copy(f, case / f.name)
+        shutil.copy(GOOD_PICTURE, case / "good.png")
+        jobs[name] = ([a.format(case=case) for a in argv], {"cwd": case, "limit": True})
+    return run_all(jobs)
+
+
+@pytest.mark.parametrize("name, fragments, answers",
+                         [pytest.param(n, f, a, id=n) for n, _, f, a in CASES])
+def test_a_hostile_file_is_one_line_and_the_good_input_is_answered(runs, name, fragments,
+                                                                    answers):
+    result = runs[name]
+    report = f"{name}: rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.returncode == 2, report
+    assert "Traceback" not in result.stderr, report
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnist-xp: error: "), report
+    for fragment in fragments:
+        assert fragment in lines[0], report
+    out = result.stdout.splitlines()
+    assert len(out) == len(answers), report
+    for line, answer in zip(out, answers):
+        assert answer in line, report
+
+
+def test_the_40_megapixel_rgba_picture_is_read_as_7_under_the_memory_limit(runs):
+    result = runs["predict/rgba"]
+    report = f"rc={result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert MEMORY_LIMIT == 1 << 30
+    assert result.returncode == 2, report  # for the broken array beside it
+    assert "rgba_6324x6324.png: 7 (" in result.stdout, report
+    assert len(result.stderr.splitlines()) == 1 and "tokenerror.npy" in result.stderr, report
+
+
+def test_libtiff_reports_nothing_on_stderr_itself(tmp_path):
+    """A TIFF with an unknown tag made libtiff print two lines of its own beside the
+    answer (found by tests/fuzz/fuzz_picture.py; the input is its saved crash)."""
+    crash = next((Path(__file__).parent / "fuzz" / "crashes" / "picture").glob("libtiff-*"))
+    shutil.copy(crash, tmp_path / "tagged.tif")
+    result = run_cli(["predict", "--device", "cpu", "tagged.tif"], cwd=tmp_path, limit=True)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("tagged.tif: 7 (")
+
+
+# -- a MemoryError while reading names the file, says "too large", spares the rest ----
+
+def _good_npy(path: Path) -> Path:
+    digit = np.zeros((28, 28), np.uint8)
+    digit[4:24, 13:15] = 255
+    np.save(path, digit)
+    return path
+
+
+def test_read_npy_reports_a_memory_error_as_too_large(tmp_path, monkeypatch):
+    path = _good_npy(tmp_path / "big.npy")
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(mnist_xp.fileio.reading, "read_npy_stream", no_memory)
+    with pytest.raises(DataError) as caught:
+        read_npy(path)
+    assert str(caught.value) == f"{path}: too large to read into the memory available"
+
+
+def test_a_picture_that_runs_out_of_memory_is_too_large_not_corrupt(tmp_path, monkeypatch):
+    def no_memory(im, factor=1):
+        raise MemoryError
+
+    monkeypatch.setattr(mnist_xp.images.decode, "to_gray", no_memory)
+    with pytest.raises(ImageError) as caught:
+        mnist_xp.images.decode.load_image(GOOD_PICTURE)
+    message = str(caught.value)
+    assert message.startswith(f"{GOOD_PICTURE}: ") and "too large" in message
+    assert "corrupt" not in message
+
+
+def test_predict_goes_on_after_a_file_too_large_for_memory(tmp_path, monkeypatch, capsys):
+    good = _good_npy(tmp_path / "good.npy")
+    big = tmp_path / "big.npy"
+    np.save(big, np.repeat(np.load(good)[None], 3, axis=0))
+    real = mnist_xp.fileio.reading.read_npy_stream
+
+    def no_memory_for_big(stream, available):
+        if available == big.stat().st_size:
+            raise MemoryError
+        return real(stream, available)
+
+    monkeypatch.setattr(mnist_xp.fileio.reading, "read_npy_stream", no_memory_for_big)
+    assert main(["predict", "--device", "cpu", str(big), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"mnist-xp: error: {big}: too large to read into the "
+                                "memory available"]
+    assert out.startswith(f"{good}[0]: ") and len(out.splitlines()) == 1
+
+
+# -- shapes and formats ------------------------------------------------------------------
+
+@pytest.mark.parametrize("size, word", [((3001, 3), "wide"), ((2, 2001), "tall")])
+def test_a_picture_too_elongated_for_digits_is_refused_before_decoding(tmp_path, size, word):
+    from PIL import Image
+
+    path = tmp_path / "strip.png"
+    Image.new("L", size, 255).save(path)
+    with pytest.raises(ImageError, match=rf"{size[0]}x{size[1]} pixels is too {word} to hold"):
+        mnist_xp.images.decode.load_image(path)
+
+
+def test_the_rgba_picture_shrinks_to_a_7_on_white(tmp_path):
+    gray, scale = mnist_xp.images.decode.load_image_scaled(HOSTILE / "rgba_6324x6324.png", 1536)
+    assert gray.shape == (1581, 1581) and scale == 4
+    # Mostly transparent, its opaque part dark: dark ink on a white backdrop.
+    assert np.median(gray) == 255 and gray.min() < 64
+
+
+def test_a_file_object_and_a_path_read_alike():
+    data = (HOSTILE / "rgba_6324x6324.png").read_bytes()
+    a = mnist_xp.images.decode.load_image(HOSTILE / "rgba_6324x6324.png", 1536)
+    b = mnist_xp.images.decode.load_image(io.BytesIO(data), 1536)
+    np.testing.assert_array_equal(a, b)
