@@ -339,6 +339,21 @@ def test_malformed_http_gets_4xx_json(server, raw, expected):
     assert_still_answers(server)
 
 
+def test_an_error_answering_head_has_no_body(server):
+    # A body there would be read as the start of the next answer on the connection.
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 404") and b"Content-Length: " in first
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:100]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["status"] == "ok"
+
+
 def test_identical_content_lengths_are_one(server, mnist):
     # RFC 9112 6.3 lets a recipient take repeated identical values as one.
     host, port = server.server_address[:2]

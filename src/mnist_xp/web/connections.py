@@ -15,7 +15,6 @@ was 100,000 tracebacks on stderr and well-behaved clients left unanswered. Here:
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import resource
 import socket

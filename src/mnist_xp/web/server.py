@@ -363,10 +363,10 @@ class Server:
 
     async def _answer(self, head: bytes, reader) -> tuple[bytes, bool | str]:
         """(response bytes, close the connection? `_LINGER`: after draining) for one request."""
-        close = True
+        close, head_only = True, False
         try:
             request = parse_head(head)
-            close = request.close
+            close, head_only = request.close, request.method == "HEAD"
             body = await read_body(request, reader)
             method, path = request.method, request.path
             if method in ("GET", "HEAD"):
@@ -380,15 +380,17 @@ class Server:
         except ApiError as exc:
             # After a refused body the rest of it may still be on the wire: hang up,
             # after reading (and dropping) what the client is still sending.
+            # An answer to HEAD has no body, errors included (RFC 9110 9.3.2): one would
+            # be read as the start of the next answer.
             if exc.body_unread:
-                return error(exc.status, exc.message, close=True,
+                return error(exc.status, exc.message, close=True, head_only=head_only,
                              retry_after=exc.retry_after), _LINGER
-            return error(exc.status, exc.message, close=close,
+            return error(exc.status, exc.message, close=close, head_only=head_only,
                          retry_after=exc.retry_after), close
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
             raise  # the client went away or stalled mid-body: nothing to answer
         except Exception:  # noqa: BLE001 - a bug must not leak a traceback to clients
-            return error(500, "internal error", close=True), True
+            return error(500, "internal error", close=True, head_only=head_only), True
 
     def _get(self, path: str, *, head_only: bool, close: bool) -> bytes:
         if path in _PAGES:
