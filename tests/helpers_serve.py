@@ -29,3 +29,10 @@ def running_server(**kw):
         srv.shutdown()
         thread.join(TIMEOUT)
         srv.server_close()
+
+
+def dying_read(body: bytes, n_features: int):
+    """A picture step that kills its process (as the kernel's OOM killer would)."""
+    import os
+
+    os._exit(3)

@@ -704,3 +704,23 @@ def test_idle_connection_flood_under_a_low_open_file_limit(cap):
                    for line in lines), err[:2000]
     else:
         assert lines == []
+
+
+def test_a_picture_process_that_dies_is_replaced():
+    # Killed mid-picture (out of memory, say), a process breaks its whole pool: without
+    # a new one every later picture would be a 500.
+    from helpers_serve import dying_read
+
+    from mnist_xp.model_files import default_model_path, load
+    from mnist_xp.web import pictures
+
+    lanes = pictures.PictureLanes(load(default_model_path(), device="cpu"), read=dying_read)
+    seven = drawn([[(60, 60), (220, 60), (120, 235)]])
+    with running_server(pictures=lanes) as server:
+        status, body, r = predict(server, seven, "image/png")
+        assert status == 503 and r.getheader("Retry-After") == "1", body
+        assert "restarted" in body["error"]
+        assert lanes.small.restarts == 1
+        lanes._read = None  # the real picture step, in the new processes
+        status, body, _ = predict(server, seven, "image/png")
+        assert status == 200 and body["digit"] == 7

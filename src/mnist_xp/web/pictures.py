@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import warnings
+from concurrent.futures import BrokenExecutor
 
 import numpy as np
 
@@ -50,12 +51,18 @@ _BODY = "request body"
 
 
 class _Lane:
-    """One executor and a count of the pictures it holds, refused above `capacity`."""
+    """One executor and a count of the pictures it holds, refused above `capacity`.
 
-    def __init__(self, name: str, pool, capacity: int):
-        self.name, self.pool, self.capacity = name, pool, capacity
+    `factory`, if given, makes the executor, and makes a new one when a process of the
+    old one died (killed for memory, say): otherwise every later picture would fail.
+    """
+
+    def __init__(self, name: str, pool, capacity: int, factory=None):
+        self.name, self.capacity, self.factory = name, capacity, factory
+        self.pool = pool if pool is not None else factory()
         self.held = 0  # queued or being read
         self.refused = 0
+        self.restarts = 0
 
     async def run(self, fn, *args):
         """``fn(*args)`` in the lane's executor, or 503 when the lane is full."""
@@ -64,12 +71,32 @@ class _Lane:
             raise ApiError(503, f"busy reading other pictures ({self.name} lane full); "
                                 f"retry in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
         loop = asyncio.get_running_loop()
-        future = self.pool.submit(fn, *args)
+        pool = self.pool
+        try:
+            future = pool.submit(fn, *args)
+        except BrokenExecutor:
+            self._restart(pool)
+            future = self.pool.submit(fn, *args)
         self.held += 1
         # Released when the work ends, not when the request does: a client that hangs
         # up does not free the process it occupies.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except BrokenExecutor:
+            self._restart(pool)
+            raise ApiError(503, "the picture reader stopped (out of memory?) and was "
+                                f"restarted; retry in {RETRY_AFTER} s",
+                           retry_after=RETRY_AFTER) from None
+
+    def _restart(self, broken) -> None:
+        """Replace the executor `broken` (once, however many requests saw it break)."""
+        if self.factory is None:  # an executor given from outside: not ours to replace
+            raise ApiError(503, "the picture reader stopped", retry_after=RETRY_AFTER)
+        if self.pool is broken:  # not yet replaced for another request that saw it break
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self.factory()
+            self.restarts += 1
 
     def _release(self) -> None:
         """One picture fewer held."""
@@ -100,9 +127,12 @@ class PictureLanes:
                  big_queue: int = BIG_QUEUE, big_pixels: int = BIG_PIXELS, pools=None,
                  read=None):
         if pools is None:
-            pools = (_picture_processes(model, 2), _picture_processes(model, 1))
-        self.small = _Lane("small", pools[0], small_queue)
-        self.big = _Lane("big", pools[1], big_queue)
+            self.small = _Lane("small", None, small_queue,
+                               factory=lambda: _picture_processes(model, 2))
+            self.big = _Lane("big", None, big_queue, factory=lambda: _picture_processes(model, 1))
+        else:
+            self.small = _Lane("small", pools[0], small_queue)
+            self.big = _Lane("big", pools[1], big_queue)
         self.big_pixels = big_pixels
         self._read = read
 
@@ -113,7 +143,8 @@ class PictureLanes:
         ------
         ApiError
             422 for a picture that cannot be read (the reason in one line), 503 (with
-            ``retry_after``) when its lane is full.
+            ``retry_after``) when its lane is full or its process died while reading
+            (the lane's processes are then started afresh).
         """
         # Above MAX_PIXELS a picture is refused from its header alone, at once: in the
         # small lane, where a flood of such headers cannot crowd out real big pictures.
