@@ -270,6 +270,8 @@ class Listener:
                 conn, _ = self.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
+            except ConnectionAbortedError:
+                continue  # that client gave up while queued: nothing to say
             except OSError as exc:
                 self._error(exc)
                 return

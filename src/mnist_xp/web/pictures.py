@@ -70,7 +70,6 @@ class _Lane:
             self.refused += 1
             raise ApiError(503, f"busy reading other pictures ({self.name} lane full); "
                                 f"retry in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
-        loop = asyncio.get_running_loop()
         pool = self.pool
         try:
             future = pool.submit(fn, *args)
@@ -78,11 +77,13 @@ class _Lane:
             self._restart(pool)
             future = self.pool.submit(fn, *args)
         self.held += 1
-        # Released when the work ends, not when the request does: a client that hangs
-        # up does not free the process it occupies.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        # Released when the work ends (the loop's copy of the future is completed from
+        # the executor's), not when the request does: a client that hangs up does not
+        # free the process it occupies. (Only a shutdown cancels the copy sooner.)
+        done = asyncio.wrap_future(future)
+        done.add_done_callback(self._release)
         try:
-            return await asyncio.wrap_future(future)
+            return await done
         except BrokenExecutor:
             self._restart(pool)
             raise ApiError(503, "the picture reader stopped (out of memory?) and was "
@@ -98,7 +99,7 @@ class _Lane:
             self.pool = self.factory()
             self.restarts += 1
 
-    def _release(self) -> None:
+    def _release(self, _=None) -> None:
         """One picture fewer held."""
         self.held -= 1
 
