@@ -724,3 +724,34 @@ def test_a_picture_process_that_dies_is_replaced():
         lanes._read = None  # the real picture step, in the new processes
         status, body, _ = predict(server, seven, "image/png")
         assert status == 200 and body["digit"] == 7
+
+
+def test_the_lane_is_chosen_from_the_header_alone(monkeypatch):
+    # On the event loop: nothing may be inflated or decoded to learn a picture's size.
+    from PIL import PngImagePlugin
+
+    from mnist_xp.web.pictures import declared_pixels
+
+    def inflate(*args, **kwargs):
+        raise AssertionError("a chunk was inflated")
+
+    monkeypatch.setattr(PngImagePlugin, "_safe_zlib_decompress", inflate)
+    png = drawn([[(140, 40), (140, 240)]])
+    text = zlib.compress(b"a" * (1 << 20))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    texts = b"".join(chunk(b"zTXt", b"k%d\x00\x00" % i + text) for i in range(50))
+    assert declared_pixels(png[:33] + texts + png[33:]) == 280 * 280
+    assert declared_pixels(_png_header(40_000_000, 1)) == 40_000_000
+    assert declared_pixels(b"\x89PNG\r\n\x1a\n" + bytes(64)) == 0  # no IHDR first: not a PNG
+    rgb = Image.open(io.BytesIO(png)).convert("RGB")
+    jpeg = io.BytesIO()
+    rgb.save(jpeg, format="JPEG")
+    jpeg = jpeg.getvalue()
+    assert declared_pixels(jpeg) == 280 * 280
+    # Exif segments (64 kB each) pushing the size past what is read: unknown, so the
+    # picture is treated as big rather than left to hold up the drawings.
+    exif = b"\xff\xe1" + struct.pack(">H", 65535) + b"Exif\x00\x00" + bytes(65527)
+    assert declared_pixels(jpeg[:2] + exif * 8 + jpeg[2:]) is None
