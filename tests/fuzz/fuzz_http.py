@@ -159,17 +159,21 @@ def _request(method: str, target: str, body: bytes = b"", headers: str = "",
     return (f"{method} {target} {version}\r\nHost: 127.0.0.1\r\n{headers}{cl}\r\n").encode() + body
 
 
-def _png() -> bytes:
-    """A small PNG of a drawn stroke (Pillow), or a bare PNG signature without it."""
+def _pictures() -> list[bytes]:
+    """Small pictures of a drawn stroke (PNG, JPEG, GIF), or a bare PNG signature
+    without Pillow."""
     try:
         from PIL import Image, ImageDraw
     except ImportError:
-        return b"\x89PNG\r\n\x1a\n" + bytes(32)
+        return [b"\x89PNG\r\n\x1a\n" + bytes(32)]
     im = Image.new("L", (56, 56), 255)
     ImageDraw.Draw(im).line([(28, 6), (28, 50)], fill=0, width=5)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
+    out = []
+    for kind in ("PNG", "JPEG", "GIF"):
+        buf = io.BytesIO()
+        im.save(buf, format=kind)
+        out.append(buf.getvalue())
+    return out
 
 
 def seeds() -> list[bytes]:
@@ -178,7 +182,7 @@ def seeds() -> list[bytes]:
     for i in range(4, 24):
         digit[i * 28 + 13] = digit[i * 28 + 14] = 255
     array = json.dumps(digit).encode()
-    png = _png()
+    png, *others = _pictures()
     json_type = "Content-Type: application/json\r\n"
     good = [
         _request("GET", "/"),
@@ -192,6 +196,7 @@ def seeds() -> list[bytes]:
         _request("POST", "/api/predict", b"[1, 2,", json_type),
         _request("POST", "/api/predict", b"[" + b"0," * 783 + b"NaN]", json_type),
     ]
+    good += [_request("POST", "/api/predict", picture) for picture in others]
     pipelined = [good[2] + good[4] + good[1] + good[6],
                  good[2] + _request("GET", "/", headers="Connection: close\r\n") + good[2]]
     bad = [
