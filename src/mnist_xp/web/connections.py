@@ -16,7 +16,6 @@ was 100,000 tracebacks on stderr and well-behaved clients left unanswered. Here:
 from __future__ import annotations
 
 import errno
-import resource
 import socket
 import sys
 import time
@@ -56,6 +55,10 @@ def default_cap(reserve: int = _RESERVE) -> int:
     int
         ``RLIMIT_NOFILE``'s soft limit minus `reserve`, between 1 and 10,000.
     """
+    try:
+        import resource
+    except ImportError:  # Windows: no descriptor limit to keep below
+        return _MAX_CAP
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return _MAX_CAP
