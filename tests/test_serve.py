@@ -699,7 +699,7 @@ def test_idle_connection_flood_under_a_low_open_file_limit(cap):
     assert "Traceback" not in err
     lines = err.splitlines()
     if cap:
-        assert 1 <= len(lines) < 10, err[:2000]
+        assert 1 <= len(lines) < 30, err[:2000]  # one a second, not one per error
         assert all("cannot accept connections" in line and "EMFILE" in line
                    for line in lines), err[:2000]
     else:
