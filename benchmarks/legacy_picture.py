@@ -1,6 +1,6 @@
 """The old picture step of ``serve`` (commit 74de8ce), for benchmarks/legacy_serve.py.
 
-It replaces `mnist_xp.web.server._picture_digits`, which runs in the server's picture
+It replaces `mnist_xp.web.pictures._picture_digits`, which runs in the server's picture
 processes; they find it by name, so it lives in this importable module.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 
 import legacy_normalize
-from mnist_xp.web import server
+from mnist_xp.web import pictures as server
 
 
 def picture_digits(body: bytes, n_features: int):

@@ -1,7 +1,7 @@
 """``mnist-xp`` whose ``serve`` turns pictures into pixels with the OLD normaliser.
 
 For ``benchmarks/serve_load.py --compare-legacy``: the server is today's, request
-handling, batching and all; only the picture step, `mnist_xp.web.server`'s
+handling, batching and all; only the picture step, `mnist_xp.web.pictures`'s
 ``_picture_digits`` (run in its picture processes), is swapped for
 ``legacy_picture.picture_digits``, the picture step of commit 74de8ce. Arguments are
 those of ``mnist-xp``::
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import legacy_picture  # noqa: E402
 
 from mnist_xp.cli import main  # noqa: E402
-from mnist_xp.web import server  # noqa: E402
+from mnist_xp.web import pictures as server  # noqa: E402
 
 _NAME = "_picture_digits"
 
@@ -44,10 +44,10 @@ def install() -> None:
     """Swap the server's picture step for the old one, or exit saying why it cannot be."""
     current = getattr(server, _NAME, None)
     if current is None or not _callers(server, _NAME):
-        sys.exit(f"legacy_serve: mnist_xp.web.server no longer calls {_NAME}; update "
+        sys.exit(f"legacy_serve: mnist_xp.web.pictures no longer calls {_NAME}; update "
                  "benchmarks/legacy_serve.py to swap whatever now turns a picture into pixels")
     if list(inspect.signature(current).parameters) != ["body", "n_features"]:
-        sys.exit(f"legacy_serve: mnist_xp.web.server.{_NAME} now takes "
+        sys.exit(f"legacy_serve: mnist_xp.web.pictures.{_NAME} now takes "
                  f"{inspect.signature(current)}; update benchmarks/legacy_serve.py to match")
     # By name, from an importable module: it is called in the server's picture processes.
     setattr(server, _NAME, legacy_picture.picture_digits)

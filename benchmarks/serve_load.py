@@ -19,6 +19,20 @@ keep-alive connection and send requests back to back:
   turns (``--rounds`` slices each, alternating which goes first), so the two
   pipelines meet the same machine.
 
+* the abuse phases (issue 18), each against a server of its own whose stderr lines are
+  counted, with a well-behaved client beside the attack: ``--good-clients`` keep-alive
+  connections sending the drawn PNG at a steady ``--good-rate`` in all, every answer
+  due within a second (the target: p99 < 100 ms, no failures, stderr < 100 lines):
+
+  - ``slow``: ``--slow-clients`` connections dribbling a request head or a body, a
+    byte every 0.5 s (slowloris);
+  - ``flood``: the server under ``ulimit -n`` ``--flood-ulimit`` (1024) and
+    ``--flood`` (1,100) idle keep-alive connections; ``--flood-reopen`` reopens every
+    one the server closes, a churn of new connections;
+  - ``hostile``: ``--hostile-clients`` connections sending the 40,000,000 x 1 sliver
+    and the 6324 x 6324 RGBA PNG (tests/data/cases/hostile/) back to back; their
+    answers are counted by status (503 when the big-picture lane is full).
+
 The client is plain sockets with pre-built request bytes, so that the load generator,
 which shares the machine's cores with the server, spends as little CPU as it can.
 Results go to benchmarks/results/serve_load-<time>.json.
@@ -27,11 +41,13 @@ Usage::
 
     python benchmarks/serve_load.py [--clients 32] [--duration 10]
     python benchmarks/serve_load.py --phases png --compare-legacy
+    python benchmarks/serve_load.py --phases slow flood hostile
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -52,7 +68,8 @@ from _common import machine_info, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PHASES = ("json", "mixed", "png")
+PHASES = ("json", "mixed", "png", "slow", "flood", "hostile")
+ABUSE_PHASES = ("slow", "flood", "hostile")
 
 #: Issue 13's target for the png phase at 32 clients on a 2-core machine.
 PNG_TARGET = {"drawings_per_s_min": 500, "p99_ms_max": 100}
@@ -87,13 +104,14 @@ def _drawn_png() -> bytes:
 class _Conn:
     """One keep-alive HTTP/1.1 connection that sends raw requests and reads answers."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, timeout: float = 30):
         self.addr = (host, port)
+        self.timeout = timeout
         self.sock = None
         self.buf = b""
 
     def _connect(self):
-        self.sock = socket.create_connection(self.addr, timeout=30)
+        self.sock = socket.create_connection(self.addr, timeout=self.timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
@@ -251,6 +269,284 @@ def _png_verdict(r: dict) -> bool:
             and lat["p99"] < PNG_TARGET["p99_ms_max"] and r["errors"] == 0)
 
 
+# -- abuse phases: a well-behaved client beside hostile ones, each on a server of its own
+
+#: The abuse phases' target for the well-behaved client (issue 18).
+ABUSE_TARGET = {"p99_ms_max": 100, "failures": 0, "stderr_lines_max": 100}
+
+# A launcher: `python -c LAUNCHER NOFILE serve ...` runs mnist-xp under RLIMIT_NOFILE.
+_LAUNCHER = ("import resource, runpy, sys; n = int(sys.argv.pop(1)); "
+             "n and resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); "
+             "sys.argv[0] = 'mnist-xp'; runpy.run_module('mnist_xp', run_name='__main__')")
+
+
+class _Abuse:
+    """A server of its own (stderr to a file, an optional RLIMIT_NOFILE) for one phase."""
+
+    def __init__(self, device: str, nofile: int = 0):
+        import tempfile
+
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LAUNCHER, str(nofile), "serve", "--port", "0",
+             "--device", device], stdout=subprocess.PIPE, stderr=self.err, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"http://([\d.]+):(\d+)/", line)
+        if not m:
+            self.proc.kill()
+            self.err.seek(0)
+            sys.exit(f"serve_load: the server did not start: {line!r} {self.err.read()[:2000]}")
+        self.host, self.port = m.group(1), int(m.group(2))
+
+    def stop(self) -> list[str]:
+        """Stop the server; its stderr lines (its own 'stopped' line left out)."""
+        self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # a picture process still reading
+            self.proc.kill()
+            self.proc.communicate()
+        self.err.seek(0)
+        lines = self.err.read().splitlines()
+        self.err.close()
+        return [line for line in lines if line != "mnist-xp: stopped"]
+
+
+def _paced(host, port, duration, rate, clients, raw, want, stop_at=None) -> dict:
+    """A well-behaved client: `clients` keep-alive connections sending `raw` at `rate`
+    requests/s in all, evenly spaced, for `duration` s. Every answer must be 200 with
+    digit `want` within a second; anything else (an error, a close, a timeout, a late
+    answer) is a failure. A request on a keep-alive connection the server had closed
+    (its request never read) is sent again once on a new one, as browsers do, and
+    counted in `retries`; its latency includes the first try."""
+    interval = clients / rate
+    lat, failures, retries, sent = [], [], [0], [0]
+    start = time.perf_counter() + 0.1
+
+    def client(i):
+        conn = _Conn(host, port, timeout=5)
+        t_next = start + i * interval / clients
+        end = start + duration
+        while t_next < end:
+            now = time.perf_counter()
+            if t_next > now:
+                time.sleep(t_next - now)
+            t0 = time.perf_counter()
+            sent[0] += 1
+            try:
+                fresh = conn.sock is None
+                try:
+                    status, body = conn.send(raw)
+                except OSError:
+                    if fresh or conn.buf:
+                        raise
+                    conn.close()  # a stale keep-alive connection: once more, afresh
+                    retries[0] += 1
+                    status, body = conn.send(raw)
+                dt = time.perf_counter() - t0
+                if status != 200:
+                    failures.append(f"status {status}: {body[:100]!r}")
+                elif json.loads(body)["digit"] != want:
+                    failures.append(f"predicted {json.loads(body)['digit']}, expected {want}")
+                elif dt > 1.0:
+                    failures.append(f"answered after {dt:.2f} s")
+                lat.append(dt)
+            except (OSError, ValueError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                conn.close()
+            t_next += interval
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ms = np.array(lat) * 1000
+    pct = (lambda q: float(np.percentile(ms, q))) if ms.size else (lambda q: None)
+    return {"clients": clients, "rate_per_s": rate, "requests": sent[0],
+            "answered": len(lat), "latency_ms": {"p50": pct(50), "p99": pct(99),
+                                                 "max": float(ms.max()) if ms.size else None},
+            "failures": len(failures), "failure_examples": sorted(set(failures))[:10],
+            "retries": retries[0]}
+
+
+def _slow_clients(host, port, stop: threading.Event, n_heads: int, n_bodies: int,
+                  counts: dict) -> None:
+    """Slowloris: `n_heads` connections dribbling a request head and `n_bodies` a body,
+    a byte each every 0.5 s, until `stop` (reopening any the server closes)."""
+    head = b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+    body_head = (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 100000\r\n\r\n[")
+    socks = {}  # socket -> (bytes still to send, position)
+
+    def open_one(kind):
+        s = socket.create_connection((host, port), timeout=5)
+        s.setblocking(False)
+        if kind == "body":
+            s.sendall(body_head)
+        socks[s] = kind
+        counts["opened"] = counts.get("opened", 0) + 1
+
+    for k in range(n_heads + n_bodies):
+        open_one("head" if k < n_heads else "body")
+    pos = 0
+    while not stop.wait(0.5):
+        for s, kind in list(socks.items()):
+            byte = head[pos % len(head):pos % len(head) + 1] if kind == "head" else b"0"
+            try:
+                s.send(byte)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                counts["closed_by_server"] = counts.get("closed_by_server", 0) + 1
+                s.close()
+                del socks[s]
+                with contextlib.suppress(OSError):
+                    open_one(kind)
+        pos += 1
+    for s in socks:
+        s.close()
+
+
+def _idle_flood(host, port, stop: threading.Event, n: int, counts: dict,
+                reopen: bool = False) -> None:
+    """`n` idle keep-alive connections (each sends one request, then nothing), held until
+    `stop`. With `reopen`, any the server closes is opened again at once, so that new
+    connections keep arriving as fast as this thread can make them (a churn, not only
+    a flood)."""
+    import selectors
+
+    request = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+    sel = selectors.DefaultSelector()
+    alive = opened = 0
+    while not stop.is_set():
+        while alive < n and (reopen or opened < n) and not stop.is_set():
+            try:
+                s = socket.create_connection((host, port), timeout=5)
+                s.sendall(request)
+            except OSError as exc:
+                counts["connect_errors"] = counts.get("connect_errors", 0) + 1
+                counts["last_connect_error"] = str(exc)
+                break
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+            alive += 1
+            opened += 1
+            counts["opened"] = opened
+        counts["max_alive"] = max(counts.get("max_alive", 0), alive)
+        for key, _ in sel.select(timeout=0.05):
+            try:
+                data = key.fileobj.recv(65536)  # the answer to its one request, or EOF
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                counts["closed_by_server"] = counts.get("closed_by_server", 0) + 1
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+                alive -= 1
+    for key in list(sel.get_map().values()):
+        key.fileobj.close()
+    sel.close()
+
+
+def _hostile_pictures(host, port, stop: threading.Event, pictures: list, counts: dict,
+                      clients: int = 1) -> None:
+    """Send the hostile `pictures` [(name, raw request)] in turn, back to back, on
+    `clients` keep-alive connections at once until `stop`; count the answers by status."""
+    if clients > 1:
+        threads = [threading.Thread(target=_hostile_pictures,
+                                    args=(host, port, stop, pictures[i:] + pictures[:i], counts))
+                   for i in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return
+    conn = _Conn(host, port)
+    k = 0
+    while not stop.is_set():
+        name, raw = pictures[k % len(pictures)]
+        k += 1
+        try:
+            status, _ = conn.send(raw)
+        except OSError as exc:
+            counts[f"{name}: {type(exc).__name__}"] = counts.get(f"{name}: {type(exc).__name__}", 0) + 1
+            conn.close()
+            continue
+        counts[f"{name}: {status}"] = counts.get(f"{name}: {status}", 0) + 1
+    conn.close()
+
+
+def _abuse_phase(name, device, duration, good, attack, nofile=0) -> dict:
+    """One abuse phase: its own server, `attack(host, port, stop)` in a thread beside the
+    well-behaved client `good(host, port)`; the client's numbers and the server's stderr."""
+    server = _Abuse(device, nofile)
+    stop = threading.Event()
+    try:
+        warm = good(server.host, server.port, 1.0)  # picture processes started, first reads
+        attacker = threading.Thread(target=attack, args=(server.host, server.port, stop))
+        attacker.start()
+        time.sleep(1.0)  # let the attack build up
+        result = good(server.host, server.port, duration)
+        stop.set()
+        attacker.join()
+    finally:
+        stop.set()
+        lines = server.stop()
+    out = {"duration_s": duration, "good": result, "warm_up_failures": warm["failures"],
+           "stderr_lines": len(lines), "stderr_sample": lines[:5]}
+    if nofile:
+        out["ulimit_n"] = nofile
+    out["passed"] = (result["latency_ms"]["p99"] is not None
+                     and result["latency_ms"]["p99"] < ABUSE_TARGET["p99_ms_max"]
+                     and result["failures"] == 0
+                     and len(lines) < ABUSE_TARGET["stderr_lines_max"])
+    return out
+
+
+def _abuse_phases(args, drawing: bytes) -> dict:
+    """The slow, flood and hostile phases asked for, each on a server of its own."""
+    results = {}
+
+    def good(host, port, duration):
+        return _paced(host, port, duration, args.good_rate, args.good_clients, drawing, 7)
+
+    if "slow" in args.phases:
+        counts: dict = {}
+        n = args.slow_clients
+        r = _abuse_phase("slow", args.device, args.duration, good,
+                         lambda h, p, stop: _slow_clients(h, p, stop, n // 2, n - n // 2,
+                                                          counts))
+        r["attack"] = {"slow_heads": n // 2, "slow_bodies": n - n // 2, **counts}
+        results["slow"] = r
+    if "flood" in args.phases:
+        counts = {}
+        r = _abuse_phase("flood", args.device, args.duration, good,
+                         lambda h, p, stop: _idle_flood(h, p, stop, args.flood, counts,
+                                                        args.flood_reopen),
+                         nofile=args.flood_ulimit)
+        r["attack"] = {"idle_connections": args.flood, "reopen": args.flood_reopen, **counts}
+        results["flood"] = r
+    if "hostile" in args.phases:
+        names = ("sliver_40000000x1.png", "rgba_6324x6324.png")
+        missing = [n for n in names if not (args.hostile_dir / n).is_file()]
+        if missing:
+            sys.exit(f"serve_load: hostile phase: {', '.join(missing)} not in {args.hostile_dir}")
+        pictures = [(n, _request((args.hostile_dir / n).read_bytes(), "image/png"))
+                    for n in names]
+        counts = {}
+        r = _abuse_phase("hostile", args.device, args.duration, good,
+                         lambda h, p, stop: _hostile_pictures(h, p, stop, pictures, counts,
+                                                              args.hostile_clients))
+        r["attack"] = {"clients": args.hostile_clients, "answers": dict(sorted(counts.items())),
+                       "503": sum(v for k, v in counts.items() if k.endswith(": 503"))}
+        results["hostile"] = r
+    return results
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=32)
@@ -266,8 +562,30 @@ def main(argv=None) -> int:
                          "normaliser (benchmarks/legacy_serve.py), in turns")
     ap.add_argument("--rounds", type=int, default=4,
                     help="with --compare-legacy: slices of the png phase per server (default 4)")
+    ap.add_argument("--good-rate", type=float, default=40,
+                    help="abuse phases: the well-behaved client's drawings per second, in all "
+                         "(default 40)")
+    ap.add_argument("--good-clients", type=int, default=4,
+                    help="abuse phases: its keep-alive connections (default 4)")
+    ap.add_argument("--slow-clients", type=int, default=400,
+                    help="slow phase: connections dribbling a head or a body (half each)")
+    ap.add_argument("--flood", type=int, default=1100,
+                    help="flood phase: idle keep-alive connections held open (default 1100)")
+    ap.add_argument("--flood-reopen", action="store_true",
+                    help="flood phase: open again at once every connection the server closes "
+                         "(a churn of new connections, beyond the issue's idle flood)")
+    ap.add_argument("--hostile-clients", type=int, default=4,
+                    help="hostile phase: connections sending the pictures back to back")
+    ap.add_argument("--flood-ulimit", type=int, default=1024,
+                    help="flood phase: the server's RLIMIT_NOFILE (default 1024)")
+    ap.add_argument("--hostile-dir", type=Path,
+                    default=HERE.parent / "tests" / "data" / "cases" / "hostile",
+                    help="hostile phase: where sliver_40000000x1.png and rgba_6324x6324.png are")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
+    if args.url and set(args.phases) & set(ABUSE_PHASES):
+        ap.error("the abuse phases (slow, flood, hostile) start servers of their own; "
+                 "run them without --url")
     if args.compare_legacy and args.url:
         ap.error("--compare-legacy starts both servers itself; it cannot be used with --url")
     if args.compare_legacy and "png" not in args.phases:
@@ -281,8 +599,12 @@ def main(argv=None) -> int:
     good = _request(json.dumps(digit.tolist()).encode())
 
     servers = []
+    results = {}
+    plain = [p for p in args.phases if p not in ABUSE_PHASES]
     try:
-        if args.url:
+        if not plain:
+            pass  # only abuse phases: each starts a server of its own
+        elif args.url:
             m = re.match(r"https?://([^:/]+):(\d+)", args.url)
             host, port = m.group(1), int(m.group(2))
         else:
@@ -290,7 +612,7 @@ def main(argv=None) -> int:
             server, host, port = _start_server([str(exe), "serve", "--port", "0",
                                                 "--device", args.device])
             servers.append(server)
-        if args.compare_legacy:
+        if plain and args.compare_legacy:
             server, legacy_host, legacy_port = _start_server(
                 [sys.executable, str(HERE / "legacy_serve.py"), "serve", "--port", "0",
                  "--device", args.device])
@@ -322,8 +644,8 @@ def main(argv=None) -> int:
             mixed += [("good", good)] * 3 + [b]
         png = [("png", _request(_drawn_png(), "image/png"))]
 
-        _phase(host, port, args.clients, 1.0, [("good", good)], check)  # warm-up
-        results = {}
+        if plain:
+            _phase(host, port, args.clients, 1.0, [("good", good)], check)  # warm-up
         if "json" in args.phases:
             results["json"] = _phase(host, port, args.clients, args.duration, [("good", good)],
                                      check)
@@ -342,6 +664,9 @@ def main(argv=None) -> int:
         for server in servers:
             _stop_server(server)
 
+    abuse = _abuse_phases(args, _request(_drawn_png(), "image/png"))
+    results.update(abuse)
+
     j, mx = results.get("json"), results.get("mixed")
     target = {"predictions_per_s_min": 1000, "p99_ms_max": 50, "errors": 0}
     # The JSON target sets the exit status; without the json and mixed phases there is
@@ -351,16 +676,29 @@ def main(argv=None) -> int:
         passed = ((j is None or (j["good_per_s"] >= 1000 and j["latency_ms_good"]["p99"] < 50
                                  and j["errors"] == 0))
                   and (mx is None or mx["errors"] == 0))
+    abuse_passed = {name: results[name]["passed"] for name in ABUSE_PHASES if name in results}
     png_passed = {name: _png_verdict(results[name]) for name in ("png", "png_legacy")
                   if name in results}
     payload = {"benchmark": "serve_load", "command": "python benchmarks/serve_load.py "
                + " ".join(sys.argv[1:] if argv is None else argv),
                "machine": machine_info(), "target": target, "passed": passed,
                "png_target": PNG_TARGET, "png_passed": png_passed,
+               **({"abuse_target": ABUSE_TARGET, "abuse_passed": abuse_passed}
+                  if abuse_passed else {}),
                **({"png_legacy_server": "benchmarks/legacy_serve.py (old normaliser, 74de8ce)",
                    "png_rounds": args.rounds} if args.compare_legacy else {}),
                **results}
     for name, r in results.items():
+        if name in ABUSE_PHASES:
+            g = r["good"]
+            print(f"{name:10s}: good client {g['answered']}/{g['requests']} answered at "
+                  f"{g['rate_per_s']:g}/s, p50 {g['latency_ms']['p50']:.1f} ms, p99 "
+                  f"{g['latency_ms']['p99']:.1f} ms, max {g['latency_ms']['max']:.1f} ms, "
+                  f"{g['failures']} failures ({g['retries']} retries); server stderr "
+                  f"{r['stderr_lines']} lines; {r['attack']}")
+            for e in g["failure_examples"] + r["stderr_sample"]:
+                print(f"        {e}")
+            continue
         lat = r["latency_ms_good"]
         extra = (f", p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
                  if lat and lat["p50"] is not None else "")
@@ -377,12 +715,15 @@ def main(argv=None) -> int:
     if passed is not None:
         print("target (>= 1000 predictions/s, p99 < 50 ms, 0 errors):",
               "met" if passed else "NOT met")
+    for name, ok in abuse_passed.items():
+        print(f"{name} target (good client p99 < {ABUSE_TARGET['p99_ms_max']} ms, no failures, "
+              f"stderr < {ABUSE_TARGET['stderr_lines_max']} lines): {'met' if ok else 'NOT met'}")
     for name, ok in png_passed.items():
         print(f"{name} target (>= {PNG_TARGET['drawings_per_s_min']} drawings/s, p99 < "
               f"{PNG_TARGET['p99_ms_max']} ms, 0 errors): {'met' if ok else 'NOT met'}")
     if not args.no_save:
         print("wrote", write_result(RESULTS, "serve_load", payload))
-    return 0 if passed is None or passed else 1
+    return 0 if (passed is None or passed) and all(abuse_passed.values()) else 1
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -310,6 +310,20 @@ def test_oversized_body_sent_whole(server):
     (b"DELETE /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"GET /api/predict HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 431),
+    # Content-Length is ASCII digits: a superscript two (latin-1, or UTF-8) is not one,
+    # though str.isdigit() says it is.
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n[1]", 400),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n[1]", 400),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\xb9\r\n\r\n[1]", 400),
+    # Differing lengths, in two fields or one list: which is the body? (RFC 9112 6.3)
+    # (the last one used to win: this was a 200 for the health check)
+    (b"GET /api/health HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+     b"Content-Length: 0\r\n\r\n", 400),
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 4\r\n\r\n[1]]", 400),
+    # Whitespace before the colon, and obsolete line folding (RFC 9112 5.1, 5.2).
+    (b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\n[1]", 400),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", 400),
+    (b"GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
 ])
 def test_malformed_http_gets_4xx_json(server, raw, expected):
     host, port = server.server_address[:2]
@@ -323,6 +337,38 @@ def test_malformed_http_gets_4xx_json(server, raw, expected):
     assert head.startswith(f"HTTP/1.1 {expected}".encode()), answer[:200]
     assert json.loads(body)["error"]
     assert_still_answers(server)
+
+
+def test_an_error_answering_head_has_no_body(server):
+    # A body there would be read as the start of the next answer on the connection.
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+        s.sendall(b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 404") and b"Content-Length: " in first
+    assert rest.startswith(b"HTTP/1.1 200"), rest[:100]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2])["status"] == "ok"
+
+
+def test_identical_content_lengths_are_one(server, mnist):
+    # RFC 9112 6.3 lets a recipient take repeated identical values as one.
+    host, port = server.server_address[:2]
+    body = json.dumps(mnist.x_test[0].reshape(-1).tolist()).encode()
+    n = len(body)
+    for fields in (f"Content-Length: {n}\r\nContent-Length: {n}", f"Content-Length: {n}, {n}"):
+        with socket.create_connection((host, port), timeout=TIMEOUT) as s:
+            s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\n{fields}\r\n"
+                      "Connection: close\r\n\r\n".encode() + body)
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        head, _, answer_body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert json.loads(answer_body)["digit"] == int(mnist.y_test[0])
 
 
 @pytest.mark.parametrize("path", ["/nope", "/api", "/api/predict/x", "/../etc/passwd",
@@ -447,3 +493,265 @@ def test_cli_stops_cleanly_on_a_signal_right_after_start(sig, status):
     _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == status
     assert err == "mnist-xp: stopped\n"
+
+
+# -- limits: the picture queue, the connection cap, accept errors ---------------------------
+
+def _wait_for(condition, what):
+    """Poll `condition` until true (a safety net of TIMEOUT s, never a measurement)."""
+    import time
+
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def _raw_answer(sock) -> tuple[bytes, dict]:
+    """(head, parsed JSON body) of one answer read from `sock` (Content-Length framed)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before an answer: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    n = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+    while len(rest) < n:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    return head, json.loads(rest[:n])
+
+
+@pytest.fixture
+def held_pictures():
+    """A server whose picture lanes hold one picture each, read in threads that wait for
+    `release` (an Event): a lane is full for as long as the test wants."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_xp.web.pictures import PictureLanes, _pixels_from_image
+
+    release = threading.Event()
+
+    def read(body, n_features):
+        release.wait(TIMEOUT)
+        return _pixels_from_image(body, n_features)
+
+    lanes = PictureLanes(pools=(ThreadPoolExecutor(1), ThreadPoolExecutor(1)),
+                         small_queue=1, big_queue=1, read=read)
+    try:
+        with running_server(pictures=lanes) as srv:
+            yield srv, lanes, release
+    finally:
+        release.set()
+
+
+def test_a_full_picture_queue_is_503_with_retry_after(held_pictures):
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, lanes, release = held_pictures
+    seven = drawn([[(60, 60), (220, 60), (120, 235)]])
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(predict, server, seven, "image/png")
+        _wait_for(lambda: lanes.small.held == 1, "the first picture to be queued")
+        status, body, r = predict(server, seven, "image/png")
+        assert status == 503 and "retry" in body["error"]
+        assert r.getheader("Retry-After") == "1"
+        assert r.getheader("Content-Type") == "application/json"
+        # JSON pixels do not queue behind pictures.
+        assert predict(server, json.dumps([0] * 392 + [255] * 392))[0] == 200
+        release.set()
+        status, body, _ = first.result(TIMEOUT)
+    assert status == 200 and body["digit"] == 7
+    _wait_for(lambda: lanes.small.held == 0, "the lane to empty")
+    assert predict(server, seven, "image/png")[0] == 200  # room again
+    assert lanes.refused == 1
+
+
+def test_big_pictures_have_their_own_lane(held_pictures):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mnist_xp.web.pictures import BIG_PIXELS
+
+    server, lanes, release = held_pictures
+    side = int(BIG_PIXELS ** 0.5) + 10  # declares more than BIG_PIXELS
+    big = drawn([[(side // 2, side // 8), (side // 2, side * 7 // 8)]], size=side)
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(predict, server, big, "image/png")
+        _wait_for(lambda: lanes.big.held == 1, "the big picture to be queued")
+        assert lanes.small.held == 0
+        status, body, r = predict(server, big, "image/png")
+        assert status == 503 and r.getheader("Retry-After") == "1"
+        # A drawing goes to the small lane, free: only its own (held) reading delays it.
+        second = pool.submit(predict, server, drawn([[(140, 40), (140, 240)]]), "image/png")
+        _wait_for(lambda: lanes.small.held == 1, "the drawing to be queued in the small lane")
+        release.set()
+        assert first.result(TIMEOUT)[0] == 200
+    assert second.result(TIMEOUT)[1]["digit"] == 1
+
+
+def test_the_connection_cap_closes_the_oldest_idle_connection():
+    with running_server(max_connections=3) as server:
+        addr = server.server_address[:2]
+        health = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        socks = []
+        try:
+            for _ in range(3):  # idle, oldest first: each answered once, then silent
+                s = socket.create_connection(addr, timeout=TIMEOUT)
+                socks.append(s)
+                s.sendall(health)
+                assert _raw_answer(s)[0].startswith(b"HTTP/1.1 200")
+            assert server.connections.open == 3
+            fourth = socket.create_connection(addr, timeout=TIMEOUT)
+            socks.append(fourth)
+            fourth.sendall(health)
+            assert _raw_answer(fourth)[0].startswith(b"HTTP/1.1 200")
+            assert socks[0].recv(1) == b""  # the oldest idle one was closed ...
+            for s in socks[1:]:  # ... and only it
+                s.sendall(health)
+                assert _raw_answer(s)[0].startswith(b"HTTP/1.1 200")
+            assert server.connections.evicted == 1
+        finally:
+            for s in socks:
+                s.close()
+
+
+def test_at_the_cap_with_every_connection_busy_new_ones_wait_their_turn():
+    with running_server(max_connections=1) as server:
+        addr = server.server_address[:2]
+        with socket.create_connection(addr, timeout=TIMEOUT) as busy:
+            # Busy: its head has arrived, its body has not; it must not be closed.
+            busy.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n[")
+            _wait_for(lambda: server.connections.open == 1
+                      and not server.connections._idle, "the request to be read")
+            with socket.create_connection(addr, timeout=TIMEOUT) as waiting:
+                waiting.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                _wait_for(lambda: not server._listener.reading, "accepting to pause")
+                assert server.connections.open == 1
+                busy.sendall(b"1]")
+                head, body = _raw_answer(busy)
+                assert head.startswith(b"HTTP/1.1 422")  # answered, not dropped
+                busy.close()  # now there is room: the waiting client is served
+                head, body = _raw_answer(waiting)
+                assert head.startswith(b"HTTP/1.1 200") and body["status"] == "ok"
+
+
+def test_the_rate_limited_log_says_one_line_a_second_with_a_count():
+    from mnist_xp.web.connections import RateLimitedLog
+
+    now, lines = [100.0], []
+    log = RateLimitedLog(lines.append, interval=1.0, clock=lambda: now[0])
+    for _ in range(1000):  # a burst within one second: one line
+        log.note("cannot accept")
+        now[0] += 0.0005
+    assert lines == ["cannot accept"]
+    log.flush()  # still inside the second: nothing yet
+    assert len(lines) == 1
+    now[0] += 1.0
+    log.flush()
+    assert lines[1].startswith("cannot accept (and 999 more in 1.5 s)")
+    log.flush()
+    assert len(lines) == 2 and log.total == 1000
+
+
+# A server in a subprocess under a low open-file limit; prints its port, then serves.
+_LOW_LIMIT_SERVER = """
+import resource, signal, sys
+limit, cap = int(sys.argv[1]), int(sys.argv[2]) or None
+resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+from mnist_xp.model_files import default_model_path, load
+from mnist_xp.web.server import make_server
+srv = make_server(load(default_model_path(), device="cpu"), "127.0.0.1", 0,
+                  max_connections=cap)
+signal.signal(signal.SIGTERM, lambda *_: srv.shutdown())
+print(srv.server_address[1], srv.connections.cap, flush=True)
+srv.serve_forever()
+srv.server_close()
+"""
+
+
+@pytest.mark.parametrize("cap", [0, 1000], ids=["default-cap", "cap-above-the-limit"])
+def test_idle_connection_flood_under_a_low_open_file_limit(cap):
+    # 0: the default cap, below the limit, so accept never fails; 1000: a cap the limit
+    # cannot hold, so accept does fail (EMFILE), which must cost a line a second at
+    # most, and idle connections are closed to make room.
+    limit, flood = 128, 300
+    proc = subprocess.Popen([sys.executable, "-c", _LOW_LIMIT_SERVER, str(limit), str(cap)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    idle = []
+    try:
+        port, actual_cap = map(int, proc.stdout.readline().split())
+        assert actual_cap == (cap or limit - 64)
+        for _ in range(flood):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT))
+        for _ in range(20):  # a well-behaved client, a new connection each time
+            with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as s:
+                s.sendall(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                head, body = _raw_answer(s)
+                assert head.startswith(b"HTTP/1.1 200") and body["status"] == "ok"
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        _, err = proc.communicate(timeout=TIMEOUT)
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    if cap:
+        assert 1 <= len(lines) < 30, err[:2000]  # one a second, not one per error
+        assert all("cannot accept connections" in line and "EMFILE" in line
+                   for line in lines), err[:2000]
+    else:
+        assert lines == []
+
+
+def test_a_picture_process_that_dies_is_replaced():
+    # Killed mid-picture (out of memory, say), a process breaks its whole pool: without
+    # a new one every later picture would be a 500.
+    from helpers_serve import dying_read
+
+    from mnist_xp.model_files import default_model_path, load
+    from mnist_xp.web import pictures
+
+    lanes = pictures.PictureLanes(load(default_model_path(), device="cpu"), read=dying_read)
+    seven = drawn([[(60, 60), (220, 60), (120, 235)]])
+    with running_server(pictures=lanes) as server:
+        status, body, r = predict(server, seven, "image/png")
+        assert status == 503 and r.getheader("Retry-After") == "1", body
+        assert "restarted" in body["error"]
+        assert lanes.small.restarts == 1
+        lanes._read = None  # the real picture step, in the new processes
+        status, body, _ = predict(server, seven, "image/png")
+        assert status == 200 and body["digit"] == 7
+
+
+def test_the_lane_is_chosen_from_the_header_alone(monkeypatch):
+    # On the event loop: nothing may be inflated or decoded to learn a picture's size.
+    from PIL import PngImagePlugin
+
+    from mnist_xp.web.pictures import declared_pixels
+
+    def inflate(*args, **kwargs):
+        raise AssertionError("a chunk was inflated")
+
+    monkeypatch.setattr(PngImagePlugin, "_safe_zlib_decompress", inflate)
+    png = drawn([[(140, 40), (140, 240)]])
+    text = zlib.compress(b"a" * (1 << 20))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    texts = b"".join(chunk(b"zTXt", b"k%d\x00\x00" % i + text) for i in range(50))
+    assert declared_pixels(png[:33] + texts + png[33:]) == 280 * 280
+    assert declared_pixels(_png_header(40_000_000, 1)) == 40_000_000
+    assert declared_pixels(b"\x89PNG\r\n\x1a\n" + bytes(64)) == 0  # no IHDR first: not a PNG
+    rgb = Image.open(io.BytesIO(png)).convert("RGB")
+    jpeg = io.BytesIO()
+    rgb.save(jpeg, format="JPEG")
+    jpeg = jpeg.getvalue()
+    assert declared_pixels(jpeg) == 280 * 280
+    # Exif segments (64 kB each) pushing the size past what is read: unknown, so the
+    # picture is treated as big rather than left to hold up the drawings.
+    exif = b"\xff\xe1" + struct.pack(">H", 65535) + b"Exif\x00\x00" + bytes(65527)
+    assert declared_pixels(jpeg[:2] + exif * 8 + jpeg[2:]) is None

@@ -39,8 +39,9 @@ Endpoints
     A client written for single digits thus gets a clear null rather than part of
     the answer.
 
-Every error is a JSON object ``{"error": "..."}`` with a 4xx status (a 500, still JSON
-and without a traceback, only for a bug). Bodies are capped at `MAX_BODY` bytes and
+Every error is a JSON object ``{"error": "..."}`` with a 4xx status, or 503 with
+``Retry-After`` when the picture queue is full (a 500, still JSON and without a
+traceback, only for a bug). Bodies are capped at `MAX_BODY` bytes and
 images at `mnist_xp.images.MAX_PIXELS` pixels before their pixels are decoded. A
 blank input, in any form (a blank or transparent picture, 784 zeros, a lone dot, a
 faint smudge), is refused by the one "no ink" rule (`mnist_xp.images.check_ink`) with
@@ -50,59 +51,55 @@ Concurrent predictions are batched: the digits of all requests parsed in one loo
 iteration (every digit of a picture of a number among them) go through one
 ``predict_proba`` call. On a GPU that turns many tiny kernel launches into one; on the
 CPU it amortises the per-call overhead. Pictures are read (decoded, normalised, cut into
-digits) in two processes, started by a fork server when the first picture arrives, so
-that they use both cores (threads would take turns on one interpreter lock) and the
-loop keeps answering meanwhile; each holds a CPU copy of the model, to decide where
-digits that touch are cut.
+digits) in worker processes, in two lanes with bounded queues, so that drawings never
+wait behind a large picture (`mnist_xp.web.pictures`).
+
+Limits: at most `connections.default_cap` connections are held open (the open-file
+limit less a reserve); at the cap the one idle the longest is closed, and accept errors
+are logged at most once a second (`mnist_xp.web.connections`). Request framing follows
+RFC 9112 (`mnist_xp.web.http`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import math
 import os
 import socket
 import threading
-from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
 
 import numpy as np
 
 from .. import __version__
 from ..backend import blas_threads, to_numpy
-from ..errors import ImageError, MnistXPError
+from ..errors import ImageError
 from ..images.blank import check_ink
-from ..images.decode import INSTALL_HINT, has_image_signature
+from ..images.decode import has_image_signature
 from ..pixels import IMAGE_SIDE, N_PIXELS
+from .connections import Connections, Listener, RateLimitedLog, default_cap
+from .http import (MAX_BODY, MAX_HEAD, TIMEOUT, ApiError, discard, error, parse_head,
+                   read_body, response)
+from .pictures import PictureLanes
 
 __all__ = ["MAX_BODY", "ApiError", "Server", "make_server"]
-
-#: Largest request body accepted, in bytes (a drawn digit's PNG is a few kB).
-MAX_BODY = 5 * 1024 * 1024
 
 # Most rows one model call takes; more waiting requests go to the next call.
 _MAX_BATCH = 256
 
-# Longest request line plus headers accepted, in bytes (then 431).
-_MAX_HEAD = 64 * 1024
-
-# After refusing a body, read and drop at most this much of it, for at most this many
-# seconds, before closing (see Server._discard).
-_LINGER_BYTES, _LINGER_S = 4 * 5 * 1024 * 1024, 5.0
-_LINGER = "linger"
-
-# Seconds a connection may sit idle (or dribble a body) before its thread gives up;
-# bounds the threads a slow or stalled client can hold.
-_TIMEOUT = 30
+# Connections the kernel queues for accept (capped by net.core.somaxconn).
+_BACKLOG = 1024
 
 # What error messages call the input, whatever its form (picture or JSON).
 _BODY = "request body"
 
 # A JSON array is one 28x28 digit: its box is the whole image.
 _WHOLE = (0, 0, IMAGE_SIDE, IMAGE_SIDE)
+
+# After a refused body: answer, then read and drop the rest before closing.
+_LINGER = "linger"
 
 # The files of the page, served from memory under these paths.
 _PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -116,24 +113,6 @@ _CSP = ("default-src 'none'; script-src 'self' 'unsafe-inline'; "
 
 
 _DECIMAL = [str(i).encode() for i in range(256)]
-
-
-class ApiError(Exception):
-    """A request the client must change: becomes ``{"error": message}`` with `status`."""
-
-    def __init__(self, status: int, message: str, *, body_unread: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.body_unread = body_unread
-
-    def __reduce__(self):
-        # Raised in a picture process, it must arrive whole in the server's.
-        return _api_error, (self.status, self.message, self.body_unread)
-
-
-def _api_error(status: int, message: str, body_unread: bool) -> ApiError:
-    return ApiError(status, message, body_unread=body_unread)
 
 
 def _reject_constant(name: str):
@@ -182,27 +161,6 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
     return row
 
 
-def _pixels_from_image(body: bytes, n_features: int, classify=None) -> tuple[np.ndarray, list]:
-    """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes.
-
-    `classify` (the model's probabilities) decides where digits that touch are cut.
-    """
-    from ..images.digits import read_digits_file
-
-    if n_features != N_PIXELS:
-        raise ApiError(422, f"the model expects {n_features} pixels per image; pictures "
-                            "become 28x28 = 784")
-    upload = io.BytesIO(body)
-    upload.name = _BODY  # how error messages name it
-    try:
-        digits = read_digits_file(upload, classify=classify)
-    except MnistXPError as exc:
-        # Pillow missing is the server's problem (503); anything else is the picture's.
-        raise ApiError(503 if INSTALL_HINT in str(exc) else 422, str(exc)) from None
-    rows = np.stack([d.image.reshape(-1) for d in digits])
-    return rows, [[int(v) for v in d.box] for d in digits]
-
-
 class _Batch:
     """Rows waiting for the model, answered together at the end of a loop iteration.
 
@@ -249,39 +207,17 @@ class _Batch:
                 f.set_result(p)
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            408: "Request Timeout", 411: "Length Required", 413: "Content Too Large",
-            415: "Unsupported Media Type", 422: "Unprocessable Content",
-            431: "Request Header Fields Too Large", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable",
-            505: "HTTP Version Not Supported"}
-
-
-def _response(status: int, body: bytes, content_type: str = "application/json", *,
-              close: bool = False, head_only: bool = False, extra: str = "") -> bytes:
-    """The bytes of one HTTP/1.1 response."""
-    return (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"Server: mnist-xp/{__version__}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
-            f"Cache-Control: no-store\r\n{extra}"
-            f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
-            ).encode("latin-1") + (b"" if head_only else body)
-
-
-def _error(status: int, message: str, **kw) -> bytes:
-    return _response(status, json.dumps({"error": message}).encode(), **kw)
-
-
 class Server:
     """The HTTP/1.1 server: one asyncio event loop, keep-alive, batched inference.
 
     Made by `make_server`, bound but not yet serving. `serve_forever` runs it in the
     calling thread until `shutdown` (from another thread) or Ctrl-C; `server_close`
-    releases the socket.
+    releases the socket. See `make_server` for the keywords.
     """
 
     def __init__(self, model, sock: socket.socket, *, device: str, model_name: str,
-                 metadata: dict | None):
+                 metadata: dict | None, max_connections: int | None = None,
+                 pictures: PictureLanes | None = None, log=None):
         self.model = model
         self.socket = sock
         self.server_address = sock.getsockname()
@@ -293,15 +229,14 @@ class Server:
              "model": {"file": model_name, "n_features": self.n_features,
                        "classes": self.classes, "metadata": metadata or {}},
              "max_body_bytes": MAX_BODY}, default=str).encode()
+        self.connections = Connections(max_connections or default_cap())
+        self.accept_log = RateLimitedLog(log)
         self._loop = None
         self._stop = None
         self._stop_requested = False
         self._started = threading.Event()
-        # Reading a picture takes milliseconds of Python and OpenCV: it runs in two
-        # processes (threads would share one interpreter lock), so that pictures are
-        # read on both cores and the loop keeps answering meanwhile. Each holds a CPU
-        # copy of the model, to decide where digits that touch are cut.
-        self._pool = _picture_processes(model)
+        # Pictures are read in processes, in lanes with bounded queues (see pictures.py).
+        self.pictures = pictures if pictures is not None else PictureLanes(model)
 
     # -- running -----------------------------------------------------------------------
 
@@ -309,14 +244,20 @@ class Server:
         """Serve until `shutdown` is called (or KeyboardInterrupt)."""
         asyncio.run(self._main())
 
+    def _attach(self, loop) -> None:
+        """Bind the per-loop state (the batch) to `loop`."""
+        self._loop = loop
+        self._batch = _Batch(self.model, loop)
+
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._attach(asyncio.get_running_loop())
         self._stop = asyncio.Event()
         if self._stop_requested:  # shutdown() came before the loop existed
             return
-        self._batch = _Batch(self.model, self._loop)
-        server = await asyncio.start_server(self._connection, sock=self.socket,
-                                            limit=_MAX_HEAD, backlog=128)
+        # Our own accept loop rather than asyncio.start_server's: see connections.py.
+        self._listener = Listener(self._loop, self.socket, self._accepted, self.connections,
+                                  self.accept_log)
+        self._listener.start()
         self._started.set()
         limit = contextlib.nullcontext()
         if str(getattr(getattr(self.model, "backend_", None), "device", "cpu")) == "cpu":
@@ -327,7 +268,7 @@ class Server:
             with limit:
                 await self._stop.wait()
         finally:
-            server.close()
+            self._listener.stop()
 
     def wait_started(self, timeout: float = 10.0) -> bool:
         """Whether `serve_forever` (in another thread) is accepting connections."""
@@ -344,24 +285,65 @@ class Server:
     def server_close(self) -> None:
         """Release the listening socket and the picture processes."""
         self.socket.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pictures.close()
 
     # -- one connection ------------------------------------------------------------------
 
-    async def _connection(self, reader, writer) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
+    def _accepted(self, sock: socket.socket) -> None:
+        """Serve the accepted socket `sock` in a task of its own."""
+        self._loop.create_task(self._open(sock))
+
+    async def _open(self, sock: socket.socket) -> None:
+        """Wrap `sock` in asyncio streams (as start_server does) and serve it."""
+        loop = self._loop
+        key = object()
+        try:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = asyncio.StreamReader(limit=MAX_HEAD, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            try:
+                transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
+            except OSError:
+                sock.close()
+                return
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            await self.serve_stream(reader, writer, key)
+        finally:
+            self.connections.closed(key)
+
+    async def serve_stream(self, reader: asyncio.StreamReader, writer, key=None) -> None:
+        """Answer the requests read from `reader` on `writer` until either side closes.
+
+        One connection's life, without the socket: the fuzz harness
+        (tests/fuzz/fuzz_http.py) feeds a reader raw bytes and collects the answers.
+
+        Parameters
+        ----------
+        reader : asyncio.StreamReader
+            The request bytes.
+        writer : asyncio.StreamWriter
+            Where the responses go (closed at the end).
+        key : object, optional
+            The connection's key in `connections`, to mark it idle between requests
+            (None: not counted).
+        """
+        if self._loop is None:
+            self._attach(asyncio.get_running_loop())
+        connections = self.connections if key is not None else None
         try:
             while True:
+                if connections is not None:
+                    connections.idle(key, writer.transport)
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _TIMEOUT)
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
                 except asyncio.LimitOverrunError:
-                    writer.write(_error(431, "request headers too large", close=True))
+                    writer.write(error(431, "request headers too large", close=True))
                     break
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     break
+                if connections is not None:
+                    connections.busy(key)
                 answer, close = await self._answer(head, reader)
                 writer.write(answer)
                 if writer.transport.get_write_buffer_size() > 1 << 16:
@@ -369,7 +351,7 @@ class Server:
                 if close:
                     if close is _LINGER:
                         await writer.drain()
-                        await self._discard(reader)
+                        await discard(reader)
                     break
         except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
             pass
@@ -379,28 +361,14 @@ class Server:
                     await writer.drain()
                 writer.close()
 
-    async def _answer(self, head: bytes, reader) -> tuple[bytes, bool]:
-        """(response bytes, close the connection?) for one request."""
+    async def _answer(self, head: bytes, reader) -> tuple[bytes, bool | str]:
+        """(response bytes, close the connection? `_LINGER`: after draining) for one request."""
+        close, head_only = True, False
         try:
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-            headers = {}
-            for line in lines[1:]:
-                if line:
-                    name, sep, value = line.partition(":")
-                    if not sep:
-                        raise ValueError(line)
-                    headers[name.strip().lower()] = value.strip()
-        except ValueError:
-            return _error(400, "malformed request", close=True), True
-        if not version.startswith("HTTP/1."):
-            return _error(400, "only HTTP/1.x is spoken here (a malformed request for this server)", close=True), True
-        close = (headers.get("connection", "").lower() == "close"
-                 or (version == "HTTP/1.0"
-                     and headers.get("connection", "").lower() != "keep-alive"))
-        path = target.split("?", 1)[0]
-        try:
-            body = await self._body(method, headers, reader)
+            request = parse_head(head)
+            close, head_only = request.close, request.method == "HEAD"
+            body = await read_body(request, reader)
+            method, path = request.method, request.path
             if method in ("GET", "HEAD"):
                 return self._get(path, head_only=method == "HEAD", close=close), close
             if method != "POST":
@@ -408,60 +376,30 @@ class Server:
                                     "POST /api/predict")
             if path != "/api/predict":
                 raise ApiError(404, f"no such endpoint: {path[:200]}")
-            return _response(200, await self._predict(body), close=close), close
+            return response(200, await self._predict(body), close=close), close
         except ApiError as exc:
             # After a refused body the rest of it may still be on the wire: hang up,
             # after reading (and dropping) what the client is still sending.
+            # An answer to HEAD has no body, errors included (RFC 9110 9.3.2): one would
+            # be read as the start of the next answer.
             if exc.body_unread:
-                return _error(exc.status, exc.message, close=True), _LINGER
-            return _error(exc.status, exc.message, close=close), close
+                return error(exc.status, exc.message, close=True, head_only=head_only,
+                             retry_after=exc.retry_after), _LINGER
+            return error(exc.status, exc.message, close=close, head_only=head_only,
+                         retry_after=exc.retry_after), close
+        except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
+            raise  # the client went away or stalled mid-body: nothing to answer
         except Exception:  # noqa: BLE001 - a bug must not leak a traceback to clients
-            return _error(500, "internal error", close=True), True
-
-    async def _body(self, method: str, headers: dict, reader) -> bytes:
-        if "transfer-encoding" in headers:
-            raise ApiError(411, "send the body with a Content-Length, not chunked",
-                           body_unread=True)
-        length = headers.get("content-length")
-        if length is None:
-            if method == "POST":
-                raise ApiError(411, "a Content-Length header is required")
-            return b""
-        if not length.isdigit():
-            raise ApiError(400, "Content-Length is not a whole number", body_unread=True)
-        n = int(length)
-        if n > MAX_BODY:
-            raise ApiError(413, f"body of {n} bytes is too large; the limit is "
-                                f"{MAX_BODY // (1024 * 1024)} MB", body_unread=True)
-        return await asyncio.wait_for(reader.readexactly(n), _TIMEOUT) if n else b""
-
-    @staticmethod
-    async def _discard(reader) -> None:
-        """Read and drop what the client still sends, for a while, before closing.
-
-        Closing a socket with unread data in it makes the kernel send a reset, which
-        can destroy the answer before a client that is still uploading reads it (an
-        oversized body sent whole, say). The 413 has been sent; this lets it arrive.
-        """
-        left, deadline = _LINGER_BYTES, asyncio.get_running_loop().time() + _LINGER_S
-        with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
-            while left > 0:
-                wait = deadline - asyncio.get_running_loop().time()
-                if wait <= 0:
-                    break
-                chunk = await asyncio.wait_for(reader.read(1 << 16), wait)
-                if not chunk:
-                    break
-                left -= len(chunk)
+            return error(500, "internal error", close=True, head_only=head_only), True
 
     def _get(self, path: str, *, head_only: bool, close: bool) -> bytes:
         if path in _PAGES:
             name, kind = _PAGES[path]
-            return _response(200, self.pages[name], kind, close=close, head_only=head_only,
+            return response(200, self.pages[name], kind, close=close, head_only=head_only,
                              extra=f"Content-Security-Policy: {_CSP}\r\n"
                                    "Referrer-Policy: no-referrer\r\n")
         if path == "/api/health":
-            return _response(200, self.health, close=close, head_only=head_only)
+            return response(200, self.health, close=close, head_only=head_only)
         if path == "/api/predict":
             raise ApiError(405, "use POST with an image or a JSON array of pixels")
         raise ApiError(404, f"no such page: {path[:200]}")
@@ -472,8 +410,7 @@ class Server:
             raise ApiError(400, "empty body; send an image or a JSON array of pixels")
         n_features = self.n_features
         if has_image_signature(body[:12]):  # anything else must be JSON
-            rows, boxes = await self._loop.run_in_executor(self._pool, _picture_digits,
-                                                           body, n_features)
+            rows, boxes = await self.pictures.read(body, n_features)
         else:
             rows, boxes = _pixels_from_json(body, n_features)[None], [_WHOLE]
         proba = await self._batch.predict(rows)
@@ -513,67 +450,15 @@ def _open(obj: dict) -> bytes:
     return json.dumps(obj, separators=(",", ":"))[:-1].encode()
 
 
-# -- the picture processes -------------------------------------------------------------
-
-_WORKER_CLASSIFY = None  # in a picture process: its model's predict_proba
-
-
-def _picture_processes(model) -> ProcessPoolExecutor:
-    """Two processes to read pictures in, each with a CPU copy of `model`.
-
-    Started by a fork server (forking this multi-threaded process directly is unsafe),
-    with NumPy, OpenCV and mnist_xp preloaded, when the first picture arrives.
-    """
-    import multiprocessing
-    import pickle
-
-    from ..backend import get_backend
-
-    state = model.__getstate__()
-    if "backend_" in state:
-        state["backend_"] = get_backend("cpu")
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(["numpy", "mnist_xp.images", "mnist_xp.estimator"])
-    return ProcessPoolExecutor(max_workers=2, mp_context=context, initializer=_picture_process,
-                               initargs=(type(model), pickle.dumps(state)))
-
-
-def _picture_process(model_type, state: bytes) -> None:
-    """Set up a picture process: its model, and one thread each for OpenCV and the BLAS."""
-    import pickle
-
-    global _WORKER_CLASSIFY
-    model = model_type.__new__(model_type)
-    model.__setstate__(pickle.loads(state))
-    _WORKER_CLASSIFY = model.predict_proba
-    _one_opencv_thread()
-    blas_threads(1).__enter__()  # for the process's life: its batches are one picture
-
-
-def _picture_digits(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
-    """`_pixels_from_image` in a picture process, with its model."""
-    return _pixels_from_image(body, n_features, _WORKER_CLASSIFY)
-
-
-def _one_opencv_thread() -> None:
-    """OpenCV's own thread pool off: each picture has a thread of its own already, and
-    OpenCV's threads would fight them (and the clients) for the same cores."""
-    try:
-        import cv2
-    except ImportError:
-        return  # pictures are refused with the install hint instead
-    cv2.setNumThreads(1)
-
-
 def _page_files() -> dict[str, bytes]:
     web = resources.files("mnist_xp") / "web"
     return {name: (web / name).read_bytes() for name, _ in set(_PAGES.values())}
 
 
 def make_server(model, host: str = "127.0.0.1", port: int = 8000, *, device: str = "cpu",
-                model_name: str = "", metadata: dict | None = None) -> Server:
+                model_name: str = "", metadata: dict | None = None,
+                max_connections: int | None = None, pictures: PictureLanes | None = None,
+                log=None) -> Server:
     """A bound, not yet serving, server; call ``serve_forever()`` then ``server_close()``.
 
     Parameters
@@ -588,6 +473,14 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8000, *, device: str
         The model file's name (not its path), reported by /api/health.
     metadata : dict, optional
         The model file's metadata, reported by /api/health.
+    max_connections : int, optional
+        Most connections held open; at the cap the one idle the longest is closed to
+        make room. Default: the open-file limit less 64 (`connections.default_cap`).
+    pictures : PictureLanes, optional
+        Where pictures are read; default: worker processes with copies of `model` and
+        the default queue bounds (`mnist_xp.web.pictures`).
+    log : callable, optional
+        Says one line (accept errors, rate-limited); default: stderr.
 
     Raises
     ------
@@ -603,9 +496,12 @@ def make_server(model, host: str = "127.0.0.1", port: int = 8000, *, device: str
         if os.name != "nt":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
-        sock.listen(128)
+        # A deep backlog: connections waiting there hold no descriptor of ours, and a
+        # burst that overflows it makes the kernel drop SYNs (a 1 s retry for clients).
+        sock.listen(_BACKLOG)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return Server(model, sock, device=device, model_name=model_name, metadata=metadata)
+    return Server(model, sock, device=device, model_name=model_name, metadata=metadata,
+                  max_connections=max_connections, pictures=pictures, log=log)

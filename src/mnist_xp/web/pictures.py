@@ -1,0 +1,282 @@
+"""Where ``mnist-xp serve`` reads pictures: worker processes in two lanes, each with a bounded queue.
+
+Reading a picture (decoding, normalising, cutting it into digits) takes milliseconds of
+Python and OpenCV for a drawing, and up to seconds for a large or hostile picture. It
+runs in processes (threads would take turns on one interpreter lock), so the event loop
+keeps answering meanwhile. Two lanes keep drawings from waiting behind big pictures:
+
+* the **small** lane, two processes, for pictures of at most `BIG_PIXELS` pixels (the
+  page's drawings, scans and photos of modest size);
+* the **big** lane, one process, for larger ones.
+
+A picture's lane is decided from its header alone (`declared_pixels`: microseconds,
+nothing decoded), before it is queued. Each lane holds
+at most a fixed number of pictures, queued or being read; one more is refused at once
+with 503 and ``Retry-After`` instead of waiting without bound.
+
+Each process holds a CPU copy of the model, to decide where digits that touch are cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import warnings
+from concurrent.futures import BrokenExecutor
+
+import numpy as np
+
+from ..backend import blas_threads
+from ..errors import MnistXPError
+from ..images.decode import INSTALL_HINT, MAX_PIXELS
+from ..pixels import N_PIXELS
+from .http import ApiError
+
+__all__ = ["BIG_PIXELS", "BIG_QUEUE", "SMALL_QUEUE", "PictureLanes"]
+
+#: Pictures declaring more pixels than this (about 1400 x 1400) go to the big lane. A
+#: drawing from the page is 280 x 280 (0.08 MP, ~3 ms to read); 2 MP takes ~15 ms.
+BIG_PIXELS = 2_000_000
+
+#: Most pictures each lane holds (queued or being read) before answering 503. The small
+#: lane's bound is above any fair load (each connection has one request at a time);
+#: the big lane holds one being read and one waiting.
+SMALL_QUEUE, BIG_QUEUE = 64, 2
+
+#: Seconds a client told 503 is asked to wait (``Retry-After``).
+RETRY_AFTER = 1
+
+# What error messages call the input, whatever its form (picture or JSON).
+_BODY = "request body"
+
+_PNG = b"\x89PNG\r\n\x1a\n"
+# The formats whose signatures make a body a picture (images.decode.has_image_signature),
+# but PNG, for the header peek; and how much of the body it reads.
+_FORMATS = ("JPEG", "GIF", "BMP", "TIFF", "WEBP")
+_PEEK_BYTES = 256 * 1024
+
+
+class _Lane:
+    """One executor and a count of the pictures it holds, refused above `capacity`.
+
+    `factory`, if given, makes the executor, and makes a new one when a process of the
+    old one died (killed for memory, say): otherwise every later picture would fail.
+    """
+
+    def __init__(self, name: str, pool, capacity: int, factory=None):
+        self.name, self.capacity, self.factory = name, capacity, factory
+        self.pool = pool if pool is not None else factory()
+        self.held = 0  # queued or being read
+        self.refused = 0
+        self.restarts = 0
+
+    async def run(self, fn, *args):
+        """``fn(*args)`` in the lane's executor, or 503 when the lane is full."""
+        if self.held >= self.capacity:
+            self.refused += 1
+            raise ApiError(503, f"busy reading other pictures ({self.name} lane full); "
+                                f"retry in {RETRY_AFTER} s", retry_after=RETRY_AFTER)
+        pool = self.pool
+        try:
+            future = pool.submit(fn, *args)
+        except BrokenExecutor:
+            self._restart(pool)
+            future = self.pool.submit(fn, *args)
+        self.held += 1
+        # Released when the work ends (the loop's copy of the future is completed from
+        # the executor's), not when the request does: a client that hangs up does not
+        # free the process it occupies. (Only a shutdown cancels the copy sooner.)
+        done = asyncio.wrap_future(future)
+        done.add_done_callback(self._release)
+        try:
+            return await done
+        except BrokenExecutor:
+            self._restart(pool)
+            raise ApiError(503, "the picture reader stopped (out of memory?) and was "
+                                f"restarted; retry in {RETRY_AFTER} s",
+                           retry_after=RETRY_AFTER) from None
+
+    def _restart(self, broken) -> None:
+        """Replace the executor `broken` (once, however many requests saw it break)."""
+        if self.factory is None:  # an executor given from outside: not ours to replace
+            raise ApiError(503, "the picture reader stopped", retry_after=RETRY_AFTER)
+        if self.pool is broken:  # not yet replaced for another request that saw it break
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = self.factory()
+            self.restarts += 1
+
+    def _release(self, _=None) -> None:
+        """One picture fewer held."""
+        self.held -= 1
+
+
+class PictureLanes:
+    """The small and big lanes that pictures are read in (see the module docstring).
+
+    Parameters
+    ----------
+    model : MLPClassifier, optional
+        Copied (on the CPU) into each process, to cut digits that touch. Needed unless
+        `pools` is given.
+    small_queue, big_queue : int
+        Most pictures each lane holds, queued or being read, before refusing with 503.
+    big_pixels : int
+        Pictures declaring more pixels than this go to the big lane.
+    pools : (Executor, Executor), optional
+        The small and big lanes' executors, instead of processes (for tests and the
+        fuzz harness).
+    read : callable, optional
+        ``read(body, n_features) -> (rows, boxes)``, run in the executors; by default
+        ``_picture_digits``, looked up when called (benchmarks/legacy_serve.py swaps it).
+    """
+
+    def __init__(self, model=None, *, small_queue: int = SMALL_QUEUE,
+                 big_queue: int = BIG_QUEUE, big_pixels: int = BIG_PIXELS, pools=None,
+                 read=None):
+        if pools is None:
+            self.small = _Lane("small", None, small_queue,
+                               factory=lambda: _picture_processes(model, 2))
+            self.big = _Lane("big", None, big_queue, factory=lambda: _picture_processes(model, 1))
+        else:
+            self.small = _Lane("small", pools[0], small_queue)
+            self.big = _Lane("big", pools[1], big_queue)
+        self.big_pixels = big_pixels
+        self._read = read
+
+    async def read(self, body: bytes, n_features: int) -> tuple[np.ndarray, list]:
+        """The digits in the picture `body`: ((k, n_features) uint8 rows, their boxes).
+
+        Raises
+        ------
+        ApiError
+            422 for a picture that cannot be read (the reason in one line), 503 (with
+            ``retry_after``) when its lane is full or its process died while reading
+            (the lane's processes are then started afresh).
+        """
+        # Above MAX_PIXELS a picture is refused from its header alone, at once: in the
+        # small lane, where a flood of such headers cannot crowd out real big pictures.
+        # A picture of unknown size may be big: it must not hold up the drawings.
+        pixels = declared_pixels(body)
+        big = pixels is None or self.big_pixels < pixels <= MAX_PIXELS
+        lane = self.big if big else self.small
+        return await lane.run(self._read or _picture_digits, body, n_features)
+
+    @property
+    def refused(self) -> int:
+        """Pictures refused with 503 so far, both lanes."""
+        return self.small.refused + self.big.refused
+
+    def close(self) -> None:
+        """Stop the executors without waiting for the pictures they are reading."""
+        for lane in (self.small, self.big):
+            lane.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def declared_pixels(body: bytes) -> int | None:
+    """The pixel count a picture's header declares, without decoding it.
+
+    Runs on the event loop, so its cost must stay small whatever the body:
+
+    * a PNG's size is read by hand from its IHDR chunk, which must come first (0 when it
+      does not: not a PNG, refused at once in a process). Pillow's ``open`` would also
+      inflate every text and colour-profile chunk before the pixels, up to 64 MB: 200 kB
+      of compressed text chunks held the loop for 0.6 s;
+    * other formats are opened lazily by Pillow, on the first `_PEEK_BYTES` of the body
+      only: it walks their headers, inflating nothing, but 4.5 MB of JPEG Exif segments
+      took 45 ms. A header that does not fit there, or that Pillow cannot read, gives
+      None: the size is unknown.
+    """
+    if body.startswith(_PNG):
+        if body[12:16] != b"IHDR" or len(body) < 24:
+            return 0
+        width, height = struct.unpack(">II", body[16:24])
+        return width * height
+    try:
+        from PIL import Image
+    except ImportError:
+        return 0  # the picture is refused with the install hint
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the size is what is asked; decoding checks it
+        try:
+            with Image.open(io.BytesIO(body[:_PEEK_BYTES]), formats=_FORMATS) as im:
+                width, height = im.size
+        except Exception:  # noqa: BLE001 - any header Pillow cannot make sense of
+            return None
+    return max(0, width) * max(0, height)
+
+
+def _pixels_from_image(body: bytes, n_features: int, classify=None) -> tuple[np.ndarray, list]:
+    """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes.
+
+    `classify` (the model's probabilities) decides where digits that touch are cut.
+    """
+    from ..images.digits import read_digits_file
+
+    if n_features != N_PIXELS:
+        raise ApiError(422, f"the model expects {n_features} pixels per image; pictures "
+                            "become 28x28 = 784")
+    upload = io.BytesIO(body)
+    upload.name = _BODY  # how error messages name it
+    try:
+        digits = read_digits_file(upload, classify=classify)
+    except MnistXPError as exc:
+        # Pillow missing is the server's problem (503); anything else is the picture's.
+        raise ApiError(503 if INSTALL_HINT in str(exc) else 422, str(exc)) from None
+    rows = np.stack([d.image.reshape(-1) for d in digits])
+    return rows, [[int(v) for v in d.box] for d in digits]
+
+
+# -- the picture processes -------------------------------------------------------------
+
+_WORKER_CLASSIFY = None  # in a picture process: its model's predict_proba
+
+
+def _picture_processes(model, n: int):
+    """`n` processes to read pictures in, each with a CPU copy of `model`.
+
+    Started by a fork server (forking this multi-threaded process directly is unsafe),
+    with NumPy, OpenCV and mnist_xp preloaded, when the first picture arrives.
+    """
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..backend import get_backend
+
+    state = model.__getstate__()
+    if "backend_" in state:
+        state["backend_"] = get_backend("cpu")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(["numpy", "mnist_xp.images", "mnist_xp.estimator"])
+    return ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_picture_process,
+                               initargs=(type(model), pickle.dumps(state)))
+
+
+def _picture_process(model_type, state: bytes) -> None:
+    """Set up a picture process: its model, and one thread each for OpenCV and the BLAS."""
+    import pickle
+
+    global _WORKER_CLASSIFY
+    model = model_type.__new__(model_type)
+    model.__setstate__(pickle.loads(state))
+    _WORKER_CLASSIFY = model.predict_proba
+    _one_opencv_thread()
+    blas_threads(1).__enter__()  # for the process's life: its batches are one picture
+
+
+def _picture_digits(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
+    """`_pixels_from_image` in a picture process, with its model."""
+    return _pixels_from_image(body, n_features, _WORKER_CLASSIFY)
+
+
+def _one_opencv_thread() -> None:
+    """OpenCV's own thread pool off: each process reads one picture at a time, and
+    OpenCV's threads would fight the other processes (and the clients) for the cores."""
+    try:
+        import cv2
+    except ImportError:
+        return  # pictures are refused with the install hint instead
+    cv2.setNumThreads(1)
