@@ -356,3 +356,28 @@ def test_a_cut_leaves_the_end_of_a_stroke_from_across_it_to_neither_part():
     assert not zero[:, 33:41].any()  # the 0 gets none of the serif's end
     assert one[19:23, 43:50].all() and one_box[1] >= 41
     assert zero[:, :33].sum() == m[:, :33].sum()  # and all of its own ring
+
+
+@pytest.mark.parametrize("shape", [(200, 20), (768, 768), (1500, 90)])
+def test_stroke_reshaping_works_at_a_bounded_size_whatever_the_crop(monkeypatch, shape):
+    # A digit cropped to its ink is solid along its edges: unpadded, a solid bar
+    # measured no outline, hence a stroke 8000 pixels wide and a 7977-pixel erosion
+    # kernel (50 s and 1.2 GB for a 4 kB PNG). Kernels stay small beside the box.
+    import cv2
+
+    from mnist_xp.images import normalize
+
+    kernels = []
+    for name in ("erode", "dilate"):
+        real = getattr(cv2, name)
+        monkeypatch.setattr(cv2, name, lambda img, k, *a, _real=real, **kw:
+                            kernels.append((img.shape, k.shape)) or _real(img, k, *a, **kw))
+    bar = np.ones(shape, np.float32)  # a solid stroke, trimmed to itself
+    hairline = np.eye(max(shape), dtype=np.float32)[:shape[0], :shape[1]]
+    for crop in (bar, hairline):
+        out = normalize.mnist_box(cv2, crop)
+        assert out.shape == (28, 28) and out.max() > 0
+    assert kernels, "a hairline is thickened"
+    for image_shape, kernel in kernels:
+        assert max(image_shape) <= 8 * 20 + 2 * max(kernel) and max(kernel) < min(image_shape)
+    assert abs(ink.stroke_width(np.pad(np.ones((200, 20), bool), 1)) - 18.2) < 0.1
