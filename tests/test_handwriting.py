@@ -306,6 +306,24 @@ def test_a_dot_in_a_large_photo_is_blank():
         read_digits(gray)
 
 
+# Small digits in a broad marker (generated "thick" pictures, seed 1) whose loops filled
+# in: a blob at the working scale, once refused as "a lone dot".
+@pytest.mark.parametrize("index", [27, 32, 124])
+def test_a_small_marker_digit_filled_into_a_blob_is_no_dot(model, test_digits, index):
+    pic = hp.make_picture("thick", hp.picture_rng(1, "thick", index), test_digits)
+    found = read_digits(decode(pic.data), classify=model.predict_proba)
+    assert len(found) == 1
+    if index != 124:  # a 5 filled solid reads as a 6: ink, but not enough to read
+        assert read(model, decode(pic.data)) == pic.label
+
+
+def test_an_oval_blob_a_little_taller_than_the_pen_is_still_a_dot():
+    gray = np.full((300, 300), 255, np.uint8)
+    cv2.ellipse(gray, (150, 150), (5, 6), 0, 0, 360, 0, -1)
+    with pytest.raises(BlankImageError):
+        read_digits(gray)
+
+
 def test_boxes_of_a_large_jpeg_are_in_its_own_pixels(model, test_digits):
     from PIL import Image
 

@@ -13,7 +13,8 @@ After `find_ink` has the ink, the digits are its connected components
    tall strokes side by side: "11"). Components under a tenth of the largest one's
    area join the digit they overlap; if they overlap none they are dust, noise or
    stray dots, unless at least 40% as tall as the tallest (a thin 1). A round blob
-   as small as the pen is wide is a dot, not a digit.
+   as small as the pen is wide is a dot, not a digit; one that looks so in a shrunk
+   picture is looked at closer first (a small marker digit whose loops filled in).
 3. **Touching digits part.** A group much wider than it is tall, with a thin neck
    (a column crossed by no more ink than one stroke, where a cut leaves two parts of
    digit-like height), is cut there. Given the model (``classify``), a group wide
@@ -44,8 +45,10 @@ __all__ = ["Digit", "read_digits", "read_digits_file"]
 _CORE = 0.35
 
 # A blob less than this many pen widths tall and wide is a dot, not a digit (a digit is
-# several pen widths tall: MNIST's, about seven).
-_DOT = 1.6
+# several pen widths tall: MNIST's, about seven; a round dot, one). A small digit drawn
+# with a broad marker, its loops filled in, is a blob too, but taller: 1.5 to 1.8 pen
+# widths in the generated "thick" pictures that were once refused as dots.
+_DOT = 1.3
 
 # A group at least _TWO_WIDE times as wide as tall may be two digits that touch; it is
 # cut when the two parts read with a confidence (geometric mean) _SPLIT_GAIN above
@@ -159,7 +162,10 @@ def _locate(cv2, gray, invert: str = "auto"):
     """
     g = as_gray_uint8(gray)
     ink = find_ink(g, invert)
-    groups = _digit_groups(cv2, ink.level)
+    # A blob that looks like a dot when shrunk may be a small digit drawn with a broad
+    # marker, whose loops filled in: with more detail to see, it is looked at closer
+    # before it is called a dot.
+    groups = _digit_groups(cv2, ink.level, keep_dots=ink.factor > 1)
     top = min(b[0] for _, b in groups)
     left = min(b[1] for _, b in groups)
     bottom = max(b[2] for _, b in groups)
@@ -169,12 +175,14 @@ def _locate(cv2, gray, invert: str = "auto"):
     union = ink.level[top:bottom, left:right] >= _CORE
     stroke = stroke_width(union)
     f = ink.factor
-    if f == 1 or (size >= _CLOSE_LOOK and stroke >= _THIN):
+    if f == 1:  # dots already dropped
         return ink, groups, (0, 0)
+    if size >= _CLOSE_LOOK and stroke >= _THIN:
+        return ink, _drop_dots(cv2, ink.level, groups), (0, 0)
     # A finer factor: the digits at least twice _CLOSE_LOOK tall, strokes _THIN wide.
     finer = max(1, int(min(f * size / (2 * _CLOSE_LOOK), f * stroke / _THIN)))
     if finer >= f:
-        return ink, groups, (0, 0)
+        return ink, _drop_dots(cv2, ink.level, groups), (0, 0)
     # A margin of half the digits' size each side leaves paper enough to measure.
     m = size // 2 + 1
     y0, x0 = max(0, (top - m) * f), max(0, (left - m) * f)
@@ -244,8 +252,12 @@ def _gated(cv2, level, mask, top, left, bottom, right) -> np.ndarray:
     return level[top:bottom, left:right] * near
 
 
-def _digit_groups(cv2, level: np.ndarray):
-    """[(bool mask of the digit's components, (top, left, bottom, right))], left to right."""
+def _digit_groups(cv2, level: np.ndarray, keep_dots: bool = False):
+    """[(bool mask of the digit's components, (top, left, bottom, right))], left to right.
+
+    With `keep_dots`, groups that look like dots at this scale are kept (to be looked
+    at closer: a small digit in a broad marker fills its loops into a blob).
+    """
     core = (level >= _CORE).astype(np.uint8)
     # Connected across one-pixel gaps: a faint, thin stroke breaks up at the threshold.
     n, labels, stats, _ = cv2.connectedComponentsWithStats(
@@ -306,16 +318,22 @@ def _digit_groups(cv2, level: np.ndarray):
             groups.append(b)
     highest = max(g[3] - g[2] for g in groups)
     groups = [g for g in groups if g[3] - g[2] >= 0.4 * highest]
-    groups = [g for g in groups if not _dot(cv2, np.isin(labels[g[2]:g[3], g[0]:g[1]], g[4])
-                                            & core[g[2]:g[3], g[0]:g[1]].astype(bool))]
-    if not groups:
-        raise BlankImageError("no ink found: only dots or specks")
     out = []
     for left, right, top, bottom, ids in sorted(groups, key=lambda g: (g[0] + g[1]) / 2):
         mask = np.isin(labels, ids)
         for part in _split(mask, core, top, bottom, left, right):
             out.append(part)
-    return out
+    return out if keep_dots else _drop_dots(cv2, level, out)
+
+
+def _drop_dots(cv2, level: np.ndarray, groups):
+    """`groups` without the dots (`_dot`); BlankImageError if nothing else is left."""
+    core = level >= _CORE
+    groups = [(m, (t, l, b, r)) for m, (t, l, b, r) in groups
+              if not _dot(cv2, m[t:b, l:r] & core[t:b, l:r])]
+    if not groups:
+        raise BlankImageError("no ink found: only dots or specks")
+    return groups
 
 
 def _dot(cv2, ink: np.ndarray) -> bool:
