@@ -18,9 +18,12 @@ After `find_ink` has the ink, the digits are its connected components
 3. **Touching digits part.** A group much wider than it is tall, with a thin neck
    (a column crossed by no more ink than one stroke, where a cut leaves two parts of
    digit-like height), is cut there. Given the model (``classify``), a group wide
-   enough to be two digits is also cut where the model reads the two parts surely and
-   better than the whole (segmentation by recognition). Without the model, digits
-   that touch over more than a stroke's width stay one.
+   enough to be two digits is also cut where the model reads the two parts better
+   than the whole (segmentation by recognition): in a number, the parts'
+   log-probabilities against the whole's plus a prior from the group's width in the
+   heights of the number's other digits; a picture's only group, when the parts read
+   surely and clearly better. Without the model, digits that touch over more than a
+   stroke's width stay one.
 
 Groups much shorter than the tallest (under 40% of its height) are not digits of the
 number (a full stop, a dash, a speck that survived) and are dropped. Each digit is
@@ -60,9 +63,18 @@ _TWO_WIDE, _SPLIT_GAIN, _SURE = 0.9, 0.05, 0.9
 # least this much wider than tall (MNIST's digits are at most about as wide as tall).
 _TWO_WIDE_ALONE = 1.3
 
-# A group in a number at least this much wider than the number's typical digit (and
-# _TWO_WIDE_ALONE times wider than tall) is cut in two wherever the parts read best.
-_TOO_WIDE = 1.8
+# In a number, one digit or two is decided by the model's log-probabilities plus a
+# prior from the group's width in the number's digit heights (the median height of its
+# other groups: digits of one number are about equally tall, while widths vary, a 1
+# being a third of a 0): the log-odds of two digits grow by _WIDTH_ODDS per digit
+# height of width and are even at _EVEN_WIDTH. In the generated numbers of 2-6 digits
+# (tests/handwriting_pictures.py, seeds 1 and 2), groups that are one digit are 0.98
+# such heights wide (median; 95th percentile 1.13), two touching digits 1.35 (5th
+# percentile 1.04); these values made the fewest wrong decisions there (19 of 928).
+_WIDTH_ODDS, _EVEN_WIDTH = 3.0, 1.2
+
+# Each part of a cut must be read with at least this probability.
+_PART_SURE = 0.5
 
 # Digits smaller than this (working pixels), or with strokes thinner than _THIN, are
 # looked at again in more detail.
@@ -445,23 +457,42 @@ def _cut(cv2, mask, top, left, bottom, right, cut):
     return out
 
 
-def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | None = None):
+def _two(whole: float, a: float, b: float, width: float, tall: float | None) -> bool:
+    """Whether a group is two digits: read whole with probability `whole`, cut with `a`, `b`.
+
+    `tall` is the number's typical digit height (None for a picture's only group, which
+    has no neighbours to measure by): then two digits need parts read surely and
+    clearly better than the whole. In a number, the parts' log-probabilities against
+    the whole's, plus the prior log-odds for a group `width` wide (see _WIDTH_ODDS).
+    """
+    if tall is None:
+        return min(a, b) >= _SURE and math.sqrt(a * b) > whole + _SPLIT_GAIN
+    if min(a, b) < _PART_SURE:
+        return False
+    evidence = math.log(a) + math.log(b) - math.log(max(whole, 1e-6))
+    return evidence + _WIDTH_ODDS * (width / tall - _EVEN_WIDTH) > 0
+
+
+def _recognised(cv2, level, groups, classify, depth: int = 0, tall: float | None = None):
     """`groups`, each group that reads better as two digits cut in two (see `read_digits`).
 
-    `typical` is the median width of the number's digits as first found: a group much
-    wider than its neighbours is two digits more likely than one.
+    `tall` is the digit height a group's width is measured in to say how likely it
+    holds two digits: the median height of the number's other groups as first found
+    (not the group's own: a squat 0 beside a tall 2 would measure itself). A picture's
+    only group and its parts have none (`_two`).
     """
     from .normalize import mnist_box
 
     core = level >= _CORE
-    if typical is None:
-        typical = float(np.median([box[3] - box[1] for _, box in groups]))
+    heights = [box[2] - box[0] for _, box in groups]
     # One component is one digit unless it is clearly too wide for one: a number has
     # other digits beside it.
     alone = len(groups) == 1 and depth == 0
     out = []
-    for mask, (top, left, bottom, right) in groups:
+    for i, (mask, (top, left, bottom, right)) in enumerate(groups):
         h, w = bottom - top, right - left
+        if depth == 0 and not alone:
+            tall = float(np.median(heights[:i] + heights[i + 1:]))
         wide_enough = w >= _TWO_WIDE_ALONE * h if alone else (
             w >= _TWO_WIDE * h)
         if not wide_enough or depth >= 3:
@@ -491,17 +522,12 @@ def _recognised(cv2, level, groups, classify, depth: int = 0, typical: float | N
         images = np.stack([mnist_box(cv2, _gated(cv2, level, m, *box)).reshape(-1)
                            for m, box in pieces])
         best = np.asarray(classify(images), dtype=np.float64).max(axis=1)
-        whole = best[0]
-        pairs = np.sqrt(best[1::2] * best[2::2])  # geometric mean of the two parts
-        k = int(np.argmax(pairs))
-        sure = min(best[1 + 2 * k], best[2 + 2 * k]) >= _SURE
-        # Far wider than its neighbours and than tall: two digits, however surely the
-        # whole reads as one ("00" overlapping reads as an 8), cut where they read best.
-        too_wide = not alone and (w >= 2 * h or (w >= _TOO_WIDE * typical
-                                                 and w >= _TWO_WIDE_ALONE * h))
-        if (too_wide and pairs[k] >= 0.5) or (pairs[k] > whole + _SPLIT_GAIN and sure):
+        # The cut whose parts read best together; two digits that overlap often read
+        # as one surely ("00" as an 8), so the width weighs in (`_two`).
+        k = int(np.argmax(best[1::2] * best[2::2]))
+        if _two(best[0], best[1 + 2 * k], best[2 + 2 * k], w, tall):
             out.extend(_recognised(cv2, level, [pieces[1 + 2 * k], pieces[2 + 2 * k]],
-                                   classify, depth + 1, typical))
+                                   classify, depth + 1, tall))
         else:
             out.append((mask, (top, left, bottom, right)))
     return out
