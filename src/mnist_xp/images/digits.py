@@ -121,7 +121,8 @@ def read_digits(gray, invert: str = "auto", *, name: str = "image",
         A model's probabilities: uint8 (k, 784) images to float (k, n_classes), such
         as ``model.predict_proba``. When given, a group of ink wide enough to hold two
         digits that touch is cut where the model reads the two parts with more
-        confidence than the whole (segmentation by recognition: LeCun, Bottou,
+        confidence than the whole, weighed in a number by the group's width against
+        its other digits' height (segmentation by recognition: LeCun, Bottou,
         Bengio & Haffner, "Gradient-based learning applied to document recognition",
         Proc. IEEE 86(11), 1998, §VI.A). Without it, only thin joins are cut.
 
