@@ -241,6 +241,29 @@ def test_digits_that_touch_are_parted_by_the_models_reading(model, test_digits):
     assert read(model, gray) == f"{labels[3]}{labels[1]}"
 
 
+# Generated numbers (seed, index) once read with two touching digits as one ("33" as a
+# sure 0 in 3330, "89" as a 4) or one digit cut in two (the 5 of 2506, the 6 of 1162).
+_TOUCHING = [(1, 34), (1, 31), (2, 3), (2, 96)]
+
+
+@pytest.mark.parametrize("seed,index", _TOUCHING, ids=lambda v: str(v))
+def test_one_digit_or_two_is_decided_by_reading_and_width(model, test_digits, seed, index):
+    pic = hp.make_picture("number4", hp.picture_rng(seed, "number4", index), test_digits)
+    assert read(model, decode(pic.data)) == pic.label
+
+
+def test_a_sure_reading_of_a_group_two_digits_wide_is_two_digits():
+    from mnist_xp.images.digits import _two
+
+    # 1.5 of its neighbours' heights wide: two digits, though the whole reads as surely.
+    assert _two(0.99, 0.98, 0.98, width=150, tall=100)
+    # As wide as tall: one digit, though halves of it read more surely than the whole.
+    assert not _two(0.9, 0.99, 0.99, width=100, tall=100)
+    # A picture's only group: parts must read surely and clearly better than the whole.
+    assert not _two(0.99, 0.98, 0.98, width=150, tall=None)
+    assert _two(0.5, 0.98, 0.98, width=150, tall=None)
+
+
 def test_one_digit_stays_one_digit(model, test_digits):
     images, labels = test_digits
     for i in range(20):
@@ -305,6 +328,24 @@ def test_a_dot_or_two_is_blank(dots):
 def test_a_dot_in_a_large_photo_is_blank():
     gray = np.full((3000, 4000), 230, np.uint8)
     cv2.circle(gray, (2000, 1500), 12, 30, -1)
+    with pytest.raises(BlankImageError):
+        read_digits(gray)
+
+
+# Small digits in a broad marker (generated "thick" pictures, seed 1) whose loops filled
+# in: a blob at the working scale, once refused as "a lone dot".
+@pytest.mark.parametrize("index", [27, 32, 124])
+def test_a_small_marker_digit_filled_into_a_blob_is_no_dot(model, test_digits, index):
+    pic = hp.make_picture("thick", hp.picture_rng(1, "thick", index), test_digits)
+    found = read_digits(decode(pic.data), classify=model.predict_proba)
+    assert len(found) == 1
+    if index != 124:  # a 5 filled solid reads as a 6: ink, but not enough to read
+        assert read(model, decode(pic.data)) == pic.label
+
+
+def test_an_oval_blob_a_little_taller_than_the_pen_is_still_a_dot():
+    gray = np.full((300, 300), 255, np.uint8)
+    cv2.ellipse(gray, (150, 150), (5, 6), 0, 0, 360, 0, -1)
     with pytest.raises(BlankImageError):
         read_digits(gray)
 
