@@ -7,7 +7,8 @@ baseline and 1 s on this machine. The pictures: the two of tests/data/cases/host
 a 7 on them, a 16-bit greyscale PNG, a 16-bit RGBA PNG (refused from its header: 320
 MB of samples to inflate, over the 160 MB budget) and one of 20 megapixels (read), a
 float32 TIFF (deflate), an 8-bit RGB JPEG, and a 200,000 x 200 greyscale PNG (a
-sliver within the aspect limit, which is decoded and block-averaged).
+sliver within the aspect limit, which is decoded and block-averaged), and a 1581 x
+1581 PNG of one solid bar (a 1 drawn with a broad brush: 4 kB, once 30 s).
 
 Each picture is read in a fresh process per repeat: the process imports mnist_xp,
 loads the shipped model and reads a small picture first (so imports and first-call
@@ -154,6 +155,13 @@ def make_pictures(directory: Path) -> dict[str, Path]:
     path = directory / "sliver_200000x200.png"
     Image.fromarray(strip).save(path)
     pictures["sliver 200,000x200 PNG"] = path
+    # A 4 kB PNG: a solid bar, which once measured as a stroke 8000 px wide (no
+    # outline inside its own box) and cost a 7977-px erosion kernel, 30 s and 1.2 GB.
+    bar = np.zeros((1581, 1581), np.uint8)
+    bar[250:1250, 750:850] = 255
+    path = directory / "bar_1581x1581.png"
+    Image.fromarray(bar).save(path)
+    pictures["solid bar 1581x1581 PNG (a 1)"] = path
     return pictures
 
 
