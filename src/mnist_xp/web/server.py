@@ -81,7 +81,7 @@ from ..images.decode import has_image_signature
 from ..pixels import IMAGE_SIDE, N_PIXELS
 from .connections import Connections, Listener, RateLimitedLog, default_cap
 from .http import (MAX_BODY, MAX_HEAD, TIMEOUT, ApiError, discard, error, parse_head,
-                   read_body, response)
+                   read_body, read_head, response)
 from .pictures import PictureLanes
 
 __all__ = ["MAX_BODY", "ApiError", "Server", "make_server"]
@@ -331,26 +331,41 @@ class Server:
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
         connections = self.connections if key is not None else None
+
+        def waiting_on_client() -> None:
+            # Evictable from now: what it holds is the client's to send.
+            if connections is not None:
+                connections.idle(key, writer.transport)
+
+        def working() -> None:
+            # The server's own work from now (prediction, answer): not evictable.
+            if connections is not None:
+                connections.busy(key)
+
         try:
             while True:
-                if connections is not None:
-                    connections.idle(key, writer.transport)
+                waiting_on_client()
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-                except asyncio.LimitOverrunError:
-                    writer.write(error(431, "request headers too large", close=True))
-                    break
+                    head = await asyncio.wait_for(read_head(reader), TIMEOUT)
+                except ApiError as exc:
+                    # 431, or a bare LF: the framing is unknown, so refuse and hang up.
+                    answer, close = error(exc.status, exc.message, close=True), _LINGER
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     break
-                if connections is not None:
-                    connections.busy(key)
-                answer, close = await self._answer(head, reader)
+                else:
+                    answer, close = await self._answer(head, reader, working)
                 writer.write(answer)
                 if writer.transport.get_write_buffer_size() > 1 << 16:
                     await writer.drain()
                 if close:
                     if close is _LINGER:
                         await writer.drain()
+                        # Half-close: a client reading to EOF has its whole answer now,
+                        # not when the lingering below ends.
+                        with contextlib.suppress(OSError, NotImplementedError):
+                            if writer.can_write_eof():
+                                writer.write_eof()
+                        waiting_on_client()  # what is left is the client's to stop sending
                         await discard(reader)
                     break
         except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
@@ -361,13 +376,19 @@ class Server:
                     await writer.drain()
                 writer.close()
 
-    async def _answer(self, head: bytes, reader) -> tuple[bytes, bool | str]:
-        """(response bytes, close the connection? `_LINGER`: after draining) for one request."""
+    async def _answer(self, head: bytes, reader, working=None) -> tuple[bytes, bool | str]:
+        """(response bytes, close the connection? `_LINGER`: after draining) for one request.
+
+        `working` is called once the body has arrived: from then on the connection
+        waits on the server, not the client.
+        """
         close, head_only = True, False
         try:
             request = parse_head(head)
             close, head_only = request.close, request.method == "HEAD"
             body = await read_body(request, reader)
+            if working is not None:
+                working()
             method, path = request.method, request.path
             if method in ("GET", "HEAD"):
                 return self._get(path, head_only=method == "HEAD", close=close), close
