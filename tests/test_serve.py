@@ -834,6 +834,16 @@ def test_idle_connection_flood_under_a_low_open_file_limit(cap):
         assert lines == []
 
 
+def test_picture_processes_are_warmed_at_start():
+    # The first drawing used to wait ~0.7 s for the processes to start.
+    with running_server() as server:
+        lanes = server.pictures
+        _wait_for(lambda: len(lanes.warming) == 3 and all(f.done() for f in lanes.warming),
+                  "the picture processes to warm up")
+        assert all(f.result() is True for f in lanes.warming)
+        assert lanes.small.held == lanes.big.held == 0  # not counted as pictures
+
+
 def test_a_picture_process_that_dies_is_replaced():
     # Killed mid-picture (out of memory, say), a process breaks its whole pool: without
     # a new one every later picture would be a 500.

@@ -64,8 +64,9 @@ class _Lane:
     old one died (killed for memory, say): otherwise every later picture would fail.
     """
 
-    def __init__(self, name: str, pool, capacity: int, factory=None):
+    def __init__(self, name: str, pool, capacity: int, factory=None, processes: int = 1):
         self.name, self.capacity, self.factory = name, capacity, factory
+        self.processes = processes  # how many the factory's executor runs
         self.pool = pool if pool is not None else factory()
         self.held = 0  # queued or being read
         self.refused = 0
@@ -136,13 +137,14 @@ class PictureLanes:
                  read=None):
         if pools is None:
             self.small = _Lane("small", None, small_queue,
-                               factory=lambda: _picture_processes(model, 2))
+                               factory=lambda: _picture_processes(model, 2), processes=2)
             self.big = _Lane("big", None, big_queue, factory=lambda: _picture_processes(model, 1))
         else:
             self.small = _Lane("small", pools[0], small_queue)
             self.big = _Lane("big", pools[1], big_queue)
         self.big_pixels = big_pixels
         self._read = read
+        self.warming: list = []  # futures of `warm`'s tasks
 
     async def read(self, body: bytes, n_features: int) -> tuple[np.ndarray, list]:
         """The digits in the picture `body`: ((k, n_features) uint8 rows, their boxes).
@@ -161,6 +163,26 @@ class PictureLanes:
         big = pixels is None or self.big_pixels < pixels <= MAX_PIXELS
         lane = self.big if big else self.small
         return await lane.run(self._read or _picture_digits, body, n_features)
+
+    def warm(self) -> None:
+        """Start each lane's processes now, and have each read a small drawing once.
+
+        Processes are otherwise started by the first picture, which then waited ~0.7 s
+        for the fork server, the model's copy and the imports. Blocks while the
+        processes are being started: the server calls it in a thread of its own. The
+        warm-up's futures are kept in ``warming`` (lanes given executors from outside
+        are left alone).
+        """
+        for lane in (self.small, self.big):
+            if lane.factory is None:
+                continue
+            try:
+                # One task per process: a pool starts a process per task it cannot
+                # hand to an idle one.
+                for _ in range(lane.processes):
+                    self.warming.append(lane.pool.submit(_warm_up))
+            except (RuntimeError, BrokenExecutor):  # closed (or broken) meanwhile
+                return
 
     @property
     def refused(self) -> int:
@@ -271,7 +293,8 @@ def _picture_processes(model, n: int):
     """`n` processes to read pictures in, each with a CPU copy of `model`.
 
     Started by a fork server (forking this multi-threaded process directly is unsafe),
-    with NumPy, OpenCV and mnist_xp preloaded, when the first picture arrives.
+    with NumPy, OpenCV and mnist_xp preloaded, when `PictureLanes.warm` (at the
+    server's start) or the first picture submits work.
     """
     import multiprocessing
     import pickle
@@ -305,6 +328,18 @@ def _picture_process(model_type, state: bytes) -> None:
 def _picture_digits(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
     """`_pixels_from_image` in a picture process, with its model."""
     return _pixels_from_image(body, n_features, _WORKER_CLASSIFY)
+
+
+def _warm_up() -> bool:
+    """Read a small drawing in a picture process: its imports and first calls done."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (56, 56), 255)
+    ImageDraw.Draw(im).line([(28, 6), (28, 50)], fill=0, width=5)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    _picture_digits(buf.getvalue(), N_PIXELS)
+    return True
 
 
 def _one_opencv_thread() -> None:

@@ -259,6 +259,10 @@ class Server:
                                   self.accept_log)
         self._listener.start()
         self._started.set()
+        # The picture processes start (and read a drawing once) meanwhile, so that the
+        # first picture does not wait for them; in a thread, as starting them blocks.
+        threading.Thread(target=self.pictures.warm, name="mnist-xp warm pictures",
+                         daemon=True).start()
         limit = contextlib.nullcontext()
         if str(getattr(getattr(self.model, "backend_", None), "device", "cpu")) == "cpu":
             # Batches here are small: a multi-threaded BLAS would only spin its threads
