@@ -15,6 +15,10 @@ at most a fixed number of pictures, queued or being read; one more is refused at
 with 503 and ``Retry-After`` instead of waiting without bound.
 
 Each process holds a CPU copy of the model, to decide where digits that touch are cut.
+The processes are started, and read one drawing each, when the server starts
+(`PictureLanes.warm`). A PNG's text chunks are dropped before it is decoded
+(`_without_text_chunks`): the lane is chosen by declared pixels, and a tiny picture of
+many compressed text chunks would otherwise cost its process seconds of inflating.
 """
 
 from __future__ import annotations

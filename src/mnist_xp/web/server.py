@@ -55,9 +55,11 @@ digits) in worker processes, in two lanes with bounded queues, so that drawings 
 wait behind a large picture (`mnist_xp.web.pictures`).
 
 Limits: at most `connections.default_cap` connections are held open (the open-file
-limit less a reserve); at the cap the one idle the longest is closed, and accept errors
+limit less a reserve); at the cap the one that has waited on its client the longest
+(for a request, or the rest of a stalled head or body) is closed, and accept errors
 are logged at most once a second (`mnist_xp.web.connections`). Request framing follows
-RFC 9112 (`mnist_xp.web.http`).
+RFC 9112 (`mnist_xp.web.http`): CRLF lines only, no control characters in field values,
+one ``Host`` in HTTP/1.1, and a half-close after a refusal that leaves a body unread.
 """
 
 from __future__ import annotations
