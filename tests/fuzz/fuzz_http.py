@@ -12,7 +12,8 @@ Invariants (a failure raises AssertionError): `serve_stream` returns, without an
 exception, within `_DEADLINE` seconds; what it wrote is a sequence of whole HTTP/1.1
 responses, none of them a 500; every 4xx/503 carries a JSON ``{"error": ...}`` body
 (unless it answers HEAD), and a 503 that says to retry says when (``Retry-After``);
-nothing follows a ``Connection: close`` response.
+nothing follows a ``Connection: close`` response, nor a half-close (``write_eof``,
+sent after a refusal that leaves the body unread), which only follows such a response.
 """
 
 from __future__ import annotations
@@ -78,10 +79,12 @@ class _Writer:
     def __init__(self):
         self.data = bytearray()
         self.closed = False
+        self.eof = False
         self.transport = self
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
+        assert not self.eof, "write after write_eof"
         self.data += data
 
     async def drain(self) -> None:
@@ -89,6 +92,16 @@ class _Writer:
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        assert not self.closed, "write_eof after close"
+        last = [m.start() for m in _STATUS.finditer(self.data)][-1:] or [0]
+        assert self.data.find(b"\r\nConnection: close\r\n", last[0]) >= 0, \
+            "write_eof after an answer that keeps the connection open"
+        self.eof = True
 
     def close(self) -> None:
         self.closed = True
@@ -220,5 +233,13 @@ def seeds() -> list[bytes]:
         _request("POST", "/api/predict", array[:100], json_type, length=False)
         .replace(b"\r\n\r\n", f"\r\nContent-Length: {len(array)}\r\n\r\n".encode(), 1),
         _request("GET", "/", headers="Expect: 100-continue\r\n"),
+        # Refused with 400 (RFC 9110 5.5, RFC 9112 2.2, 3.2): control characters in a
+        # field value, lines ending in a bare LF, HTTP/1.1 without one Host.
+        _request("GET", "/api/health", headers="X-A: a\nTransfer-Encoding: chunked\r\n"),
+        _request("GET", "/api/health", headers="X-A: a\rContent-Length: 5\r\n"),
+        _request("GET", "/api/health", headers="X-A: a\x00b\r\n"),
+        _request("GET", "/api/health", headers="Connection: close\r\n").replace(b"\r\n", b"\n"),
+        b"GET /api/health HTTP/1.1\r\n\r\n",
+        _request("GET", "/api/health", headers="Host: y\r\n"),
     ]
     return good + pipelined + bad

@@ -5,7 +5,8 @@ and stops accepting for a second; under a flood of idle keep-alive connections t
 was 100,000 tracebacks on stderr and well-behaved clients left unanswered. Here:
 
 * `Connections` caps the open connections below the open-file limit (`default_cap`);
-  at the cap, the connection idle the longest (waiting for its next request) is closed
+  at the cap, the connection idle the longest (waiting on its client: for its next
+  request, or for the rest of one stalled mid-head or mid-body) is closed
   to make room, and when none is idle, accepting pauses until one closes, so new
   clients wait in the kernel's backlog instead of failing;
 * `Listener` accepts, and hands each socket to the server; an accept error that happens
@@ -125,9 +126,12 @@ def _say(line: str) -> None:
 class Connections:
     """The open connections, at most `cap`; the idle ones in the order they went idle.
 
-    A connection is idle while it waits for a request (a new connection, or a
-    keep-alive one between requests), including one whose head is still arriving: a
-    client dribbling its head holds a descriptor as an idle one does.
+    A connection is idle (evictable) while it waits on its client: for a request (a new
+    connection, or a keep-alive one between requests), for the rest of a head or body
+    still arriving, or while the rest of a refused body is read and dropped. A client
+    that stalls there holds a descriptor as an idle one does, and would otherwise make
+    the cap an outage. It is busy only while it waits on the server's own work (a
+    prediction or picture in progress, an answer being written).
     """
 
     def __init__(self, cap: int):
@@ -172,14 +176,14 @@ class Connections:
             self.on_room()
 
     def idle(self, key, transport) -> None:
-        """Mark `key` idle (waiting for a request) from now: the newest idle one."""
+        """Mark `key` idle (waiting on its client) from now: the newest idle one."""
         self._idle.pop(key, None)
         self._idle[key] = transport
         if self.on_room is not None:
             self.on_room()
 
     def busy(self, key) -> None:
-        """Mark `key` busy (a request arrived): it will not be closed to make room."""
+        """Mark `key` busy (the server is working on its request): not closed to make room."""
         self._idle.pop(key, None)
 
     def close_oldest_idle(self) -> bool:

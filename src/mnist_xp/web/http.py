@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 
 __all__ = ["MAX_BODY", "MAX_HEAD", "ApiError", "Request", "body_length", "discard", "error",
-           "parse_head", "read_body", "response"]
+           "parse_head", "read_body", "read_head", "response"]
 
 #: Largest request body accepted, in bytes (a drawn digit's PNG is a few kB).
 MAX_BODY = 5 * 1024 * 1024
@@ -37,6 +37,11 @@ _LINGER_BYTES, _LINGER_S = 4 * MAX_BODY, 5.0
 # RFC 9110 §5.6.2: a field name (and a method) is a token.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VERSION = re.compile(r"HTTP/1\.[0-9]")
+# RFC 9110 §5.5: a field value is visible characters, obs-text, spaces and tabs; any
+# other control character (a bare CR, a NUL) is refused, not passed on or stripped.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# A request target is visible ASCII (RFC 9112 §3.2): no controls, no spaces.
+_BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 # Content-Length is ASCII digits (RFC 9110 §8.6); str.isdigit() would also take "²".
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -96,6 +101,39 @@ class Request:
         return "close" in tokens
 
 
+async def read_head(reader: asyncio.StreamReader) -> bytes:
+    """The request line and header fields from `reader`, up to and including the blank line.
+
+    Read line by line, so that a line ending in a bare LF is seen (and refused) where it
+    ends rather than waited past: a client sending LF-only lines gets a 400, not 30 s of
+    silence. Lines must end in CRLF (RFC 9112 §2.2 allows a bare LF to be refused; taking
+    it here, while a proxy in front splits differently, is how requests get smuggled).
+
+    Raises
+    ------
+    ApiError
+        400 for a line ending in a bare LF; 431 when the head passes `MAX_HEAD` bytes.
+    asyncio.IncompleteReadError
+        If the client hangs up first.
+    """
+    lines = []
+    size = 0
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise ApiError(431, "request headers too large", body_unread=True) from None
+        size += len(line)
+        if size > MAX_HEAD:
+            raise ApiError(431, "request headers too large", body_unread=True)
+        if not line.endswith(b"\r\n"):
+            raise ApiError(400, "lines must end in CRLF (a bare LF was sent)",
+                           body_unread=True)
+        lines.append(line)
+        if line == b"\r\n":
+            return b"".join(lines)
+
+
 def parse_head(head: bytes) -> Request:
     """The `Request` in `head` (request line and header fields, ending in a blank line).
 
@@ -113,14 +151,18 @@ def parse_head(head: bytes) -> Request:
     ApiError
         400 for anything RFC 9112 says to refuse: a request line that is not three
         parts, a version other than HTTP/1.x, a field without a colon, whitespace in or
-        after a field name, an obsolete folded line, or conflicting ``Content-Length``
-        values. The connection must then be closed: its framing is unknown.
+        after a field name, an obsolete folded line, a control character (bare CR, LF,
+        NUL) in the target or a field value, an HTTP/1.1 request without exactly one
+        ``Host`` (RFC 9112 §3.2), or conflicting ``Content-Length`` values. The
+        connection must then be closed: its framing is unknown.
     """
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1]:
         raise ApiError(400, "malformed request line", body_unread=True)
     method, target, version = parts
+    if _BAD_TARGET.search(target):
+        raise ApiError(400, "malformed request target", body_unread=True)
     if not _VERSION.fullmatch(version):
         raise ApiError(400, "only HTTP/1.x is spoken here (a malformed request for this "
                             "server)", body_unread=True)
@@ -134,6 +176,12 @@ def parse_head(head: bytes) -> Request:
         if not sep or not _TOKEN.fullmatch(name):
             raise ApiError(400, "malformed header field", body_unread=True)
         name, value = name.lower(), value.strip(" \t")
+        # A CR or LF inside a value would end the field for another parser (a
+        # smuggled Transfer-Encoding); a NUL ends C strings.
+        if _BAD_VALUE.search(value):
+            raise ApiError(400, "control character in a header field", body_unread=True)
+        if name == "host" and name in headers:
+            raise ApiError(400, "more than one Host header", body_unread=True)
         if name in headers:
             if name == "content-length":
                 if value != headers[name]:
@@ -143,6 +191,8 @@ def parse_head(head: bytes) -> Request:
             headers[name] += ", " + value  # RFC 9110 §5.3: one list
         else:
             headers[name] = value
+    if version == "HTTP/1.1" and "host" not in headers:
+        raise ApiError(400, "HTTP/1.1 requests need a Host header", body_unread=True)
     return Request(method, target, version, headers)
 
 

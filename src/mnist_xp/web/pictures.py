@@ -15,6 +15,10 @@ at most a fixed number of pictures, queued or being read; one more is refused at
 with 503 and ``Retry-After`` instead of waiting without bound.
 
 Each process holds a CPU copy of the model, to decide where digits that touch are cut.
+The processes are started, and read one drawing each, when the server starts
+(`PictureLanes.warm`). A PNG's text chunks are dropped before it is decoded
+(`_without_text_chunks`): the lane is chosen by declared pixels, and a tiny picture of
+many compressed text chunks would otherwise cost its process seconds of inflating.
 """
 
 from __future__ import annotations
@@ -64,8 +68,9 @@ class _Lane:
     old one died (killed for memory, say): otherwise every later picture would fail.
     """
 
-    def __init__(self, name: str, pool, capacity: int, factory=None):
+    def __init__(self, name: str, pool, capacity: int, factory=None, processes: int = 1):
         self.name, self.capacity, self.factory = name, capacity, factory
+        self.processes = processes  # how many the factory's executor runs
         self.pool = pool if pool is not None else factory()
         self.held = 0  # queued or being read
         self.refused = 0
@@ -136,13 +141,14 @@ class PictureLanes:
                  read=None):
         if pools is None:
             self.small = _Lane("small", None, small_queue,
-                               factory=lambda: _picture_processes(model, 2))
+                               factory=lambda: _picture_processes(model, 2), processes=2)
             self.big = _Lane("big", None, big_queue, factory=lambda: _picture_processes(model, 1))
         else:
             self.small = _Lane("small", pools[0], small_queue)
             self.big = _Lane("big", pools[1], big_queue)
         self.big_pixels = big_pixels
         self._read = read
+        self.warming: list = []  # futures of `warm`'s tasks
 
     async def read(self, body: bytes, n_features: int) -> tuple[np.ndarray, list]:
         """The digits in the picture `body`: ((k, n_features) uint8 rows, their boxes).
@@ -161,6 +167,26 @@ class PictureLanes:
         big = pixels is None or self.big_pixels < pixels <= MAX_PIXELS
         lane = self.big if big else self.small
         return await lane.run(self._read or _picture_digits, body, n_features)
+
+    def warm(self) -> None:
+        """Start each lane's processes now, and have each read a small drawing once.
+
+        Processes are otherwise started by the first picture, which then waited ~0.7 s
+        for the fork server, the model's copy and the imports. Blocks while the
+        processes are being started: the server calls it in a thread of its own. The
+        warm-up's futures are kept in ``warming`` (lanes given executors from outside
+        are left alone).
+        """
+        for lane in (self.small, self.big):
+            if lane.factory is None:
+                continue
+            try:
+                # One task per process: a pool starts a process per task it cannot
+                # hand to an idle one.
+                for _ in range(lane.processes):
+                    self.warming.append(lane.pool.submit(_warm_up))
+            except (RuntimeError, BrokenExecutor):  # closed (or broken) meanwhile
+                return
 
     @property
     def refused(self) -> int:
@@ -206,6 +232,41 @@ def declared_pixels(body: bytes) -> int | None:
     return max(0, width) * max(0, height)
 
 
+# PNG chunks of text (comments, XMP): never used here, and Pillow inflates each, up to
+# 1 MB apiece and 64 MB in all, before a pixel is read.
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _without_text_chunks(body: bytes) -> bytes:
+    """`body` without its PNG text chunks (unchanged if not a PNG, or none are found).
+
+    A 60 kB PNG of 60 zTXt chunks, each inflating to 1 MB, held a picture process for
+    0.5 s in Pillow's ``open``, and a few of them made drawings wait behind it (the lane
+    is chosen by declared pixels, not cost). Walking the chunk headers costs
+    microseconds; a chunk list that runs past the end is left for Pillow to refuse.
+    """
+    if not body.startswith(_PNG):
+        return body
+    # Kept: the bytes from `start` to each text chunk (the signature added at the end).
+    parts, pos, start, end = [], len(_PNG), len(_PNG), len(body)
+    while pos + 12 <= end:
+        length = int.from_bytes(body[pos:pos + 4], "big")
+        kind = body[pos + 4:pos + 8]
+        after = pos + 12 + length
+        if after > end:
+            break
+        if kind in _PNG_TEXT:
+            parts.append(body[start:pos])
+            start = after
+        pos = after
+        if kind == b"IEND":
+            break
+    if not parts:
+        return body
+    parts.append(body[start:])
+    return _PNG + b"".join(parts)
+
+
 def _pixels_from_image(body: bytes, n_features: int, classify=None) -> tuple[np.ndarray, list]:
     """The digits `mnist-xp predict` would read in an image body: (k, 784) uint8 rows, boxes.
 
@@ -216,7 +277,7 @@ def _pixels_from_image(body: bytes, n_features: int, classify=None) -> tuple[np.
     if n_features != N_PIXELS:
         raise ApiError(422, f"the model expects {n_features} pixels per image; pictures "
                             "become 28x28 = 784")
-    upload = io.BytesIO(body)
+    upload = io.BytesIO(_without_text_chunks(body))
     upload.name = _BODY  # how error messages name it
     try:
         digits = read_digits_file(upload, classify=classify)
@@ -236,7 +297,8 @@ def _picture_processes(model, n: int):
     """`n` processes to read pictures in, each with a CPU copy of `model`.
 
     Started by a fork server (forking this multi-threaded process directly is unsafe),
-    with NumPy, OpenCV and mnist_xp preloaded, when the first picture arrives.
+    with NumPy, OpenCV and mnist_xp preloaded, when `PictureLanes.warm` (at the
+    server's start) or the first picture submits work.
     """
     import multiprocessing
     import pickle
@@ -270,6 +332,18 @@ def _picture_process(model_type, state: bytes) -> None:
 def _picture_digits(body: bytes, n_features: int) -> tuple[np.ndarray, list]:
     """`_pixels_from_image` in a picture process, with its model."""
     return _pixels_from_image(body, n_features, _WORKER_CLASSIFY)
+
+
+def _warm_up() -> bool:
+    """Read a small drawing in a picture process: its imports and first calls done."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (56, 56), 255)
+    ImageDraw.Draw(im).line([(28, 6), (28, 50)], fill=0, width=5)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    _picture_digits(buf.getvalue(), N_PIXELS)
+    return True
 
 
 def _one_opencv_thread() -> None:

@@ -55,9 +55,11 @@ digits) in worker processes, in two lanes with bounded queues, so that drawings 
 wait behind a large picture (`mnist_xp.web.pictures`).
 
 Limits: at most `connections.default_cap` connections are held open (the open-file
-limit less a reserve); at the cap the one idle the longest is closed, and accept errors
+limit less a reserve); at the cap the one that has waited on its client the longest
+(for a request, or the rest of a stalled head or body) is closed, and accept errors
 are logged at most once a second (`mnist_xp.web.connections`). Request framing follows
-RFC 9112 (`mnist_xp.web.http`).
+RFC 9112 (`mnist_xp.web.http`): CRLF lines only, no control characters in field values,
+one ``Host`` in HTTP/1.1, and a half-close after a refusal that leaves a body unread.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ from ..images.decode import has_image_signature
 from ..pixels import IMAGE_SIDE, N_PIXELS
 from .connections import Connections, Listener, RateLimitedLog, default_cap
 from .http import (MAX_BODY, MAX_HEAD, TIMEOUT, ApiError, discard, error, parse_head,
-                   read_body, response)
+                   read_body, read_head, response)
 from .pictures import PictureLanes
 
 __all__ = ["MAX_BODY", "ApiError", "Server", "make_server"]
@@ -259,6 +261,10 @@ class Server:
                                   self.accept_log)
         self._listener.start()
         self._started.set()
+        # The picture processes start (and read a drawing once) meanwhile, so that the
+        # first picture does not wait for them; in a thread, as starting them blocks.
+        threading.Thread(target=self.pictures.warm, name="mnist-xp warm pictures",
+                         daemon=True).start()
         limit = contextlib.nullcontext()
         if str(getattr(getattr(self.model, "backend_", None), "device", "cpu")) == "cpu":
             # Batches here are small: a multi-threaded BLAS would only spin its threads
@@ -331,26 +337,41 @@ class Server:
         if self._loop is None:
             self._attach(asyncio.get_running_loop())
         connections = self.connections if key is not None else None
+
+        def waiting_on_client() -> None:
+            # Evictable from now: what it holds is the client's to send.
+            if connections is not None:
+                connections.idle(key, writer.transport)
+
+        def working() -> None:
+            # The server's own work from now (prediction, answer): not evictable.
+            if connections is not None:
+                connections.busy(key)
+
         try:
             while True:
-                if connections is not None:
-                    connections.idle(key, writer.transport)
+                waiting_on_client()
                 try:
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-                except asyncio.LimitOverrunError:
-                    writer.write(error(431, "request headers too large", close=True))
-                    break
+                    head = await asyncio.wait_for(read_head(reader), TIMEOUT)
+                except ApiError as exc:
+                    # 431, or a bare LF: the framing is unknown, so refuse and hang up.
+                    answer, close = error(exc.status, exc.message, close=True), _LINGER
                 except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
                     break
-                if connections is not None:
-                    connections.busy(key)
-                answer, close = await self._answer(head, reader)
+                else:
+                    answer, close = await self._answer(head, reader, working)
                 writer.write(answer)
                 if writer.transport.get_write_buffer_size() > 1 << 16:
                     await writer.drain()
                 if close:
                     if close is _LINGER:
                         await writer.drain()
+                        # Half-close: a client reading to EOF has its whole answer now,
+                        # not when the lingering below ends.
+                        with contextlib.suppress(OSError, NotImplementedError):
+                            if writer.can_write_eof():
+                                writer.write_eof()
+                        waiting_on_client()  # what is left is the client's to stop sending
                         await discard(reader)
                     break
         except (ConnectionError, asyncio.TimeoutError, asyncio.IncompleteReadError):
@@ -361,13 +382,19 @@ class Server:
                     await writer.drain()
                 writer.close()
 
-    async def _answer(self, head: bytes, reader) -> tuple[bytes, bool | str]:
-        """(response bytes, close the connection? `_LINGER`: after draining) for one request."""
+    async def _answer(self, head: bytes, reader, working=None) -> tuple[bytes, bool | str]:
+        """(response bytes, close the connection? `_LINGER`: after draining) for one request.
+
+        `working` is called once the body has arrived: from then on the connection
+        waits on the server, not the client.
+        """
         close, head_only = True, False
         try:
             request = parse_head(head)
             close, head_only = request.close, request.method == "HEAD"
             body = await read_body(request, reader)
+            if working is not None:
+                working()
             method, path = request.method, request.path
             if method in ("GET", "HEAD"):
                 return self._get(path, head_only=method == "HEAD", close=close), close
