@@ -180,3 +180,79 @@ def test_a_file_object_and_a_path_read_alike():
     a = mnist_xp.images.decode.load_image(HOSTILE / "rgba_6324x6324.png", 1536)
     b = mnist_xp.images.decode.load_image(io.BytesIO(data), 1536)
     np.testing.assert_array_equal(a, b)
+
+
+# -- checkpoints load_state used to accept, then train --resume crashed on (issue 18) --------
+
+def _mutated_checkpoint(src: Path, dst: Path, settings=None, meta=None, arrays=None) -> Path:
+    """A copy of checkpoint `src` with metadata fields and member arrays replaced."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        old = json.loads(str(np.load(src)["metadata"]))
+        old["settings"].update(settings or {})
+        old.update(meta or {})
+        with zipfile.ZipFile(dst, "w") as out:
+            for n in z.namelist():
+                key, buf = n[:-4], io.BytesIO()
+                if key == "metadata":
+                    np.save(buf, np.array(json.dumps(old)))
+                elif arrays and key in arrays:
+                    np.save(buf, arrays[key])
+                else:
+                    out.writestr(n, z.read(n))
+                    continue
+                out.writestr(n, buf.getvalue())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def cli_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a 2-epoch run on the bundled data, as the CLI writes it."""
+    path = tmp_path_factory.mktemp("ck") / "ck.npz"
+    assert main(["train", "-q", "--data", "bundled", "--epochs", "2",
+                 "--checkpoint", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (dict(settings={"batch_size": "abc", "epochs": 3}), "batch_size='abc'"),
+    (dict(settings={"learning_rate": "x", "epochs": 3}), "learning_rate='x'"),
+    (dict(settings={"augment": {"rotate": "x"}, "epochs": 3}), "rotate='x'"),
+    (dict(settings={"n_hidden": 50, "epochs": 3}), "metadata says float32[784, 50]"),
+    (dict(settings={"epochs": 3}, arrays={"runner/w1": np.zeros((3, 3), np.float32)}),
+     "runner/w1 is float32[3, 3]"),
+    (dict(settings={"epochs": 3}, meta={"history": [1, 2, "x"]}), "history"),
+    (dict(settings={"epochs": 3}, meta={"epoch": -5}), "epoch -5"),
+    (dict(settings={"epochs": 3}, arrays={"params/W1": np.zeros((784, 100), np.float16)}),
+     "float16[784, 100]"),
+])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(cli_checkpoint, tmp_path, capsys,
+                                                         change, fragment):
+    bad = _mutated_checkpoint(cli_checkpoint, tmp_path / "bad.npz", **change)
+    assert main(["train", "-q", "--data", "bundled", "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and fragment in err, err
+    if "params/W1" in change.get("arrays", {}):  # the model reader decides alike
+        assert main(["predict", "--model", str(bad), str(tmp_path / "none.png")]) == 2
+        assert "float16[784, 100]" in capsys.readouterr().err
+
+
+def test_a_model_member_larger_than_its_metadata_says_is_refused_before_reading(
+        tmp_path, monkeypatch):
+    from mnist_xp import model_files
+    from mnist_xp.errors import ModelFileError
+    from mnist_xp.fileio import archive
+
+    members = dict(np.load(model_files.default_model_path()))
+    members["W1"] = np.zeros((784, 300_000), np.float32)
+    bomb = tmp_path / "bomb_model.npz"
+    np.savez_compressed(bomb, **members)
+    read = []
+    real = archive.read_npy_stream
+    monkeypatch.setattr(archive, "read_npy_stream",
+                        lambda stream, n: read.append(n) or real(stream, n))
+    with pytest.raises(ModelFileError, match=r"W1 is float32\[784, 300000\], metadata says"):
+        model_files.load(bomb)
+    assert len(read) == 1  # only the metadata's data was read
