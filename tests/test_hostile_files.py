@@ -256,3 +256,31 @@ def test_a_model_member_larger_than_its_metadata_says_is_refused_before_reading(
     with pytest.raises(ModelFileError, match=r"W1 is float32\[784, 300000\], metadata says"):
         model_files.load(bomb)
     assert len(read) == 1  # only the metadata's data was read
+
+
+@pytest.mark.parametrize("failure, fragment", [
+    (ModuleNotFoundError("No module named 'cv2'", name="cv2"), "needs OpenCV: pip install"),
+    (ImportError("libGL.so.1: cannot open shared object file"),
+     "OpenCV could not be loaded (libGL.so.1"),
+    (MemoryError(), "OpenCV could not be loaded (MemoryError)"),
+    (ModuleNotFoundError("No module named 'numpy.core.multiarray'",
+                         name="numpy.core.multiarray"), "OpenCV could not be loaded"),
+])
+def test_only_a_missing_opencv_is_reported_as_not_installed(monkeypatch, failure, fragment):
+    import builtins
+    import sys
+
+    from mnist_xp.images.ink import cv2_module
+
+    real = builtins.__import__
+
+    def fail_cv2(name, *args, **kwargs):
+        if name == "cv2":
+            raise failure
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "cv2", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fail_cv2)
+    with pytest.raises(ImageError) as info:
+        cv2_module()
+    assert fragment in str(info.value)
