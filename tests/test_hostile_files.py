@@ -284,3 +284,13 @@ def test_only_a_missing_opencv_is_reported_as_not_installed(monkeypatch, failure
     with pytest.raises(ImageError) as info:
         cv2_module()
     assert fragment in str(info.value)
+
+
+def test_predict_names_an_npz_archive_and_reads_an_upper_case_npy(tmp_path, capsys):
+    model = Path(__file__).parent / "data" / "cases" / "hostile" / "tokenerror_model.npz"
+    good = _good_npy(tmp_path / "x.npy").rename(tmp_path / "GOOD.NPY")
+    assert main(["predict", str(model), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}[0]: ")
+    assert err.strip() == (f"mnist-xp: error: {model}: an .npz archive, not an image, .npy "
+                           "or IDX file (a model? give it with --model)")
