@@ -36,7 +36,7 @@ EVALUATE = ["evaluate", "--data", "bundled", "--no-download", "--device", "cpu"]
 #  the good inputs' answers on stdout)
 CASES = [
     ("predict/tokenerror.npy", ["predict", "{case}/tokenerror.npy", "{case}/good.png"],
-     ["tokenerror.npy: unreadable .npy header", "TokenError"], ["good.png: 7"]),
+     ["tokenerror.npy: unreadable .npy header (not one NumPy wrote); re-save"], ["good.png: 7"]),
     ("predict/indent.npy", ["predict", "{case}/good.png", "{case}/indent.npy"],
      ["indent.npy: unreadable .npy header"], ["good.png: 7"]),
     ("predict/sliver", ["predict", "{case}/sliver_40000000x1.png", "{case}/good.png"],
@@ -294,3 +294,27 @@ def test_predict_names_an_npz_archive_and_reads_an_upper_case_npy(tmp_path, caps
     assert out.startswith(f"{good}[0]: ")
     assert err.strip() == (f"mnist-xp: error: {model}: an .npz archive, not an image, .npy "
                            "or IDX file (a model? give it with --model)")
+
+
+def test_damaged_files_say_what_to_do_without_the_parsers_words(tmp_path, capsys):
+    from PIL import Image
+
+    hostile = Path(__file__).parent / "data" / "cases" / "hostile"
+    picture = tmp_path / "full.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).save(picture)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(picture.read_bytes()[: picture.stat().st_size // 2])
+    model = Path(mnist_xp.fileio.reading.__file__).parents[1] / "models" / "default.npz"
+    cut_model = tmp_path / "cut_model.npz"
+    cut_model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+
+    assert main(["predict", str(hostile / "indent.npy"), str(cut)]) == 2
+    assert main(["predict", "--model", str(cut_model), str(cut)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"mnist-xp: error: {hostile / 'indent.npy'}: ")
+    assert "re-save the array with numpy.save" in lines[0]
+    assert "Error" not in lines[0] and "tokenize" not in lines[0]
+    assert lines[1] == (f"mnist-xp: error: {cut}: truncated image (the file ends before the "
+                        "picture does); export or copy it again")
+    assert lines[2].startswith(f"mnist-xp: error: {cut_model}: ")
+    assert "truncated or corrupt zip archive" in lines[2]

@@ -41,6 +41,7 @@ class Header(NamedTuple):
 _MAX_DEFLATE_RATIO = 1100
 
 _NPY_MAGIC = np.lib.format.MAGIC_PREFIX
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
@@ -94,9 +95,16 @@ def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
             size = os.fstat(f.fileno()).st_size
             if not zipfile.is_zipfile(f):
                 f.seek(0)
-                if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                start = f.read(len(_NPY_MAGIC))
+                f.seek(0)
+                if start == _NPY_MAGIC:
                     raise error(f"{path}: " + (bare or f"not a readable .npz {kind} "
                                                "(a bare .npy array, not a zip archive)"))
+                if f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+                    # A zip's directory is at its end: a start without it is a cut copy.
+                    raise error(f"{path}: not a readable .npz {kind} (a truncated or corrupt "
+                                "zip archive: its central directory is missing); copy or "
+                                "save it again")
                 raise error(f"{path}: not a readable .npz {kind} (not a zip archive)")
             with zipfile.ZipFile(f) as archive:
                 names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
