@@ -23,8 +23,8 @@ CRASHES = sorted((name, p) for name in NAMES
                  for p in sorted((FUZZ / "crashes" / name).glob("*")) if p.is_file())
 
 # Examples per harness in the hypothesis run (a harness may ask for fewer or more
-# with HYPOTHESIS_EXAMPLES); the whole file takes 10 to 15 s on two shared cores
-# (measured 9.8 s and 13.6 s), the README says the same.
+# with HYPOTHESIS_EXAMPLES); the whole file takes about 12 to 15 s on two shared cores
+# (measured 12.1, 12.9 and 15.1 s), as the README says.
 EXAMPLES = 300
 
 

@@ -208,6 +208,9 @@ def _read_checkpoint(path: Path):
 
     Read through the same member-by-member checks as model files: only the parameter,
     class and metadata members are touched (never the optimizer's or the engine's).
+    The settings are checked and the network judged (`network_of`, `check_network`)
+    as `mnist_xp.training.load_state` does, from the headers before the data is read,
+    so ``--model`` and ``--resume`` accept and refuse the same files.
     """
     params = [f"params/{k}" for k in PARAM_NAMES]
 

@@ -172,7 +172,7 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
             reader = (fmt.read_array_header_1_0 if version == (1, 0)
                       else fmt.read_array_header_2_0)
             shape, fortran, dtype = reader(io.BytesIO(length_bytes + text))
-    except Exception as exc:  # noqa: BLE001 - NumPy's parser on untrusted text
+    except Exception:  # noqa: BLE001 - NumPy's parser on untrusted text
         # ast.literal_eval and tokenize raise SyntaxError, IndentationError,
         # TokenError, TypeError, RecursionError, MemoryError... besides ValueError:
         # all of them mean "not a header NumPy wrote".
