@@ -485,7 +485,7 @@ CASES: list = [
     ("predict/npy-negative-dimension", bad_predict_input(
         "x.npy", npy_header((-1, 28, 28), "|u1") + bytes(784), "negative dimension")),
     ("predict/npy-pickle-trap", _predict_pickle_trap),
-    ("predict/npy-not-npy", bad_predict_input("x.npy", b"PK\x03\x04 a zip?", "not a .npy file")),
+    ("predict/npy-not-npy", bad_predict_input("x.npy", b"PK\x03\x04 a zip?", "an .npz archive")),
     pytest.param("predict/unreadable-file", _predict_unreadable,
                  marks=pytest.mark.skipif(IS_ROOT or not hasattr(os, "geteuid"),
                                           reason="root reads any file; needs POSIX "

@@ -36,7 +36,7 @@ EVALUATE = ["evaluate", "--data", "bundled", "--no-download", "--device", "cpu"]
 #  the good inputs' answers on stdout)
 CASES = [
     ("predict/tokenerror.npy", ["predict", "{case}/tokenerror.npy", "{case}/good.png"],
-     ["tokenerror.npy: unreadable .npy header", "TokenError"], ["good.png: 7"]),
+     ["tokenerror.npy: unreadable .npy header (not one NumPy wrote); re-save"], ["good.png: 7"]),
     ("predict/indent.npy", ["predict", "{case}/good.png", "{case}/indent.npy"],
      ["indent.npy: unreadable .npy header"], ["good.png: 7"]),
     ("predict/sliver", ["predict", "{case}/sliver_40000000x1.png", "{case}/good.png"],
@@ -180,3 +180,141 @@ def test_a_file_object_and_a_path_read_alike():
     a = mnist_xp.images.decode.load_image(HOSTILE / "rgba_6324x6324.png", 1536)
     b = mnist_xp.images.decode.load_image(io.BytesIO(data), 1536)
     np.testing.assert_array_equal(a, b)
+
+
+# -- checkpoints load_state used to accept, then train --resume crashed on (issue 18) --------
+
+def _mutated_checkpoint(src: Path, dst: Path, settings=None, meta=None, arrays=None) -> Path:
+    """A copy of checkpoint `src` with metadata fields and member arrays replaced."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as z:
+        old = json.loads(str(np.load(src)["metadata"]))
+        old["settings"].update(settings or {})
+        old.update(meta or {})
+        with zipfile.ZipFile(dst, "w") as out:
+            for n in z.namelist():
+                key, buf = n[:-4], io.BytesIO()
+                if key == "metadata":
+                    np.save(buf, np.array(json.dumps(old)))
+                elif arrays and key in arrays:
+                    np.save(buf, arrays[key])
+                else:
+                    out.writestr(n, z.read(n))
+                    continue
+                out.writestr(n, buf.getvalue())
+    return dst
+
+
+@pytest.fixture(scope="module")
+def cli_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a 2-epoch run on the bundled data, as the CLI writes it."""
+    path = tmp_path_factory.mktemp("ck") / "ck.npz"
+    assert main(["train", "-q", "--data", "bundled", "--epochs", "2",
+                 "--checkpoint", str(path)]) == 0
+    return path
+
+
+@pytest.mark.parametrize("change, fragment", [
+    (dict(settings={"batch_size": "abc", "epochs": 3}), "batch_size='abc'"),
+    (dict(settings={"learning_rate": "x", "epochs": 3}), "learning_rate='x'"),
+    (dict(settings={"augment": {"rotate": "x"}, "epochs": 3}), "rotate='x'"),
+    (dict(settings={"n_hidden": 50, "epochs": 3}), "metadata says float32[784, 50]"),
+    (dict(settings={"epochs": 3}, arrays={"runner/w1": np.zeros((3, 3), np.float32)}),
+     "runner/w1 is float32[3, 3]"),
+    (dict(settings={"epochs": 3}, meta={"history": [1, 2, "x"]}), "history"),
+    (dict(settings={"epochs": 3}, meta={"epoch": -5}), "epoch -5"),
+    (dict(settings={"epochs": 3}, arrays={"params/W1": np.zeros((784, 100), np.float16)}),
+     "float16[784, 100]"),
+])
+def test_resume_refuses_a_damaged_checkpoint_in_one_line(cli_checkpoint, tmp_path, capsys,
+                                                         change, fragment):
+    bad = _mutated_checkpoint(cli_checkpoint, tmp_path / "bad.npz", **change)
+    assert main(["train", "-q", "--data", "bundled", "--resume", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(bad) in err and fragment in err, err
+    if "params/W1" in change.get("arrays", {}):  # the model reader decides alike
+        assert main(["predict", "--model", str(bad), str(tmp_path / "none.png")]) == 2
+        assert "float16[784, 100]" in capsys.readouterr().err
+
+
+def test_a_model_member_larger_than_its_metadata_says_is_refused_before_reading(
+        tmp_path, monkeypatch):
+    from mnist_xp import model_files
+    from mnist_xp.errors import ModelFileError
+    from mnist_xp.fileio import archive
+
+    members = dict(np.load(model_files.default_model_path()))
+    members["W1"] = np.zeros((784, 300_000), np.float32)
+    bomb = tmp_path / "bomb_model.npz"
+    np.savez_compressed(bomb, **members)
+    read = []
+    real = archive.read_npy_stream
+    monkeypatch.setattr(archive, "read_npy_stream",
+                        lambda stream, n: read.append(n) or real(stream, n))
+    with pytest.raises(ModelFileError, match=r"W1 is float32\[784, 300000\], metadata says"):
+        model_files.load(bomb)
+    assert len(read) == 1  # only the metadata's data was read
+
+
+@pytest.mark.parametrize("failure, fragment", [
+    (ModuleNotFoundError("No module named 'cv2'", name="cv2"), "needs OpenCV: pip install"),
+    (ImportError("libGL.so.1: cannot open shared object file"),
+     "OpenCV could not be loaded (libGL.so.1"),
+    (MemoryError(), "OpenCV could not be loaded (MemoryError)"),
+    (ModuleNotFoundError("No module named 'numpy.core.multiarray'",
+                         name="numpy.core.multiarray"), "OpenCV could not be loaded"),
+])
+def test_only_a_missing_opencv_is_reported_as_not_installed(monkeypatch, failure, fragment):
+    import builtins
+    import sys
+
+    from mnist_xp.images.ink import cv2_module
+
+    real = builtins.__import__
+
+    def fail_cv2(name, *args, **kwargs):
+        if name == "cv2":
+            raise failure
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "cv2", raising=False)
+    monkeypatch.setattr(builtins, "__import__", fail_cv2)
+    with pytest.raises(ImageError) as info:
+        cv2_module()
+    assert fragment in str(info.value)
+
+
+def test_predict_names_an_npz_archive_and_reads_an_upper_case_npy(tmp_path, capsys):
+    model = Path(__file__).parent / "data" / "cases" / "hostile" / "tokenerror_model.npz"
+    good = _good_npy(tmp_path / "x.npy").rename(tmp_path / "GOOD.NPY")
+    assert main(["predict", str(model), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}[0]: ")
+    assert err.strip() == (f"mnist-xp: error: {model}: an .npz archive, not an image, .npy "
+                           "or IDX file (a model? give it with --model)")
+
+
+def test_damaged_files_say_what_to_do_without_the_parsers_words(tmp_path, capsys):
+    from PIL import Image
+
+    hostile = Path(__file__).parent / "data" / "cases" / "hostile"
+    picture = tmp_path / "full.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), np.uint8)).save(picture)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(picture.read_bytes()[: picture.stat().st_size // 2])
+    model = Path(mnist_xp.fileio.reading.__file__).parents[1] / "models" / "default.npz"
+    cut_model = tmp_path / "cut_model.npz"
+    cut_model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+
+    assert main(["predict", str(hostile / "indent.npy"), str(cut)]) == 2
+    assert main(["predict", "--model", str(cut_model), str(cut)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith(f"mnist-xp: error: {hostile / 'indent.npy'}: ")
+    assert "re-save the array with numpy.save" in lines[0]
+    assert "Error" not in lines[0] and "tokenize" not in lines[0]
+    assert lines[1] == (f"mnist-xp: error: {cut}: truncated image (the file ends before the "
+                        "picture does); export or copy it again")
+    assert lines[2].startswith(f"mnist-xp: error: {cut_model}: ")
+    assert "truncated or corrupt zip archive" in lines[2]

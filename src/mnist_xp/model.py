@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "Architecture",
+    "check_network",
     "PARAM_NAMES",
     "ACTIVATIONS",
     "LOSSES",
@@ -211,3 +212,40 @@ def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float 
         "b2": xp.sum(dz, axis=0),
     }
     return loss_sum, n_correct, grads
+
+
+def check_network(arrays: dict, classes: np.ndarray, arch: Architecture, dtype: str) -> None:
+    """Check that parameter arrays and class labels are those of `arch` in `dtype`.
+
+    The one check of a stored network, shared by the model-file reader and the
+    checkpoint reader, so both accept and refuse the same files.
+
+    Parameters
+    ----------
+    arrays : dict of str to numpy.ndarray
+        ``W1, b1, W2, b2``; anything with ``shape`` and ``dtype`` (an array's header)
+        is checked for those only, so a file can be refused before its data is read.
+    classes : numpy.ndarray
+        The class labels, one per output.
+    arch : Architecture
+    dtype : str
+        The recorded float type: ``float32`` or ``float64``.
+
+    Raises
+    ------
+    ValueError
+        A wrong dtype, shape, a NaN or infinity, or labels that do not fit; the
+        message is one phrase, for the caller to prefix with the file.
+    """
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"unsupported dtype {dtype!r} in metadata")
+    for name, shape in arch.shapes.items():
+        a = arrays[name]
+        if a.shape != shape or a.dtype != np.dtype(dtype):
+            raise ValueError(f"array {name} is {a.dtype}{list(a.shape)}, metadata says "
+                             f"{dtype}{list(shape)}")
+        if isinstance(a, np.ndarray) and not np.all(np.isfinite(a)):
+            raise ValueError(f"array {name} holds NaN or infinite values")
+    if classes.shape != (arch.n_outputs,) or classes.dtype.kind not in "biuU":
+        raise ValueError(f"classes should be {arch.n_outputs} labels, "
+                         f"got {classes.dtype}{list(classes.shape)}")

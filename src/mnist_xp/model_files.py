@@ -28,7 +28,10 @@ from .fileio.archive import read_npz
 from .fileio.reading import open_user_file
 from .fileio.writing import atomic_write
 from .estimator import MLPClassifier
-from .model import PARAM_NAMES, Architecture
+from .errors import SettingError
+from .model import PARAM_NAMES, Architecture, check_network
+from .settings import BY_NAME, check_settings
+from .training.checkpoint import network_of
 
 __all__ = ["save", "load", "read_metadata", "default_model_path", "FORMAT", "FORMAT_VERSION"]
 
@@ -205,10 +208,22 @@ def _read_checkpoint(path: Path):
 
     Read through the same member-by-member checks as model files: only the parameter,
     class and metadata members are touched (never the optimizer's or the engine's).
+    The settings are checked and the network judged (`network_of`, `check_network`)
+    as `mnist_xp.training.load_state` does, from the headers before the data is read,
+    so ``--model`` and ``--resume`` accept and refuse the same files.
     """
     params = [f"params/{k}" for k in PARAM_NAMES]
+
+    def expect(first, headers):  # the network's shapes, before any parameter is read
+        settings = _checkpoint_settings(path, first["metadata"])
+        arch, dtype = network_of(settings, headers["params/W1"], headers["classes"].shape)
+        for group in ("params", "best"):
+            part = {k: headers[f"{group}/{k}"] for k in PARAM_NAMES if f"{group}/{k}" in headers}
+            if len(part) == len(PARAM_NAMES):
+                _check_network(path, part, headers["classes"], arch, dtype)
+
     loaded = _read_archive(path, [*params, "classes", "metadata"],
-                           optional=[f"best/{k}" for k in PARAM_NAMES])
+                           optional=[f"best/{k}" for k in PARAM_NAMES], expect=expect)
     text = loaded["metadata"]
     try:
         state = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
@@ -216,23 +231,24 @@ def _read_checkpoint(path: Path):
         state = None
     if not isinstance(state, dict) or state.get("format") != "mnist_xp.training_state":
         raise ModelFileError(f"{path}: damaged training checkpoint metadata")
-    settings = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+    settings = state["settings"]
     best_info = state.get("best")
     best = isinstance(best_info, dict) and all(f"best/{k}" in loaded for k in PARAM_NAMES)
     arrays = {k: loaded[f"best/{k}" if best else f"params/{k}"] for k in PARAM_NAMES}
     classes = loaded["classes"]
     w1 = arrays["W1"]
+    arch, dtype = network_of(settings, w1, classes.shape)
     meta = {
         "format": "mnist_xp.training_state",
         "estimator_params": settings,
         "architecture": {
             "n_inputs": int(w1.shape[0]) if w1.ndim == 2 else 0,
-            "n_hidden": settings.get("n_hidden", w1.shape[-1] if w1.ndim else 0),
+            "n_hidden": arch.n_hidden if arch else 0,
             "n_outputs": int(classes.shape[0]) if classes.ndim == 1 else 0,
-            "activation": settings.get("activation", "relu"),
-            "loss": settings.get("loss", "cross_entropy"),
+            "activation": arch.activation if arch else "relu",
+            "loss": arch.loss if arch else "cross_entropy",
         },
-        "dtype": str(w1.dtype),
+        "dtype": dtype,
         "checkpoint_epoch": state.get("epoch"),
         "weights": f"best validation epoch {best_info.get('epoch')}" if best
                    else f"epoch {state.get('epoch')}",
@@ -240,6 +256,27 @@ def _read_checkpoint(path: Path):
     }
     _check_arrays(path, arrays, classes, meta)
     return arrays, classes, meta
+
+
+def _checkpoint_settings(path: Path, text: np.ndarray) -> dict:
+    """A checkpoint's settings from its metadata, checked as `load_state` checks them."""
+    try:
+        state = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
+    except (ValueError, RecursionError):
+        state = None
+    if not isinstance(state, dict) or state.get("format") != "mnist_xp.training_state":
+        raise ModelFileError(f"{path}: damaged training checkpoint metadata")
+    settings = state.get("settings")
+    known = {k: v for k, v in settings.items() if k in BY_NAME and k != "device"} \
+        if isinstance(settings, dict) else None
+    try:
+        if known is None:
+            raise SettingError("settings is not an object", "settings")
+        check_settings(known)
+    except SettingError as exc:
+        raise ModelFileError(f"{path}: damaged training checkpoint metadata "
+                             f"(settings: {exc})") from None
+    return known
 
 
 def _read(path: Path):
@@ -252,7 +289,11 @@ def _read(path: Path):
     dtype (which would need unpickling), no more data than the archive can hold --
     before any array is allocated.
     """
-    loaded = _read_archive(path, _MEMBERS)
+    def expect(first, headers):  # the shapes the metadata allows, before any data is read
+        meta = _parse_metadata(path, first["metadata"])
+        _check_arrays(path, headers, headers["classes"], meta)
+
+    loaded = _read_archive(path, _MEMBERS, expect=expect)
     arrays = {k: loaded[k] for k in PARAM_NAMES}
     classes, text = loaded["classes"], loaded["metadata"]
     meta = _parse_metadata(path, text)
@@ -260,11 +301,13 @@ def _read(path: Path):
     return arrays, classes, meta
 
 
-def _read_archive(path: Path, members, optional=()) -> dict:
+def _read_archive(path: Path, members, optional=(), expect=None) -> dict:
     """The arrays `members` (and those of `optional` present) of the model archive at
-    `path`, each header checked before any array is read (see `read_npz`)."""
+    `path`, each header checked (by `expect` too) before any array is read (see
+    `read_npz`)."""
     return read_npz(path, ModelFileError, "model file", members, optional,
-                    missing="not an mnist_xp model (missing {})")
+                    missing="not an mnist_xp model (missing {})", first=("metadata",),
+                    expect=expect)
 
 
 def _parse_metadata(path: Path, text: np.ndarray) -> dict:
@@ -296,17 +339,12 @@ def _check_arrays(path: Path, arrays: dict, classes: np.ndarray, meta: dict) -> 
         arch = Architecture(**meta["architecture"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: bad architecture in metadata ({exc})") from None
-    dtype = meta.get("dtype")
-    if dtype not in ("float32", "float64"):
-        raise ModelFileError(f"{path}: unsupported dtype {dtype!r} in metadata")
-    for name, shape in arch.shapes.items():
-        a = arrays[name]
-        if a.shape != shape or a.dtype != np.dtype(dtype):
-            raise ModelFileError(
-                f"{path}: array {name} is {a.dtype}{list(a.shape)}, metadata says "
-                f"{dtype}{list(shape)}")
-        if not np.all(np.isfinite(a)):
-            raise ModelFileError(f"{path}: array {name} holds NaN or infinite values")
-    if classes.shape != (arch.n_outputs,) or classes.dtype.kind not in "biuU":
-        raise ModelFileError(f"{path}: classes should be {arch.n_outputs} labels, "
-                             f"got {classes.dtype}{list(classes.shape)}")
+    _check_network(path, arrays, classes, arch, meta.get("dtype"))
+
+
+def _check_network(path: Path, arrays: dict, classes, arch: Architecture, dtype) -> None:
+    """`check_network` (arrays or headers), as one ModelFileError line naming the file."""
+    try:
+        check_network(arrays, classes, arch, dtype)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: {exc}") from None

@@ -11,7 +11,10 @@ layer's checksums:
 
 Both `mnist_xp.load` and `mnist_xp.training.load_state` read every file. Invariants:
 every failure is a `ModelFileError` naming the file on one line; a model that loads
-predicts probabilities for a row of pixels.
+predicts probabilities for a row of pixels; a state that loads goes on as ``train
+--resume`` takes it: its settings pass the data checks or fail with a `SettingError`,
+the ``model:`` line prints, and (when it is cheap: a few small epochs left) training
+continues from it to the end.
 """
 
 from __future__ import annotations
@@ -24,19 +27,25 @@ import zipfile
 import numpy as np
 
 from mnist_xp import MLPClassifier, load
-from mnist_xp.errors import ModelFileError
+from mnist_xp.errors import ModelFileError, SettingError, TrainingDiverged
 from mnist_xp.training import load_state
 
 from ._support import check_message, quiet_stderr, scratch
 
 
 @functools.lru_cache(maxsize=1)
+def _data() -> tuple[np.ndarray, np.ndarray]:
+    """The 40 random images and labels the good model and checkpoint were trained on."""
+    x = np.random.default_rng(0).integers(0, 256, (40, 784)).astype(np.uint8)
+    return x, np.arange(40) % 10
+
+
+@functools.lru_cache(maxsize=1)
 def _good() -> tuple[dict, dict]:
     """The members (name -> .npy bytes) of a tiny model and of a checkpoint of its run."""
-    x = np.random.default_rng(0).integers(0, 256, (40, 784)).astype(np.uint8)
-    y = np.arange(40) % 10
+    x, y = _data()
     states = []
-    clf = MLPClassifier(n_hidden=3, epochs=1, batch_size=20, device="cpu", random_state=0)
+    clf = MLPClassifier(n_hidden=3, epochs=2, batch_size=20, device="cpu", random_state=0)
     clf.fit(x, y, on_checkpoint=states.append)
     from mnist_xp import save
     from mnist_xp.training import data_fingerprint, save_state
@@ -44,7 +53,7 @@ def _good() -> tuple[dict, dict]:
     model_file = scratch(b"", "good_model.npz")
     save(clf, model_file)
     state_file = scratch(b"", "good_state.npz")
-    save_state(state_file, states[-1], settings=clf.get_params() | {"device": None},
+    save_state(state_file, states[0], settings=clf.get_params() | {"device": None},
                classes=np.arange(10), fingerprint=data_fingerprint(x, y))
     members = []
     for path in (model_file, state_file):
@@ -98,9 +107,38 @@ def one_input(data: bytes) -> None:
         assert proba.shape == (1, len(model.classes_))
     try:
         with quiet_stderr():
-            load_state(path)
+            state, info = load_state(path)
     except ModelFileError as exc:
         check_message(exc, path)
+    else:
+        _resume(state, info)
+
+
+def _resume(state, info) -> None:
+    """What ``train --resume`` does with a loaded state (cli/train.py), on the tiny data."""
+    from mnist_xp.cli.train import _summary
+    from mnist_xp.model import Architecture
+    from mnist_xp.settings import ESTIMATOR_SETTINGS, check_against_data
+
+    x, y = _data()
+    known = {s.name for s in ESTIMATOR_SETTINGS}
+    settings = {k: v for k, v in info["settings"].items() if k in known and k != "device"}
+    try:
+        check_against_data(settings, *x.shape, clip_batch=False)
+    except SettingError:
+        return  # the CLI's one-line usage error
+    model = MLPClassifier(**{**settings, "verbose": False}, device="cpu")
+    if not np.array_equal(info["classes"], np.arange(10)):
+        return  # the CLI refuses other data before going on
+    _summary(Architecture(x.shape[1], model.n_hidden, 10, model.activation, model.loss), model)
+    if state.epoch >= model.epochs or model.epochs - state.epoch > 2 or model.n_hidden > 64:
+        return  # finished (a usage error), or too long to train here
+    try:
+        with quiet_stderr():
+            model.fit(x, y, resume=state)
+    except TrainingDiverged:
+        pass  # a fuzzed learning rate may diverge; the CLI reports it in one line
+    assert len(model.history_) == model.epochs, (len(model.history_), model.epochs)
 
 
 def seeds() -> list[bytes]:

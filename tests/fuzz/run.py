@@ -11,6 +11,11 @@ after ``--seconds`` (default 600) or ``--runs`` inputs, or at the first crash, a
 prints how many inputs ran. A crashing input is saved as
 ``tests/fuzz/crashes/NAME/crash-<sha1>``; ``tests/test_fuzz.py`` replays every such
 file, so a fixed crash stays a test case. Needs ``pip install 'mnist-xp[fuzz]'``.
+
+libFuzzer ends the process from C, so no ``atexit`` handler or ``finally`` of the
+fuzzing process ever runs: the run happens in a child process whose temporary files
+(the corpus, the harnesses' scratch files) all go under one directory that this
+process removes when the child ends, however it ends.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=20,
                         help="seconds one input may take before it counts as a hang (20)")
     parser.add_argument("--list", action="store_true", help="name the harnesses and exit")
+    parser.add_argument("--in-child", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.list or not args.name:
         print("\n".join(harness_names()))
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         parser.error("atheris is not installed: pip install 'mnist-xp[fuzz]'")
 
+    if not args.in_child:
+        return _run_in_child(args.name, argv)
     with atheris.instrument_imports(include=_INSTRUMENTED):
         harness = load_harness(args.name)
     corpus = args.corpus or Path(tempfile.mkdtemp(prefix=f"fuzz_{args.name}_"))
@@ -92,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     atheris.Setup(libfuzzer, one_input)
     atheris.Fuzz()  # exits the process: libFuzzer prints "Done N runs in S second(s)"
     return 0
+
+
+def _run_in_child(name: str, argv: list[str]) -> int:
+    """Fuzz in a child process with its temporary files in one directory removed after."""
+    parent = Path(tempfile.mkdtemp(prefix=f"mnist_xp_fuzz_{name}_"))
+    env = {**os.environ, "TMPDIR": str(parent)}  # tempfile's directory in the child
+    try:
+        return subprocess.call([sys.executable, str(Path(__file__).resolve()), *argv,
+                                "--in-child"], env=env)
+    except KeyboardInterrupt:  # the child got the Ctrl-C too and has stopped
+        return 130
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..data import read_idx
 from ..errors import DataError, MnistXPError
-from ..fileio.reading import read_npy
+from ..fileio.reading import NotRegularFileError, open_regular, read_npy
 from ..fileio.writing import atomic_write
 from ..images import IMAGE_SUFFIXES, is_blank, looks_like_image, read_digits_file, save_png
 from ..images.blank import all_ink_error, blank_error, is_all_ink
@@ -42,7 +42,11 @@ __all__ = ["cmd_predict", "cmd_preprocess"]
 
 def _read_images(path: Path, n_features: int) -> np.ndarray:
     """Rows of pixels from a .npy or IDX file: (n, n_features), uint8 or float."""
-    if path.suffix == ".npy":
+    start = _first_bytes(path)
+    if start.startswith(_ZIP_MAGIC):
+        raise DataError(f"{path}: an .npz archive, not an image, .npy or IDX file (a model? "
+                        "give it with --model)")
+    if path.suffix.lower() == ".npy" or start.startswith(np.lib.format.MAGIC_PREFIX):
         # Not np.load: it allocates whatever size a corrupt header claims (see _inputs).
         images = read_npy(path)
     else:
@@ -72,6 +76,19 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
     return rows
 
 
+# The first bytes of every zip archive (an .npz model or checkpoint among them).
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _first_bytes(path: Path) -> bytes:
+    """The first 6 bytes of `path`, or b"" when it cannot be read (its reader says why)."""
+    try:
+        with open_regular(path) as f:
+            return f.read(6)
+    except OSError:
+        return b""
+
+
 # A directory INPUT contributes its images and these array files. By MNIST's naming,
 # "*-idx3-ubyte" files hold images, "*-idx1-ubyte" ones labels (skipped).
 _ARRAY_ENDINGS = (".npy", ".idx", ".idx.gz", "idx3-ubyte", "idx3-ubyte.gz")
@@ -80,10 +97,14 @@ _ARRAY_ENDINGS = (".npy", ".idx", ".idx.gz", "idx3-ubyte", "idx3-ubyte.gz")
 def _expand_input(path: Path) -> list[Path]:
     """`path` itself, or the image and array files directly inside it if a directory."""
     if not path.is_dir():
-        # A FIFO or device would block (or never end) the sniffing and reading below.
-        if path.exists() and not path.is_file():
-            raise DataError(f"{path}: not a regular file (a FIFO, device or socket); give "
-                            "an image, .npy or IDX file")
+        # A FIFO or device would block (or never end) the sniffing and reading below;
+        # open_regular is the one place that tells them apart without blocking.
+        try:
+            open_regular(path).close()
+        except NotRegularFileError as exc:
+            raise DataError(f"{path}: {exc.strerror}; give an image, .npy or IDX file") from None
+        except OSError:
+            pass  # missing or unreadable: the reader says so, as for any input
         return [path]
     try:
         files = sorted(p for p in path.iterdir()

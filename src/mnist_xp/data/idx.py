@@ -114,7 +114,7 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     header = idx_header(array)
     data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder(">"))
     with atomic_write(path, "wb") as f:
-        if str(path).endswith(".gz"):
+        if str(path).lower().endswith(".gz"):
             with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as gz:
                 gz.write(header)
                 gz.write(data.data)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import zipfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -22,18 +23,31 @@ import numpy as np
 from ..errors import MnistXPError, exception_line
 from .reading import NpyHeaderError, open_user_file, read_npy_header, read_npy_stream, too_large
 
-__all__ = ["read_npz"]
+__all__ = ["read_npz", "Header"]
+
+# The members read before the others' data (`first`) are small JSON strings; a header
+# declaring more than this is refused before it is read.
+_MAX_FIRST = 16 << 20
+
+
+class Header(NamedTuple):
+    """What a member's ``.npy`` header declares: the array's shape and dtype."""
+
+    shape: tuple
+    dtype: np.dtype
 
 # Deflate cannot expand data more than ~1032:1, so a member declaring more array data
 # than this many times the size of the whole archive is corrupt or hostile.
 _MAX_DEFLATE_RATIO = 1100
 
 _NPY_MAGIC = np.lib.format.MAGIC_PREFIX
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
              members: Iterable[str] | None = None, optional: Iterable[str] = (),
-             missing: str = "missing {}", bare: str | None = None) -> dict[str, np.ndarray]:
+             missing: str = "missing {}", bare: str | None = None, first: Iterable[str] = (),
+             expect: Callable[[dict, dict], None] | None = None) -> dict[str, np.ndarray]:
     """The arrays of the ``.npz`` archive at `path`, by member name without ``.npy``.
 
     Parameters
@@ -53,6 +67,15 @@ def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
         The message for absent `members`, with ``{}`` for their names.
     bare : str, optional
         The message for a bare ``.npy`` array given instead of an archive.
+    first : iterable of str
+        Members (at most 16 MiB each, such as the metadata) read before any other
+        member's data, for `expect`.
+    expect : callable, optional
+        ``expect(first_arrays, headers)``, called once every wanted member's header is
+        read but before the data of any member outside `first`: `headers` maps each
+        wanted member to its `Header`. It raises (an `error`) when the headers are not
+        what the first members describe, so a member declaring a huge array the
+        metadata does not allow is refused before anything is allocated.
 
     Returns
     -------
@@ -72,9 +95,16 @@ def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
             size = os.fstat(f.fileno()).st_size
             if not zipfile.is_zipfile(f):
                 f.seek(0)
-                if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                start = f.read(len(_NPY_MAGIC))
+                f.seek(0)
+                if start == _NPY_MAGIC:
                     raise error(f"{path}: " + (bare or f"not a readable .npz {kind} "
                                                "(a bare .npy array, not a zip archive)"))
+                if f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC:
+                    # A zip's directory is at its end: a start without it is a cut copy.
+                    raise error(f"{path}: not a readable .npz {kind} (a truncated or corrupt "
+                                "zip archive: its central directory is missing); copy or "
+                                "save it again")
                 raise error(f"{path}: not a readable .npz {kind} (not a zip archive)")
             with zipfile.ZipFile(f) as archive:
                 names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
@@ -86,7 +116,7 @@ def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
                     if absent:
                         raise error(f"{path}: " + missing.format(", ".join(sorted(absent))))
                 wanted += [m for m in optional if m in names and m not in wanted]
-                return _read_members(path, error, archive, size, wanted)
+                return _read_members(path, error, archive, size, wanted, first, expect)
         except MnistXPError:
             raise
         except MemoryError as exc:
@@ -101,10 +131,11 @@ def read_npz(path: str | os.PathLike, error: type[MnistXPError], kind: str,
 
 
 def _read_members(path: Path, error, archive: zipfile.ZipFile, archive_size: int,
-                  wanted: list[str]) -> dict[str, np.ndarray]:
+                  wanted: list[str], first: Iterable[str] = (),
+                  expect=None) -> dict[str, np.ndarray]:
     """The `wanted` arrays of an archive, every header checked before any data is read."""
     infos = {m: archive.getinfo(f"{m}.npy") for m in wanted}
-    problems, bounds = [], {}
+    problems, bounds, headers = [], {}, {}
     for name, info in infos.items():  # first pass: headers only
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             problems.append(f"member {info.filename} uses an unsupported compression "
@@ -119,7 +150,8 @@ def _read_members(path: Path, error, archive: zipfile.ZipFile, archive_size: int
         bounds[name] = min(info.file_size, stored)
         with archive.open(info) as member:
             try:
-                read_npy_header(member, bounds[name])
+                shape, _, dtype = read_npy_header(member, bounds[name])
+                headers[name] = Header(tuple(shape), dtype)
             except NpyHeaderError as exc:
                 if "pickled" in str(exc):  # said first, whatever else is wrong
                     raise error(f"{path}: {exc}") from None
@@ -127,10 +159,24 @@ def _read_members(path: Path, error, archive: zipfile.ZipFile, archive_size: int
     if problems:
         raise error(f"{path}: {problems[0]}")
     loaded = {}
-    for name, info in infos.items():  # second pass: the data, now known to be bounded
-        with archive.open(info) as member:
-            try:
-                loaded[name] = read_npy_stream(member, bounds[name])
-            except NpyHeaderError as exc:
-                raise error(f"{path}: member {info.filename}: {exc}") from None
+    early = [m for m in first if m in infos]
+    for name in early:
+        if np.prod(headers[name].shape) * headers[name].dtype.itemsize > _MAX_FIRST:
+            raise error(f"{path}: member {infos[name].filename} is larger than "
+                        f"{_MAX_FIRST >> 20} MiB; not a file mnist_xp wrote")
+        loaded[name] = _read_member(path, error, archive, infos[name], bounds[name])
+    if expect is not None:
+        expect(dict(loaded), headers)
+    for name, info in infos.items():  # the data, now known to be bounded and expected
+        if name not in loaded:
+            loaded[name] = _read_member(path, error, archive, info, bounds[name])
     return loaded
+
+
+def _read_member(path, error, archive: zipfile.ZipFile, info, bound: int) -> np.ndarray:
+    """One member's array, its header already checked against `bound`."""
+    with archive.open(info) as member:
+        try:
+            return read_npy_stream(member, bound)
+        except NpyHeaderError as exc:
+            raise error(f"{path}: member {info.filename}: {exc}") from None

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..errors import DataError, exception_line
 
-__all__ = ["NotRegularFileError", "NpyHeaderError", "open_regular", "open_user_file",
+__all__ = ["NotNpyError", "NotRegularFileError", "NpyHeaderError", "open_regular", "open_user_file",
            "read_npy", "read_npy_header", "read_npy_stream", "too_large"]
 
 # O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer;
@@ -57,6 +57,10 @@ class NotRegularFileError(OSError):
 
 class NpyHeaderError(ValueError):
     """A ``.npy`` header that is unreadable, or that the data after it cannot satisfy."""
+
+
+class NotNpyError(NpyHeaderError):
+    """The data does not start with NumPy's ``.npy`` magic at all."""
 
 
 def _kind(mode: int) -> str:
@@ -140,7 +144,7 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
     fmt = np.lib.format
     magic = stream.read(fmt.MAGIC_LEN)
     if len(magic) < fmt.MAGIC_LEN or not magic.startswith(fmt.MAGIC_PREFIX):
-        raise NpyHeaderError("not .npy data (no NumPy array header)")
+        raise NotNpyError("not .npy data (no NumPy array header)")
     version = (magic[-2], magic[-1])
     if version not in _LENGTH_FIELDS:
         # 3.0 is only written for structured dtypes with non-latin-1 field names.
@@ -168,11 +172,13 @@ def read_npy_header(stream: BinaryIO, available: int) -> tuple[tuple[int, ...], 
             reader = (fmt.read_array_header_1_0 if version == (1, 0)
                       else fmt.read_array_header_2_0)
             shape, fortran, dtype = reader(io.BytesIO(length_bytes + text))
-    except Exception as exc:  # noqa: BLE001 - NumPy's parser on untrusted text
+    except Exception:  # noqa: BLE001 - NumPy's parser on untrusted text
         # ast.literal_eval and tokenize raise SyntaxError, IndentationError,
         # TokenError, TypeError, RecursionError, MemoryError... besides ValueError:
         # all of them mean "not a header NumPy wrote".
-        raise NpyHeaderError(f"unreadable .npy header ({exception_line(exc, with_type=True)})") from None
+        # The parser's own words (a tokenizer's line numbers) would not help a user.
+        raise NpyHeaderError("unreadable .npy header (not one NumPy wrote); re-save the array "
+                             "with numpy.save") from None
     if dtype.hasobject:
         raise NpyHeaderError("holds pickled objects, which are never loaded")
     if dtype.subdtype is not None:
@@ -257,10 +263,9 @@ def read_npy(path: str | os.PathLike) -> np.ndarray:
     with open_user_file(path, DataError, ".npy file") as f:
         try:
             size = os.fstat(f.fileno()).st_size
-            if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
-                raise DataError(f"{path}: not a .npy file (no NumPy array header)")
-            f.seek(0)
             return read_npy_stream(f, size)
+        except NotNpyError:
+            raise DataError(f"{path}: not a .npy file (no NumPy array header)") from None
         except NpyHeaderError as exc:
             raise DataError(f"{path}: {exc}") from None
         except MemoryError as exc:

@@ -239,7 +239,15 @@ def _decode(source, path, max_side: int | None = None) -> tuple[np.ndarray, floa
                 # Corrupt input makes decoders raise OSError, SyntaxError, ValueError,
                 # struct.error, zlib.error, IndexError...: all mean "this file is bad",
                 # which the user must hear about in one line, not as a traceback.
-                raise ImageError(f"{path}: corrupt or truncated image ({exception_line(exc)})") from None
+                raise ImageError(f"{path}: {_decode_failure(exc)}") from None
+
+
+def _decode_failure(exc: Exception) -> str:
+    """A decoder's exception as what went wrong and what to do, without nested repetition."""
+    detail = exception_line(exc)
+    if "truncated" in detail.lower():  # Pillow: "image file is truncated (N bytes not processed)"
+        return "truncated image (the file ends before the picture does); export or copy it again"
+    return f"corrupt image ({detail}); export it again"
 
 
 def _stored_bytes_per_pixel(im) -> int:

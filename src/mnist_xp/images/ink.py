@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BlankImageError, ImageError
+from ..errors import BlankImageError, ImageError, exception_line
 from .decode import INSTALL_HINT
 
 __all__ = ["INVERT_CHOICES", "InkMap", "WORK_SIDE", "DECODE_SIDE", "cv2_module", "find_ink", "as_gray_uint8", "stroke_width"]
@@ -73,8 +73,14 @@ def cv2_module():
     """OpenCV's module, or an ImageError saying how to install it."""
     try:
         import cv2
-    except ImportError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":  # cv2 is there but something it imports is not
+            raise ImageError(f"OpenCV could not be loaded ({exception_line(exc)})") from None
         raise ImageError(f"finding digits in pictures needs OpenCV: {INSTALL_HINT}") from None
+    except (ImportError, MemoryError, OSError) as exc:
+        # Installed, but its shared library failed to load: out of address space under a
+        # memory limit, a missing system library... Installing it again would not help.
+        raise ImageError(f"OpenCV could not be loaded ({exception_line(exc)})") from None
     return cv2
 
 

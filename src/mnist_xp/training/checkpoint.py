@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ModelFileError, SettingError, exception_line
 from ..fileio.archive import read_npz
 from ..fileio.writing import atomic_write
-from ..errors import ModelFileError, exception_line
+from ..model import PARAM_NAMES, Architecture, check_network
+from ..settings import BY_NAME, ESTIMATOR_SETTINGS, check_settings
 
-__all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "FORMAT"]
+__all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "network_of", "FORMAT"]
 
 FORMAT = "mnist_xp.training_state"
 FORMAT_VERSION = 1
@@ -124,7 +126,15 @@ def save_state(path: str | os.PathLike, state: TrainState, *, settings: dict, cl
 
 
 def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
-    """Read a checkpoint written by `save_state`.
+    """Read a checkpoint written by `save_state`, checking everything it returns.
+
+    The metadata is read first and checked: the settings as the estimator checks a
+    user's (`mnist_xp.settings.check_settings`), the epoch, history, best epoch,
+    generator state and engine name. Then every member's header (shape, dtype) is
+    checked against them -- the parameters against the network the settings describe,
+    the optimizer's and engine's buffers against the parameters -- before any array
+    data is read, so a damaged or hostile file is refused before it allocates, and
+    resuming never meets a value it cannot use.
 
     Returns
     -------
@@ -139,69 +149,219 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
         or damaged; the message names the file.
     """
     path = Path(path)
+    checked = {}
+
+    def expect(first, headers):
+        checked["meta"] = _check_metadata(path, first.get("metadata"))
+        _check_layout(path, checked["meta"], headers)
+
     # The shared archive reader: a regular file only (a named pipe would block for
     # ever), every member's header checked before its data is allocated, no pickle,
     # and every failure of the zip, zlib and NumPy layers one line naming the file.
     arrays = read_npz(path, ModelFileError, "checkpoint file",
                       bare="not an mnist_xp training checkpoint (a .npy array); resume "
-                           "needs a file from --checkpoint")
-    if "metadata" not in arrays:
-        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint (no metadata); "
-                             "resume needs a file from --checkpoint")
-    try:
-        meta = json.loads(str(arrays.pop("metadata")))
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ModelFileError(f"{path}: not an mnist_xp training checkpoint "
-                                 "(a model file? resume needs a file from --checkpoint)")
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ModelFileError(f"{path}: written by a newer mnist_xp (checkpoint format "
-                                 f"{meta['format_version']}); upgrade mnist-xp")
-        groups: dict[str, dict] = {"params": {}, "optimizer": {}, "runner": {}, "best": {}}
-        for key, value in arrays.items():
-            head, _, name = key.partition("/")
-            if head in groups:
-                groups[head][name] = value
-        if set(groups["params"]) != {"W1", "b1", "W2", "b2"}:
-            raise ModelFileError(f"{path}: checkpoint lacks parameter arrays")
-        classes = arrays["classes"]
-        _check_params(path, groups["params"], classes)
-        for name, value in {**groups["params"], **groups["optimizer"]}.items():
-            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-                raise ModelFileError(f"{path}: checkpoint array {name} holds NaN or infinity")
-        best = None
-        if meta["best"] is not None:
-            best = (int(meta["best"]["epoch"]), float(meta["best"]["accuracy"]), groups["best"])
-        # The generator state is set when training resumes; a bad one is refused here.
-        np.random.default_rng().bit_generator.state = meta["rng_state"]
-        settings = meta["settings"]
-        if not isinstance(settings, dict) or not isinstance(meta["history"], list):
-            raise TypeError("settings must be an object and history a list")
-        state = TrainState(epoch=int(meta["epoch"]), history=list(meta["history"]),
-                           rng_state=meta["rng_state"], params=groups["params"],
-                           optimizer=groups["optimizer"],
-                           engine=_ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"]),
-                           engine_arrays=groups["runner"], best=best)
-        info = {"settings": settings, "classes": classes,
-                "data_fingerprint": meta["data_fingerprint"], "extra": meta.get("extra", {})}
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError,
-            RecursionError) as exc:  # RecursionError: absurdly deep JSON nesting
-        raise ModelFileError(f"{path}: damaged checkpoint metadata "
-                             f"({exception_line(exc, with_type=True)})") from None
+                           "needs a file from --checkpoint", first=("metadata",), expect=expect)
+    meta = checked["meta"]
+    groups = _groups(arrays)
+    classes = arrays["classes"]
+    settings = meta["settings"]
+    arch, dtype = network_of(settings, groups["params"]["W1"], classes.shape)
+    for group in ("params", "best"):
+        if groups[group]:
+            _network_or_refuse(path, groups[group], classes, arch, dtype)
+    for name, value in {**groups["optimizer"], **groups["runner"]}.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ModelFileError(f"{path}: checkpoint array {name} holds NaN or infinity")
+    best = None
+    if meta["best"] is not None:
+        best = (meta["best"]["epoch"], float(meta["best"]["accuracy"]), groups["best"])
+    state = TrainState(epoch=meta["epoch"], history=[dict(r) for r in meta["history"]],
+                       rng_state=meta["rng_state"], params=groups["params"],
+                       optimizer=groups["optimizer"],
+                       engine=_ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"]),
+                       engine_arrays=groups["runner"], best=best)
+    info = {"settings": settings, "classes": classes,
+            "data_fingerprint": meta["data_fingerprint"], "extra": meta["extra"]}
     return state, info
 
 
-def _check_params(path: Path, params: dict, classes: np.ndarray) -> None:
-    """The parameters must be float arrays of one network's shapes, with a label per output."""
-    w1, b1, w2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
-    shapes_fit = (w1.ndim == 2 and w2.ndim == 2 and b1.shape == (w1.shape[1],)
-                  and w2.shape[0] == w1.shape[1] and b2.shape == (w2.shape[1],))
-    if not shapes_fit or any(a.dtype.kind != "f" for a in (w1, b1, w2, b2)):
+def network_of(settings: dict, w1, classes_shape: tuple):
+    """The (Architecture, dtype) a checkpoint's settings describe, inputs from W1's rows.
+
+    Shared by `load_state` and the model reader (``--model`` given a checkpoint), so
+    both judge a checkpoint's network alike. The width and dtype the settings lack
+    (`save_state` called from Python with partial settings) are W1's own; the
+    activation and loss take the defaults.
+
+    Parameters
+    ----------
+    settings : dict
+        The checkpoint's settings, already checked.
+    w1 : numpy.ndarray or Header
+        ``W1`` (its shape and dtype).
+    classes_shape : tuple
+        The shape of the class labels.
+
+    Returns
+    -------
+    (Architecture or None, str)
+        None where the shapes cannot be a network's (the check then says why).
+    """
+    full = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    w1_shape = tuple(w1.shape)
+    full.update(n_hidden=w1_shape[1] if len(w1_shape) == 2 else 0, dtype=str(w1.dtype))
+    full.update(settings)
+    try:
+        arch = Architecture(int(w1_shape[0]), full["n_hidden"], int(classes_shape[0]),
+                            full["activation"], full["loss"])
+    except (IndexError, ValueError):
+        arch = None
+    return arch, full["dtype"]
+
+
+def _network_or_refuse(path: Path, arrays: dict, classes, arch, dtype: str) -> None:
+    """`check_network`, as one ModelFileError line naming the checkpoint."""
+    if arch is None:
+        w1 = arrays["W1"]
+        raise ModelFileError(f"{path}: checkpoint parameters are not one network's "
+                             f"(W1 {w1.dtype}{list(w1.shape)}, classes {list(classes.shape)})")
+    try:
+        check_network(arrays, classes, arch, dtype)
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: checkpoint {exc}") from None
+
+
+def _groups(arrays: dict) -> dict[str, dict]:
+    """The members by group: ``params/W1`` is ``W1`` of ``params``."""
+    groups: dict[str, dict] = {"params": {}, "optimizer": {}, "runner": {}, "best": {}}
+    for key, value in arrays.items():
+        head, _, name = key.partition("/")
+        if head in groups:
+            groups[head][name] = value
+    return groups
+
+
+def _is_int(value) -> bool:
+    """Whether `value` is a JSON whole number (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata(path: Path, text) -> dict:
+    """The checkpoint's metadata JSON, every field `load_state` returns checked."""
+    if text is None:
+        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint (no metadata); "
+                             "resume needs a file from --checkpoint")
+
+    def damaged(why):
+        return ModelFileError(f"{path}: damaged checkpoint metadata ({why})")
+
+    try:
+        meta = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep JSON nesting
+        raise damaged("not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not an mnist_xp training checkpoint "
+                             "(a model file? resume needs a file from --checkpoint)")
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise damaged(f"format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path}: written by a newer mnist_xp (checkpoint format "
+                             f"{version}); upgrade mnist-xp")
+    missing = [k for k in ("epoch", "history", "rng_state", "runner_kind", "best", "settings",
+                           "data_fingerprint") if k not in meta]
+    if missing:
+        raise damaged(f"no {', '.join(missing)}")
+    settings = meta["settings"]
+    if not isinstance(settings, dict):
+        raise damaged("settings is not an object")
+    known = {k: v for k, v in settings.items() if k in BY_NAME and k != "device"}
+    try:
+        check_settings(known)
+    except SettingError as exc:
+        raise damaged(f"settings: {exc}") from None
+    epochs = known.get("epochs", BY_NAME["epochs"].default)
+    epoch = meta["epoch"]
+    if not _is_int(epoch) or not 1 <= epoch <= epochs:
+        raise damaged(f"epoch {epoch!r} is not a whole number from 1 to the run's {epochs}")
+    history = meta["history"]
+    if (not isinstance(history, list) or len(history) != epoch
+            or not all(isinstance(r, dict) and r.get("epoch") == i + 1
+                       and all(isinstance(v, (int, float, str, type(None))) for v in r.values())
+                       for i, r in enumerate(history))):
+        raise damaged(f"history is not the records of epochs 1 to {epoch}")
+    best = meta["best"]
+    if best is not None and not (
+            isinstance(best, dict) and _is_int(best.get("epoch"))
+            and 1 <= best["epoch"] <= epoch and isinstance(best.get("accuracy"), (int, float))
+            and not isinstance(best["accuracy"], bool) and 0 <= best["accuracy"] <= 1):
+        raise damaged("best is not an epoch and an accuracy")
+    try:
+        # The generator state is set when training resumes; a bad one is refused here.
+        np.random.default_rng().bit_generator.state = meta["rng_state"]
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise damaged(f"rng_state: {exception_line(exc)}") from None
+    if meta["runner_kind"] not in {*_ENGINE_NAMES, *_ENGINE_NAMES.values(), ""}:
+        raise damaged(f"unknown engine {meta['runner_kind']!r}")
+    if not isinstance(meta["data_fingerprint"], str):
+        raise damaged("data_fingerprint is not a string")
+    meta.setdefault("extra", {})
+    if not isinstance(meta["extra"], dict):
+        raise damaged("extra is not an object")
+    return meta
+
+
+def _check_layout(path: Path, meta: dict, headers: dict) -> None:
+    """Every member's header against the metadata, before any array data is read."""
+    groups = _groups(headers)
+    if set(groups["params"]) != set(PARAM_NAMES) or "classes" not in headers:
+        raise ModelFileError(f"{path}: checkpoint lacks parameter arrays")
+    unknown = sorted(k for k in headers if k != "classes" and k != "metadata"
+                     and k.partition("/")[0] not in groups)
+    if unknown:
+        raise ModelFileError(f"{path}: checkpoint has members mnist_xp does not write "
+                             f"({', '.join(unknown)})")
+    classes = headers["classes"]
+    arch, dtype = network_of(meta["settings"], groups["params"]["W1"], classes.shape)
+    _network_or_refuse(path, groups["params"], classes, arch, dtype)
+    if (meta["best"] is not None) != bool(groups["best"]):
+        raise ModelFileError(f"{path}: checkpoint's best epoch and its arrays disagree")
+    if groups["best"]:
+        _network_or_refuse(path, groups["best"], classes, arch, dtype)
+    full = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    # Settings a Python caller left out of save_state: the layout present says them.
+    present = groups["optimizer"]
+    full.update(optimizer="adam" if "t" in present else "sgd",
+                momentum=0.9 if present or groups["runner"].get("v0") else 0.0)
+    full.update(meta["settings"])
+    shapes = arch.shapes
+    expected = {}
+    if full["optimizer"] in ("adam", "adamw"):
+        expected = {f"{m}/{k}": (s, dtype) for m in ("m", "v") for k, s in shapes.items()}
+        expected["t"] = ((), "int64")
+    elif full["momentum"]:
+        expected = {f"velocity/{k}": (s, dtype) for k, s in shapes.items()}
+    _check_group(path, "optimizer", groups["optimizer"], expected)
+    engine = _ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"])
+    expected = {}
+    if engine == "numpy" and groups["runner"]:
+        n_in, n_h, n_out = arch.n_inputs, arch.n_hidden, arch.n_outputs
+        own = {"w1": (n_in + 1, n_h), "w2t": (n_out, n_h), "b2": (n_out, 1)}
+        expected = {k: (s, dtype) for k, s in own.items()}
+        if full["optimizer"] not in ("adam", "adamw") and full["momentum"]:
+            expected.update({f"v{i}": (s, dtype) for i, s in enumerate(own.values())})
+    _check_group(path, "runner", groups["runner"], expected)
+
+
+def _check_group(path: Path, group: str, headers: dict, expected: dict) -> None:
+    """The members of `group` must be exactly `expected` (name -> (shape, dtype))."""
+    if set(headers) != set(expected):
         raise ModelFileError(
-            f"{path}: checkpoint parameters are not one network's (W1 {w1.dtype}{list(w1.shape)}, "
-            f"b1 {b1.dtype}{list(b1.shape)}, W2 {w2.dtype}{list(w2.shape)}, "
-            f"b2 {b2.dtype}{list(b2.shape)})")
-    if classes.shape != (w2.shape[1],) or classes.dtype.kind not in "biuU":
-        raise ModelFileError(f"{path}: checkpoint classes should be {w2.shape[1]} labels, "
-                             f"got {classes.dtype}{list(classes.shape)}")
+            f"{path}: checkpoint {group} arrays are {sorted(headers) or 'none'}, the settings "
+            f"need {sorted(expected) or 'none'}")
+    for name, (shape, dtype) in expected.items():
+        h = headers[name]
+        if tuple(h.shape) != shape or h.dtype != np.dtype(dtype):
+            raise ModelFileError(f"{path}: checkpoint array {group}/{name} is "
+                                 f"{h.dtype}{list(h.shape)}, the settings need "
+                                 f"{dtype}{list(shape)}")
