@@ -224,13 +224,7 @@ def _read_checkpoint(path: Path):
 
     loaded = _read_archive(path, [*params, "classes", "metadata"],
                            optional=[f"best/{k}" for k in PARAM_NAMES], expect=expect)
-    text = loaded["metadata"]
-    try:
-        state = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
-    except (ValueError, RecursionError):
-        state = None
-    if not isinstance(state, dict) or state.get("format") != "mnist_xp.training_state":
-        raise ModelFileError(f"{path}: damaged training checkpoint metadata")
+    state = _checkpoint_state(path, loaded["metadata"])
     settings = state["settings"]
     best_info = state.get("best")
     best = isinstance(best_info, dict) and all(f"best/{k}" in loaded for k in PARAM_NAMES)
@@ -258,14 +252,20 @@ def _read_checkpoint(path: Path):
     return arrays, classes, meta
 
 
-def _checkpoint_settings(path: Path, text: np.ndarray) -> dict:
-    """A checkpoint's settings from its metadata, checked as `load_state` checks them."""
+def _checkpoint_state(path: Path, text: np.ndarray) -> dict:
+    """A checkpoint's metadata member parsed; anything but mnist_xp's JSON state is damaged."""
     try:
         state = json.loads(str(text)) if text.dtype.kind == "U" and text.shape == () else None
     except (ValueError, RecursionError):
         state = None
     if not isinstance(state, dict) or state.get("format") != "mnist_xp.training_state":
         raise ModelFileError(f"{path}: damaged training checkpoint metadata")
+    return state
+
+
+def _checkpoint_settings(path: Path, text: np.ndarray) -> dict:
+    """A checkpoint's settings from its metadata, checked as `load_state` checks them."""
+    state = _checkpoint_state(path, text)
     settings = state.get("settings")
     known = {k: v for k, v in settings.items() if k in BY_NAME and k != "device"} \
         if isinstance(settings, dict) else None
