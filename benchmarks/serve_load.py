@@ -198,11 +198,7 @@ def _run(host, port, clients, duration, requests, check) -> dict:
             seen[kind] = seen.get(kind, 0) + 1
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_together(client, [(i,) for i in range(clients)])
     return {"clients": clients, "duration": duration, "latencies": latencies, "kinds": kinds,
             "errors": errors}
 
@@ -357,11 +353,7 @@ def _paced(host, port, duration, rate, clients, raw, want, stop_at=None) -> dict
             t_next += interval
         conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _run_together(client, [(i,) for i in range(clients)])
     ms = np.array(lat) * 1000
     pct = (lambda q: float(np.percentile(ms, q))) if ms.size else (lambda q: None)
     return {"clients": clients, "rate_per_s": rate, "requests": sent[0],
@@ -452,18 +444,22 @@ def _idle_flood(host, port, stop: threading.Event, n: int, counts: dict,
     sel.close()
 
 
+def _run_together(target, args_list: list[tuple]) -> None:
+    """Run `target(*args)` for every args on threads of its own, and wait for all."""
+    threads = [threading.Thread(target=target, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def _hostile_pictures(host, port, stop: threading.Event, pictures: list, counts: dict,
                       clients: int = 1) -> None:
     """Send the hostile `pictures` [(name, raw request)] in turn, back to back, on
     `clients` keep-alive connections at once until `stop`; count the answers by status."""
     if clients > 1:
-        threads = [threading.Thread(target=_hostile_pictures,
-                                    args=(host, port, stop, pictures[i:] + pictures[:i], counts))
-                   for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _run_together(_hostile_pictures, [(host, port, stop, pictures[i:] + pictures[:i], counts)
+                                          for i in range(clients)])
         return
     conn = _Conn(host, port)
     k = 0
