@@ -469,10 +469,10 @@ def test_page_accessibility_basics(server):
 
 # -- the command line -------------------------------------------------------------------
 
-def _start_cli(*args):
+def _start_cli(*args, **popen):
     proc = subprocess.Popen([sys.executable, "-m", "mnist_xp", "serve", "--port", "0",
                              "--device", "cpu", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     line = proc.stdout.readline()
     m = re.match(r"serving http://127\.0\.0\.1:(\d+)/ \(model default\.npz, cpu\)", line)
     if not m:
@@ -522,6 +522,29 @@ def test_cli_stops_cleanly_on_a_signal_right_after_start(sig, status):
     _, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == status
     assert err == "mnist-xp: stopped\n"
+
+
+def test_ctrl_c_in_a_terminal_leaves_no_picture_process_traceback():
+    # A terminal's Ctrl-C goes to the whole process group, picture processes included:
+    # each printed a KeyboardInterrupt traceback beside "stopped".
+    import os
+
+    proc, port = _start_cli(start_new_session=True)
+    try:
+        picture = Image.new("L", (280, 280), 255)
+        ImageDraw.Draw(picture).line([(140, 40), (140, 240)], fill=0, width=20)
+        body = io.BytesIO()
+        picture.save(body, format="PNG")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+        conn.request("POST", "/api/predict", body.getvalue(), {"Content-Type": "image/png"})
+        assert conn.getresponse().status == 200  # the picture processes are running
+        conn.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130
+    assert err.startswith("mnist-xp: stopped\n")
+    assert "KeyboardInterrupt" not in err and "ForkServerProcess" not in err
 
 
 # -- limits: the picture queue, the connection cap, accept errors ---------------------------

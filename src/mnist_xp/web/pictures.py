@@ -320,6 +320,11 @@ def _picture_processes(model, n: int):
 def _picture_process(model_type, state: bytes) -> None:
     """Set up a picture process: its model, and one thread each for OpenCV and the BLAS."""
     import pickle
+    import signal
+
+    # Ctrl-C reaches the whole process group; the server stops its workers itself, and
+    # a worker's own KeyboardInterrupt would print a traceback beside "stopped".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     global _WORKER_CLASSIFY
     model = model_type.__new__(model_type)
