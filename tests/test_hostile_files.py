@@ -296,6 +296,22 @@ def test_predict_names_an_npz_archive_and_reads_an_upper_case_npy(tmp_path, caps
                            "or IDX file (a model? give it with --model)")
 
 
+@pytest.mark.parametrize("name,text", [("blank.json", "[0, 0, 0]"),
+                                       ("pixels.txt", ' {"pixels": [0]}')])
+def test_predict_names_json_and_says_where_it_goes(tmp_path, capsys, name, text):
+    # The shared blank cases hold JSON bodies for serve; predict once read them as IDX
+    # and answered "bad magic number 0x5b302c20".
+    path = tmp_path / name
+    path.write_text(text)
+    good = _good_npy(tmp_path / "x.npy")
+    assert main(["predict", str(path), str(good)]) == 2
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{good}[0]: ")
+    assert err.strip() == (f"mnist-xp: error: {path}: JSON, which predict does not read; give "
+                           "a picture, .npy or IDX file (save the array with numpy.save), or "
+                           "send the JSON to mnist-xp serve")
+
+
 def test_damaged_files_say_what_to_do_without_the_parsers_words(tmp_path, capsys):
     from PIL import Image
 

@@ -46,6 +46,12 @@ def _read_images(path: Path, n_features: int) -> np.ndarray:
     if start.startswith(_ZIP_MAGIC):
         raise DataError(f"{path}: an .npz archive, not an image, .npy or IDX file (a model? "
                         "give it with --model)")
+    if path.suffix.lower() == ".json" or start.lstrip()[:1] in (b"[", b"{"):
+        # JSON pixels are what serve takes; read as IDX they would fail on a "bad magic
+        # number", which says nothing about what to do.
+        raise DataError(f"{path}: JSON, which predict does not read; give a picture, .npy "
+                        "or IDX file (save the array with numpy.save), or send the JSON to "
+                        "mnist-xp serve")
     if path.suffix.lower() == ".npy" or start.startswith(np.lib.format.MAGIC_PREFIX):
         # Not np.load: it allocates whatever size a corrupt header claims (see _inputs).
         images = read_npy(path)
