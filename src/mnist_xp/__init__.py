@@ -31,6 +31,7 @@ from .errors import (  # noqa: E402
     ReportError,
     SettingError,
 )
+from .ensemble import Ensemble  # noqa: E402
 from .estimator import PRESETS, MLPClassifier  # noqa: E402
 from .model_files import load, read_metadata, save  # noqa: E402
 from .settings import SETTINGS  # noqa: E402
@@ -42,6 +43,7 @@ __all__ = [
     "get_backend",
     "to_numpy",
     "MLPClassifier",
+    "Ensemble",
     "PRESETS",
     "SETTINGS",
     "EngineChoice",

@@ -204,8 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved model",
-                       description="Score a saved model on a dataset's test images.")
-    _add_model_flag(e)
+                       description="Score a saved model on a dataset's test images; given "
+                                   "--model more than once, the average of the models' "
+                                   "probabilities (an ensemble).")
+    e.add_argument("--model", metavar="PATH", type=Path, action="append",
+                   help="a model saved by 'train --save', or a checkpoint from 'train "
+                        "--checkpoint' (default: the model installed with mnist-xp); "
+                        "repeat it to score the ensemble of several models")
     _add_data_flags(e)
     _add_device_flags(e)
     e.add_argument("--json", action="store_true", help="print one JSON object")
