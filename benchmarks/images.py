@@ -21,7 +21,7 @@ b. Accuracy per kind of picture (tests/handwriting_pictures.py, made from the MN
    as blank or unreadable (an ImageError) although every picture is clearly inked.
    The clean 28x28 digits are the reference row: what the model itself gets right.
 
-    python benchmarks/images.py [--quick] [--per-kind 200] [--per-number-kind 100]
+    python benchmarks/images.py [--quick] [--per-kind 200] [--per-number-kind 400]
 
 Results go to benchmarks/results/images-<time>.json.
 """
@@ -276,7 +276,8 @@ def main(argv=None) -> int:
     ap.add_argument("--per-kind", type=int, help="pictures of each single-digit kind (default 200; "
                                                  "--quick 10)")
     ap.add_argument("--per-number-kind", type=int, help="pictures of each number kind (default "
-                                                        "100; --quick 5)")
+                                                        "400, to know a kind's score to about "
+                                                        "3 points; --quick 5)")
     ap.add_argument("--repeats", type=int, help="timed runs of each drawing case (default 200; "
                                                 "--quick 20)")
     ap.add_argument("--photo-repeats", type=int, help="timed runs of each photo case (default 15; "
@@ -294,7 +295,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     q = args.quick
     per_kind = args.per_kind if args.per_kind is not None else (10 if q else 200)
-    per_number = args.per_number_kind if args.per_number_kind is not None else (5 if q else 100)
+    per_number = args.per_number_kind if args.per_number_kind is not None else (5 if q else 400)
     repeats = {"drawing": args.repeats or (20 if q else 200),
                "photo": args.photo_repeats or (3 if q else 15)}
 
