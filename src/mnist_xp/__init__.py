@@ -36,6 +36,7 @@ from .estimator import PRESETS, MLPClassifier  # noqa: E402
 from .model_files import load, read_metadata, save  # noqa: E402
 from .settings import SETTINGS  # noqa: E402
 from .training.engines import EngineChoice  # noqa: E402
+from .tuning import TuneResult, tune  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -47,6 +48,8 @@ __all__ = [
     "PRESETS",
     "SETTINGS",
     "EngineChoice",
+    "tune",
+    "TuneResult",
     "MNIST",
     "load_mnist",
     "read_idx",

@@ -22,11 +22,13 @@ from .parser import build_parser
 from .predict import cmd_predict, cmd_preprocess
 from .serve import cmd_serve
 from .train import cmd_train
+from .tune import cmd_tune
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "preprocess": cmd_preprocess, "serve": cmd_serve, "info": cmd_info}
+            "preprocess": cmd_preprocess, "serve": cmd_serve, "info": cmd_info,
+            "tune": cmd_tune}
 
 
 def main(argv: list[str] | None = None) -> int:

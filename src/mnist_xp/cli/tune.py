@@ -1,0 +1,68 @@
+"""``mnist-xp tune``: choose a recipe for the data on a validation split, then train it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..model_files import save
+from ..tuning import _optuna, tune
+from .common import backend_from, check_writable, data_from, flatten, say
+
+__all__ = ["cmd_tune", "train_flags"]
+
+
+def train_flags(settings: dict) -> str:
+    """The ``mnist-xp train`` flags that give a tuned recipe (`mnist_xp.tuning.TUNED_SETTINGS`)."""
+    flags = [f"--learning-rate {settings['learning_rate']:.4g}", f"--epochs {settings['epochs']}",
+             f"--shift {settings['shift']}"]
+    if settings["label_smoothing"]:
+        flags.append(f"--label-smoothing {settings['label_smoothing']:.3g}")
+    augment = settings["augment"]
+    if augment:
+        flags += [f"--{k} {augment[k]:.3g}" for k in ("rotate", "zoom", "shear", "translate",
+                                                         "elastic")]
+    else:
+        flags.append("--no-augment")
+    return " ".join(flags)
+
+
+def cmd_tune(args) -> int:
+    """Tune on a split of the training images, retrain, report the test accuracy."""
+    check_writable(args.save, "--save")
+    _optuna()  # before the data: say at once that Optuna is missing
+    data = data_from(args)
+    backend = backend_from(args)
+    x, y = flatten(data.x_train), data.y_train
+
+    def on_trial(t):
+        if args.json:
+            return
+        done = "" if t["state"] == "COMPLETE" else f", stopped after epoch {t['epochs_run']}"
+        acc = "-" if t["val_accuracy"] is None else f"{t['val_accuracy']:.2%}"
+        say(f"trial {t['number'] + 1}/{args.trials}: validation accuracy {acc}{done}")
+
+    result = tune(x, y, n_trials=args.trials, timeout=args.timeout,
+                  validation_fraction=args.validation, random_state=args.seed,
+                  device=backend, on_trial=on_trial)
+    model = result.model
+    test = float(np.mean(np.asarray(model.predict(flatten(data.x_test))) == data.y_test))
+    flags = train_flags(result.settings)
+    out = {"data": data.source, "settings": result.settings, "train_flags": flags,
+           "val_accuracy": result.val_accuracy, "preset_val_accuracy": result.preset_val_accuracy,
+           "trials": len(result.study.trials), "test_accuracy": test}
+    if args.save is not None:
+        save(model, args.save, metadata={"data": data.source, "test_accuracy": test,
+                                         "seed": args.seed, "tuned": result.settings})
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    presets = ", ".join(f"{k} {v:.2%}" for k, v in result.preset_val_accuracy.items())
+    print(f"chosen: mnist-xp train {flags}")
+    print(f"validation accuracy {result.val_accuracy:.2%} (presets: {presets}; "
+          f"{len(result.study.trials)} trials)")
+    print(f"test accuracy: {test:.2%} on {data.source}, trained again on all training images")
+    if args.save is not None:
+        print(f"saved model to {args.save}")
+    return 0

@@ -1,0 +1,141 @@
+"""`mnist_xp.tune` and `mnist-xp tune`: a recipe chosen on a validation split with Optuna."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import sys
+
+import numpy as np
+import pytest
+from helpers_data import synthetic_mnist, write_mnist_dir
+
+from mnist_xp.cli import main
+from mnist_xp.cli.parser import build_parser
+from mnist_xp.cli.tune import train_flags
+from mnist_xp.errors import MnistXPError, SettingError
+from mnist_xp.settings import preset_settings
+from mnist_xp.tuning import TUNED_SETTINGS, tune
+
+pytest.importorskip("optuna", reason="tuning needs Optuna (pip install 'mnist-xp[tune]')")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """600 bundled training digits and 300 test digits, (n, 784) uint8."""
+    from mnist_xp.data import load_bundled
+
+    data = load_bundled()
+    return (data.x_train[:600].reshape(600, -1), data.y_train[:600],
+            data.x_test[:300].reshape(300, -1), data.y_test[:300])
+
+
+def test_tune_tries_the_presets_first_and_keeps_the_best_trial(digits):
+    x, y, x_test, y_test = digits
+    seen = []
+    result = tune(x, y, n_trials=4, random_state=0, device="cpu", on_trial=seen.append)
+    assert [t["number"] for t in seen] == [0, 1, 2, 3]
+    # The first two trials are the presets, as the settings say.
+    for trial, name in zip(seen, ("default", "best")):
+        preset = preset_settings(name)
+        assert {k: trial["settings"][k] for k in ("learning_rate", "epochs", "shift")} == \
+            {k: preset[k] for k in ("learning_rate", "epochs", "shift")}
+        assert bool(trial["settings"]["augment"]) == bool(preset["augment"])
+    assert set(result.preset_val_accuracy) == {"default", "best"}
+    # Never worse than a preset on the validation split: they are trials too.
+    assert result.val_accuracy >= max(result.preset_val_accuracy.values())
+    complete = [t["val_accuracy"] for t in seen if t["state"] == "COMPLETE"]
+    assert result.val_accuracy == max(complete)
+    assert set(result.settings) == set(TUNED_SETTINGS)
+    # Trained again on all the rows, with the chosen recipe.
+    assert result.model.epochs == result.settings["epochs"]
+    assert result.model.validation_fraction == 0.0
+    assert result.model.score(x_test, y_test) > 0.7
+    assert len(result.study.trials) == 4
+
+
+def test_tune_refuses_too_few_trials_and_a_bad_split(digits):
+    x, y, _, _ = digits
+    with pytest.raises(SettingError, match="n_trials=1: give at least 2"):
+        tune(x, y, n_trials=1)
+    with pytest.raises(SettingError, match=r"validation_fraction=0: give a fraction in \(0, 1\)"):
+        tune(x, y, validation_fraction=0)
+
+
+def test_tune_without_optuna_says_how_to_install_it(monkeypatch, digits):
+    real = builtins.__import__
+
+    def no_optuna(name, *args, **kwargs):
+        if name == "optuna":
+            raise ImportError("no optuna")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "optuna")
+    monkeypatch.setattr(builtins, "__import__", no_optuna)
+    with pytest.raises(MnistXPError, match=r"pip install 'mnist-xp\[tune\]'"):
+        tune(*digits[:2], n_trials=2)
+
+
+@pytest.mark.parametrize("settings", [
+    {"learning_rate": 0.0734, "epochs": 30, "shift": 0, "label_smoothing": 0.05,
+     "augment": {"rotate": 6.5, "zoom": 0.1, "shear": 3.25, "translate": 1.5, "elastic": 12.0,
+                 "sigma": 4.0}},
+    {"learning_rate": 0.2, "epochs": 15, "shift": 2, "label_smoothing": 0.0, "augment": None},
+])
+def test_the_printed_train_flags_give_the_chosen_recipe(settings):
+    args = build_parser().parse_args(["train", *train_flags(settings).split()])
+    assert args.learning_rate == pytest.approx(settings["learning_rate"], rel=1e-3)
+    assert args.epochs == settings["epochs"] and args.shift == settings["shift"]
+    assert (args.label_smoothing or 0.0) == pytest.approx(settings["label_smoothing"])
+    if settings["augment"] is None:
+        assert args.no_augment
+    else:
+        for k in ("rotate", "zoom", "shear", "translate", "elastic"):
+            assert getattr(args, k) == pytest.approx(settings["augment"][k], rel=1e-3)
+
+
+def test_the_tune_command_reports_the_recipe_and_the_test_accuracy(tmp_path, capsys):
+    data = write_mnist_dir(tmp_path / "data", synthetic_mnist(400, 100, seed=3))
+    model = tmp_path / "tuned.npz"
+    assert main(["tune", "--data-dir", str(data), "--device", "cpu", "--trials", "2",
+                 "--save", str(model), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["trials"] == 2
+    assert set(out["preset_val_accuracy"]) == {"default", "best"}
+    assert out["train_flags"] == train_flags(out["settings"])
+    assert 0 <= out["test_accuracy"] <= 1
+    assert model.is_file()
+    assert main(["evaluate", "--data-dir", str(data), "--model", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == out["test_accuracy"]
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--trials", "1"], "argument --trials: must be at least 2"),
+    (["--validation", "1"], "argument --validation: give a fraction between 0 and 1"),
+])
+def test_the_tune_command_refuses_bad_flags_in_one_line(capsys, flags, fragment):
+    with pytest.raises(SystemExit) as info:
+        main(["tune", *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err
+
+
+def test_the_tune_command_refuses_an_unwritable_save_before_any_work(tmp_path, capsys):
+    assert main(["tune", "--data", "bundled", "--save", str(tmp_path / "no" / "m.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mnist-xp: error: --save {tmp_path / 'no' / 'm.npz'}: directory " \
+                  f"{tmp_path / 'no'} does not exist"
+
+
+def test_with_two_trials_the_recipe_is_a_preset(digits):
+    # With two trials only the presets run: the recipe is one of them, exactly.
+    x, y, _, _ = digits
+    result = tune(x, y, n_trials=2, random_state=1, device="cpu", refit=False)
+    assert result.model is None
+    chosen = [n for n in ("default", "best")
+              if result.preset_val_accuracy[n] == result.val_accuracy]
+    assert chosen
+    preset = preset_settings(chosen[0])
+    assert result.settings["learning_rate"] == preset["learning_rate"]
+    assert np.isclose(result.settings["label_smoothing"], preset["label_smoothing"])
