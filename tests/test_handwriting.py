@@ -425,3 +425,24 @@ def test_stroke_reshaping_works_at_a_bounded_size_whatever_the_crop(monkeypatch,
     for image_shape, kernel in kernels:
         assert max(image_shape) <= 8 * 20 + 2 * max(kernel) and max(kernel) < min(image_shape)
     assert abs(ink.stroke_width(np.pad(np.ones((200, 20), bool), 1)) - 18.2) < 0.1
+
+
+@pytest.mark.parametrize("number", ["0000", "1010", "2020"])
+def test_tall_zeros_in_a_tight_strip_keep_their_sides(model, number):
+    # A number drawn with a broad pen and cropped close above and below (920x300): the
+    # 0s' straight sides were once taken for vertical ruling (thin for a line as long
+    # as the strip is wide) and erased, leaving two arcs read as a 2.
+    import cv2
+
+    gray = np.full((300, 920), 255, np.uint8)
+    for k, ch in enumerate(number):
+        cx = 120 + 225 * k
+        if ch == "0":
+            cv2.ellipse(gray, (cx, 150), (62, 100), 0, 0, 360, 0, 20)
+        elif ch == "1":
+            cv2.line(gray, (cx, 50), (cx, 250), 0, 20)
+        else:
+            cv2.polylines(gray, [np.array([[cx - 60, 90], [cx - 20, 50], [cx + 40, 55],
+                                           [cx + 55, 110], [cx - 60, 250], [cx + 65, 250]])],
+                          False, 0, 20)
+    assert read(model, gray) == number

@@ -520,7 +520,10 @@ def _remove_lines_along(cv2, level: np.ndarray, paper, floor: float, axis: int) 
     breaks = np.flatnonzero(np.diff(rows) > 1)
     starts = np.concatenate([[rows[0]], rows[breaks + 1]])
     stops = np.concatenate([rows[breaks], [rows[-1]]]) + 1
-    thin = max(2.0, 0.02 * h)
+    # Thin for the page: 2% of its smaller side (a page's lines are as thin on a strip
+    # cut from it; on a tight crop of a number 3x wider than tall, 2% of the width is
+    # a digit's stroke, and the sides of 0s read as ruling).
+    thin = max(2.0, 0.02 * min(h, width))
     loose = t.astype(bool) & ~opened.astype(bool)  # ink that is not in a long run
     found = []
     for a, b in zip(starts, stops):
