@@ -10,7 +10,6 @@ import pytest
 import mnist_xp
 from mnist_xp.cli import main
 from mnist_xp.data import load_bundled
-from mnist_xp.errors import ModelFileError
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +56,19 @@ def test_an_ensemble_refuses_models_that_do_not_match(two_models, bundled):
     x = bundled.x_train[:300].reshape(300, -1)
     y = bundled.y_train[:300]
     letters = mnist_xp.MLPClassifier(epochs=1, device="cpu").fit(x, np.array(list("abcdefghij"))[y])
-    with pytest.raises(ModelFileError, match=r"model 2 has classes \['a'"):
+    with pytest.raises(ValueError, match=r"model 2 has classes \['a'"):
         mnist_xp.Ensemble([models[0], letters])
     small = mnist_xp.MLPClassifier(epochs=1, device="cpu").fit(x[:, :100], y)
-    with pytest.raises(ModelFileError, match="model 2 expects 100 pixels per image, model 1 784"):
+    with pytest.raises(ValueError, match="model 2 expects 100 pixels per image, model 1 784"):
         mnist_xp.Ensemble([models[0], small])
+
+
+def test_an_ensemble_loads_model_files(two_models, bundled):
+    models, paths = two_models
+    x = bundled.x_test[:200].reshape(200, -1)
+    from_files = mnist_xp.Ensemble([str(paths[0]), paths[1]], device="cpu")
+    np.testing.assert_allclose(from_files.predict_proba(x),
+                               mnist_xp.Ensemble(models).predict_proba(x), rtol=1e-6)
 
 
 def test_evaluate_scores_the_ensemble_of_its_models(two_models, bundled, capsys):
@@ -86,5 +93,18 @@ def test_evaluate_refuses_models_that_do_not_match_in_one_line(two_models, bundl
     assert main(["evaluate", "--model", str(paths[0]), "--model", str(tmp_path / "five.npz"),
                  "--data", "bundled", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mnist-xp: error: --model: model 2 has classes [0, 1, 2, 3, 4], model 1 ")
+    assert err.startswith(f"mnist-xp: error: --model {tmp_path / 'five.npz'} has classes "
+                          f"[0, 1, 2, 3, 4], {paths[0]} ")
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["predict", "preprocess", "serve"])
+def test_commands_that_read_with_one_model_refuse_two(two_models, command, capsys):
+    _, paths = two_models
+    with pytest.raises(SystemExit) as info:
+        main([command, "--model", str(paths[0]), "--model", str(paths[1]), "x.png"][
+            :None if command != "serve" else -1])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mnist-xp {command}: error: argument --model: given more than once")
+    assert "evaluate --model A --model B scores an ensemble" in err

@@ -6,7 +6,7 @@ IEEE PAMI 12(10), 1990), and the usual teacher for distillation (Hinton, Vinyals
 Dean, "Distilling the knowledge in a neural network", 2015)::
 
     import mnist_xp
-    teacher = mnist_xp.Ensemble([mnist_xp.load("a.npz"), mnist_xp.load("b.npz")])
+    teacher = mnist_xp.Ensemble(["a.npz", "b.npz"])   # or fitted MLPClassifiers
     teacher.score(x_test, y_test)
 
 ``mnist-xp evaluate --model a.npz --model b.npz`` scores the same average.
@@ -14,10 +14,11 @@ Dean, "Distilling the knowledge in a neural network", 2015)::
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .backend import to_numpy
-from .errors import ModelFileError
 
 __all__ = ["Ensemble"]
 
@@ -27,10 +28,13 @@ class Ensemble:
 
     Parameters
     ----------
-    models : sequence of fitted classifiers
-        Each with ``predict_proba``, ``classes_`` and ``n_features_in_``, such as
-        `mnist_xp.MLPClassifier` (as `mnist_xp.load` returns them); they may differ in
-        architecture and device, but must agree on the classes and the input size.
+    models : sequence of fitted classifiers or model files
+        Each a classifier with ``predict_proba``, ``classes_`` and ``n_features_in_``,
+        such as `mnist_xp.MLPClassifier`, or the path of a model file (loaded with
+        `mnist_xp.load` on `device`); they may differ in architecture and device, but
+        must agree on the classes and the input size.
+    device : str or Backend, default "auto"
+        Where model files are loaded (classifiers stay where they are).
 
     Attributes
     ----------
@@ -41,28 +45,35 @@ class Ensemble:
     Raises
     ------
     ValueError
-        If `models` is empty.
+        If `models` is empty, or the models disagree on their classes or input size
+        (the message names the first that differs: its file, or its position counted
+        from 1).
     ModelFileError
-        If the models disagree on their classes or input size (message names the
-        first one that differs by its position, counted from 1).
+        If a model file cannot be loaded.
     """
 
-    def __init__(self, models):
-        self.models = list(models)
-        if not self.models:
+    def __init__(self, models, device="auto"):
+        from .model_files import load
+
+        items = list(models)
+        if not items:
             raise ValueError("an ensemble needs at least one model")
+        names = [os.fspath(m) if isinstance(m, (str, os.PathLike)) else f"model {k}"
+                 for k, m in enumerate(items, start=1)]
+        self.models = [load(m, device=device) if isinstance(m, (str, os.PathLike)) else m
+                       for m in items]
         first = self.models[0]
         self.classes_ = to_numpy(first.classes_)
         self.n_features_in_ = int(first.n_features_in_)
-        for k, model in enumerate(self.models[1:], start=2):
+        for name, model in zip(names[1:], self.models[1:]):
             if int(model.n_features_in_) != self.n_features_in_:
-                raise ModelFileError(
-                    f"model {k} expects {model.n_features_in_} pixels per image, model 1 "
+                raise ValueError(
+                    f"{name} expects {model.n_features_in_} pixels per image, {names[0]} "
                     f"{self.n_features_in_}; an ensemble's models must read the same images")
             classes = to_numpy(model.classes_)
             if classes.shape != self.classes_.shape or not np.array_equal(classes, self.classes_):
-                raise ModelFileError(
-                    f"model {k} has classes {classes.tolist()}, model 1 "
+                raise ValueError(
+                    f"{name} has classes {classes.tolist()}, {names[0]} "
                     f"{self.classes_.tolist()}; an ensemble's models must share their classes")
 
     def predict_proba(self, X) -> np.ndarray:

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from ..errors import DataError, ModelFileError, ReportError
+from ..errors import DataError, ReportError
 from .common import UsageError, backend_from, check_figure_dir, data_from, flatten, load_model
 
 __all__ = ["cmd_evaluate"]
@@ -49,14 +49,12 @@ def _models(args):
         model, backend = load_model(args)
         return model, backend, [str(args.model)]
     from ..ensemble import Ensemble
-    from ..model_files import load
 
     backend = backend_from(args)
-    models = [load(path, device=backend) for path in paths]
     try:
-        return Ensemble(models), backend, [str(p) for p in paths]
-    except ModelFileError as exc:
-        raise UsageError(f"--model: {exc}") from None
+        return Ensemble(paths, device=backend), backend, [str(p) for p in paths]
+    except ValueError as exc:  # the models disagree (a damaged file is a ModelFileError)
+        raise UsageError(f"--model {exc}") from None
 
 
 def _report_history(args) -> list[dict] | None:

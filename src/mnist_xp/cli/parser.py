@@ -161,8 +161,19 @@ def _add_data_flags(p):
                    help="never download; use only the cache, --data-dir or the bundled subset")
 
 
+class _OneModel(argparse.Action):
+    """``--model`` of a command that reads with one model: given twice is a mistake."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(self, "given more than once; this command reads with "
+                                               "one model (evaluate --model A --model B scores "
+                                               "an ensemble)")
+        setattr(namespace, self.dest, values)
+
+
 def _add_model_flag(p):
-    p.add_argument("--model", metavar="PATH", type=Path,
+    p.add_argument("--model", metavar="PATH", type=Path, action=_OneModel,
                    help="a model saved by 'train --save', or a checkpoint from 'train "
                         "--checkpoint' (default: the model installed with mnist-xp)")
 
@@ -228,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", metavar="DIR", type=Path,
                    help="also write report.json (per-class precision, recall, F1, confusion "
                         "matrix, most confident mistakes) and PNG figures into DIR (created "
-                        "if missing; needs matplotlib: pip install 'mnist-xp[plot]')")
+                        "if missing; an ensemble's weights.png shows its first model; needs "
+                        "matplotlib: pip install 'mnist-xp[plot]')")
     e.add_argument("--metrics", metavar="FILE", type=Path,
                    help="with --report: the model's training log (train --metrics FILE), "
                         "drawn as training_curves.png")
@@ -274,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scale", metavar="N", type=_whole(1, _MAX_SCALE), default=1,
                    help=f"enlarge each pixel of the PNG to NxN, 1 to {_MAX_SCALE} "
                         "(default: 1)")
-    r.add_argument("--model", metavar="PATH", type=Path,
+    r.add_argument("--model", metavar="PATH", type=Path, action=_OneModel,
                    help="the model whose reading decides where digits that touch are cut, "
                         "as predict does (default: the model installed with mnist-xp)")
     r.set_defaults(device="cpu", require_device=False)
