@@ -282,16 +282,19 @@ def main(argv=None) -> int:
                                                 "--quick 20)")
     ap.add_argument("--photo-repeats", type=int, help="timed runs of each photo case (default 15; "
                                                       "--quick 3)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--kinds", nargs="+", default=list(hp.KINDS), choices=hp.KINDS, metavar="KIND")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the generated pictures "
+                                                       "(default 0; the thresholds were set on 1 and 2)")
+    ap.add_argument("--kinds", nargs="+", default=list(hp.KINDS), choices=hp.KINDS, metavar="KIND",
+                    help=f"kinds of picture to score (default all: {', '.join(hp.KINDS)})")
     ap.add_argument("--tiny-size", type=hp.parse_size, default=hp.TINY_SIZE, metavar="WxH",
                     help="size of the 'tiny' pictures (default 2000x1500; 4000x3000 is 12 MP)")
     ap.add_argument("--photo-size", type=hp.parse_size, default=(4000, 3000), metavar="WxH",
                     help="size of the timed phone photo (default 4000x3000)")
-    ap.add_argument("--skip-timing", action="store_true")
-    ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--out", type=Path, default=HERE / "results")
-    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--skip-timing", action="store_true", help="only the accuracy part")
+    ap.add_argument("--skip-accuracy", action="store_true", help="only the timing part")
+    ap.add_argument("--out", type=Path, default=HERE / "results",
+                    help="folder of the JSON result (default benchmarks/results)")
+    ap.add_argument("--no-save", action="store_true", help="print only, write no JSON")
     args = ap.parse_args(argv)
     q = args.quick
     per_kind = args.per_kind if args.per_kind is not None else (10 if q else 200)
