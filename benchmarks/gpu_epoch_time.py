@@ -309,7 +309,9 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", help="directory with the full MNIST IDX files (GPU runs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--batches", default="128,512")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="timed epochs per variant, after 2 warm-up ones (all count for "
+                    "the time to accuracy)")
     ap.add_argument("--skip", default="", help="comma-separated variants to leave out")
     ap.add_argument("--no-presets", action="store_true",
                     help="leave out the presets' time to accuracy and the first-epoch overhead")
@@ -345,6 +347,19 @@ def main(argv=None) -> int:
         }
     makers.update(peer_makers(x, y, args.device))
     result["setup_seconds"] = {}
+    partial = Path(args.out) / "gpu_epoch_time-partial.json"
+    # first: quick, and kept by a run cut short in the peers
+    result["time_to_accuracy"] = {}
+    if args.device == "cuda" and not args.no_presets:
+        for preset in ("default", "best"):
+            try:
+                result["time_to_accuracy"][preset] = time_to_accuracy(data, preset)
+            except Exception as exc:
+                result["errors"][f"time_to_accuracy {preset}"] = f"{type(exc).__name__}: {exc}"
+        try:
+            result["first_epoch_overhead"] = first_epoch_overhead()
+        except Exception as exc:
+            result["errors"]["first_epoch_overhead"] = f"{type(exc).__name__}: {exc}"
     for batch in [int(b) for b in args.batches.split(",")]:
         variants = {}
         for name, make in makers.items():
@@ -377,18 +392,11 @@ def main(argv=None) -> int:
             except Exception as exc:
                 result["errors"][f"kernel_profile @ {batch}"] = f"{type(exc).__name__}: {exc}"
         del variants
-    result["time_to_accuracy"] = {}
-    if args.device == "cuda" and not args.no_presets:
-        for preset in ("default", "best"):
-            try:
-                result["time_to_accuracy"][preset] = time_to_accuracy(data, preset)
-            except Exception as exc:
-                result["errors"][f"time_to_accuracy {preset}"] = f"{type(exc).__name__}: {exc}"
-        try:
-            result["first_epoch_overhead"] = first_epoch_overhead()
-        except Exception as exc:
-            result["errors"]["first_epoch_overhead"] = f"{type(exc).__name__}: {exc}"
+        # a run cut short by a time limit (scripts/gpu-check.sh) keeps what it measured
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(result, indent=2) + "\n")
     path = write_result(Path(args.out), "gpu_epoch_time", result)
+    partial.unlink(missing_ok=True)
 
     print(f"\n{info.get('gpu', 'CPU (code check)')}; median of {args.rounds} interleaved "
           f"epochs of {len(y):,} images")
