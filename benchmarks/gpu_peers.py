@@ -226,6 +226,10 @@ class TorchCompiled(_Torch):
             kw["mode"] = mode
         self.forward = torch.compile(self._loss_and_hits, **kw)
         self.opt_step = torch.compile(self.opt.step, backend=backend, dynamic=False)
+        # reduce-overhead replays CUDA graphs whose outputs the next replay overwrites:
+        # each step is marked as a new one, its outputs read before the next
+        mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+        self.mark_step = mark if mode == "reduce-overhead" and backend == "inductor" else None
 
     def _loss_and_hits(self, x, y, idx):
         """Mean loss and correct count of the samples `idx` (gather and scale inside)."""
@@ -242,6 +246,8 @@ class TorchCompiled(_Torch):
         for s in range(0, self.n, self.batch):
             idx = perm[s:s + self.batch]
             self.opt.zero_grad(set_to_none=True)
+            if self.mark_step is not None:
+                self.mark_step()
             loss, hits = self.forward(self.x, self.y, idx)
             loss.backward()
             self.opt_step()
