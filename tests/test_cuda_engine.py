@@ -388,3 +388,26 @@ def test_emulated_adam_state_loads_from_a_generic_checkpoint(monkeypatch):
     fast, _ = trained(x, y, arch, config, np.float32, True, monkeypatch, resume=state)
     for k in slow:
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-5, err_msg=k)
+
+
+@needs_compiler
+def test_emulated_batches_of_zero_total_weight_match_the_generic_path(monkeypatch):
+    # one sample weighs 1, the rest 0: every batch but one has a total weight of zero,
+    # which both paths clamp away from zero, so nothing divides by zero and those
+    # batches move nothing (SGD without momentum: only the weighted batch's step)
+    x, y = blobs()
+    arch = Architecture(36, 40, 4)
+    config = TrainConfig(epochs=1, batch_size=40, learning_rate=0.05, momentum=0.0)
+    w = np.zeros(len(y), np.float32)
+    w[0] = 1
+    slow, slow_history = trained(x, y, arch, config, np.float32, sample_weight=w)
+    fast, fast_history = trained(x, y, arch, config, np.float32, True, monkeypatch,
+                                 sample_weight=w)
+    start = init_params(arch, np.float32, np.random.default_rng(3))
+    start["b1"] += np.float32(0.01)
+    for k in slow:
+        assert np.all(np.isfinite(fast[k])), k
+        np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    assert not np.array_equal(fast["b2"], start["b2"])  # the one weighted sample moved it
+    assert fast_history[0]["train_loss"] == pytest.approx(slow_history[0]["train_loss"],
+                                                          rel=2e-5)
