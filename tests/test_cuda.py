@@ -35,6 +35,8 @@ def run(backend, x, y, arch, config, dtype=np.float32, seed=3, should_stop=None,
     with backend.activate():
         params = {k: backend.asarray(v) for k, v in host.items()}
         xd = backend.asarray(x if x.dtype == np.uint8 else x.astype(dtype))
+        if kw.get("sample_weight") is not None:
+            kw["sample_weight"] = backend.asarray(kw["sample_weight"].astype(dtype))
         history = train(params, xd, backend.asarray(y), arch=arch, config=config,
                         backend=backend, rng=rng, **kw)
         return {k: backend.to_numpy(v) for k, v in params.items()}, history
@@ -82,6 +84,36 @@ def test_epochs_with_a_partial_batch_match_numpy(gpu, activation, loss, momentum
         np.testing.assert_allclose(got[k], want[k], rtol=tol, atol=tol, err_msg=k)
 
 
+OPTION_CASES = [
+    # optimizer, weight decay, label smoothing, sample weights
+    ("adam", 0.0, 0.0, False),
+    ("adam", 1e-2, 0.0, True),
+    ("adamw", 1e-2, 0.1, False),
+    ("sgd", 1e-3, 0.1, True),
+    ("nesterov", 0.0, 0.0, True),
+]
+
+
+@pytest.mark.parametrize("graphs", [True, False])
+@pytest.mark.parametrize("optimizer, wd, smoothing, weighted", OPTION_CASES)
+def test_every_optimizer_and_loss_option_is_fused_and_matches_numpy(gpu, graphs, optimizer, wd,
+                                                                     smoothing, weighted):
+    x, y = blobs(n=300)
+    arch = Architecture(36, 40, 4)
+    lr = 0.01 if optimizer.startswith("adam") else 0.05
+    config = TrainConfig(epochs=2, batch_size=64, learning_rate=lr, weight_decay=wd,
+                         label_smoothing=smoothing, optimizer=optimizer, schedule="cosine")
+    w = np.random.default_rng(5).uniform(0, 3, len(y)) if weighted else None
+    want, want_h = run(CPU, x, y, arch, config, fast=False, sample_weight=w)
+    got, got_h = run(gpu, x, y, arch, config, cuda_graphs=graphs, sample_weight=w)
+    assert {r["engine"] for r in got_h} == {"cuda"}
+    # Adam moves a parameter whose gradient is nearly zero by up to ~lr on either path
+    atol = lr * 1e-2 if optimizer.startswith("adam") else 1e-4
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=atol, err_msg=k)
+    assert got_h[-1]["train_loss"] == pytest.approx(want_h[-1]["train_loss"], rel=1e-4)
+
+
 def test_graph_replay_equals_step_by_step_launches_bit_for_bit(gpu):
     x, y = blobs(n=1000, side=28, n_classes=10)
     arch = Architecture()
@@ -98,24 +130,30 @@ def epoch(n, batch_size, lr, order):
     return EpochInputs(order, batch_size, [lr] * -(-n // batch_size))
 
 
-def _runner(gpu, graphs, n=500, momentum=0.9):
+def _runner(gpu, graphs, n=500, momentum=0.9, optimizer=None):
     x, y = blobs(n=n, side=28, n_classes=10)
     arch = Architecture()
     with gpu.activate():
         params = {k: gpu.asarray(v) for k, v in
                   init_params(arch, np.float32, np.random.default_rng(0)).items()}
-        runner = CudaEngine(EngineSetup(params, arch, SGD(0.1, momentum), gpu.asarray(x),
+        opt = optimizer or SGD(0.1, momentum)
+        runner = CudaEngine(EngineSetup(params, arch, opt, gpu.asarray(x),
                                         gpu.asarray(y), gpu, cuda_graphs=graphs))
     return runner, params, n
 
 
+@pytest.mark.parametrize("adam", [False, True])
 @pytest.mark.parametrize("graphs", [True, False])
-def test_epoch_queues_without_waiting_for_the_device(gpu, graphs):
+def test_epoch_queues_without_waiting_for_the_device(gpu, graphs, adam):
     # cupyx.allow_synchronize(False) makes any device -> host sync raise; the first
-    # epoch includes the graph capture, during which a sync would fail anyway
+    # epoch includes the graph capture, during which a sync would fail anyway. Adam's
+    # bias corrections come from the host's step count, never from the device.
     import cupyx
 
-    runner, params, n = _runner(gpu, graphs)
+    from mnist_xp.optim import Adam
+
+    runner, params, n = _runner(gpu, graphs, optimizer=Adam(0.01, decoupled=True,
+                                                             weight_decay=1e-2) if adam else None)
     assert isinstance(runner, CudaEngine)
     with gpu.activate():
         order = gpu.asarray(np.random.default_rng(1).permutation(n))

@@ -157,7 +157,7 @@ class _RawModule:
 fake = types.SimpleNamespace(
     uint8=np.uint8, int32=np.int32, int64=np.int64, uint64=np.uint64, float64=np.float64,
     zeros=np.zeros, zeros_like=np.zeros_like, copyto=np.copyto, RawModule=_RawModule,
-    asnumpy=np.asarray, asarray=np.asarray,
+    asnumpy=np.array, asarray=np.asarray,  # asnumpy copies, as CuPy's device -> host copy does
     cuda=types.SimpleNamespace(Stream=_Stream), captures=0, eager_launches=0)
 
 
@@ -165,13 +165,14 @@ class EmulatedCudaEngine(CudaEngine):
     """The CUDA engine on the stand-in: CuPy replaced by `fake`, kernels compiled by g++."""
 
     def __init__(self, setup):
-        super().__init__(dataclasses.replace(setup, backend=types.SimpleNamespace(xp=fake)))
+        super().__init__(dataclasses.replace(
+            setup, backend=types.SimpleNamespace(xp=fake, asarray=np.asarray)))
 
     def _upload(self, dst, host):
         np.copyto(dst, host)
 
 
-def trained(x, y, arch, config, dtype, graphs=None, monkeypatch=None, seed=3):
+def trained(x, y, arch, config, dtype, graphs=None, monkeypatch=None, seed=3, **kw):
     """Train on the generic engine, or (`graphs` True/False) on the emulated CUDA engine."""
     rng = np.random.default_rng(seed)
     params = init_params(arch, dtype, rng)
@@ -179,7 +180,8 @@ def trained(x, y, arch, config, dtype, graphs=None, monkeypatch=None, seed=3):
     if graphs is not None:
         monkeypatch.setitem(FAST_ENGINES, "numpy", EmulatedCudaEngine)
     history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng,
-                    fast=graphs is not None, cuda_graphs=bool(graphs))
+                    fast=graphs is not None, cuda_graphs=bool(graphs), **kw)
+    assert history[-1]["engine"] == ("generic" if graphs is None else "cuda")
     monkeypatch.undo() if graphs is not None else None
     return params, history
 
@@ -269,3 +271,143 @@ def test_emulated_cuda_runner_names_the_step_where_the_loss_diverged(monkeypatch
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step [23] of 3"):
         train(init_params(arch, np.float32, rng), x, y, arch=arch, config=config, backend=CPU,
               rng=rng)
+
+
+OPTION_CASES = [
+    # optimizer, weight decay, label smoothing, sample weights, loss, dtype, graphs
+    ("adam", 0.0, 0.0, False, "cross_entropy", np.float32, True),
+    ("adam", 1e-2, 0.0, False, "cross_entropy", np.float32, False),  # L2 in the gradient
+    ("adamw", 1e-2, 0.0, False, "cross_entropy", np.float32, True),  # decoupled decay
+    ("adamw", 1e-2, 0.1, True, "squared_error", np.float64, True),
+    ("adam", 0.0, 0.0, True, "cross_entropy", np.float32, False),
+    ("sgd", 1e-3, 0.1, False, "cross_entropy", np.float32, True),
+    ("sgd", 0.0, 0.2, False, "squared_error", np.float32, False),
+    ("nesterov", 0.0, 0.0, True, "cross_entropy", np.float32, True),
+    ("sgd", 0.0, 0.1, True, "cross_entropy", np.float64, False),
+]
+
+
+@needs_compiler
+@pytest.mark.parametrize("optimizer, wd, smoothing, weighted, loss, dtype, graphs", OPTION_CASES)
+def test_emulated_cuda_runner_matches_the_generic_path_for_every_option(
+        monkeypatch, optimizer, wd, smoothing, weighted, loss, dtype, graphs):
+    # Adam and AdamW, label smoothing and sample weights, fused: 2 epochs of a cosine
+    # schedule (a learning rate, and Adam's bias corrections, that change every step)
+    x, y = blobs()
+    arch = Architecture(36, 40, 4, "relu", loss)
+    adam = optimizer.startswith("adam")
+    lr = (0.01 if adam else 0.05) * (1 if loss == "cross_entropy" else 10)
+    config = TrainConfig(epochs=2, batch_size=40, learning_rate=lr, weight_decay=wd,
+                         label_smoothing=smoothing, schedule="cosine", optimizer=optimizer,
+                         momentum=0.9)
+    kw = {}
+    if weighted:
+        w = np.random.default_rng(5).uniform(0, 3, len(y)).astype(dtype)
+        w[::7] = 0  # a zero weight leaves its sample out of the mean
+        kw["sample_weight"] = w
+    slow, slow_history = trained(x, y, arch, config, dtype, **kw)
+    fast, fast_history = trained(x, y, arch, config, dtype, graphs, monkeypatch, **kw)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    # Adam divides by the root of the squared gradient: a gradient that is nearly zero
+    # (summed in another order here than by BLAS) can move its parameter by up to ~lr
+    # on either path. Allow 1% of lr anywhere, and require the rest to match closely.
+    ptol = tol if not adam else lr * 1e-2
+    for k in slow:
+        assert fast[k].dtype == dtype
+        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=ptol, err_msg=k)
+        close = np.isclose(fast[k], slow[k], rtol=tol, atol=tol)
+        assert close.mean() > 0.99, (k, close.mean())
+    for a, b in zip(fast_history, slow_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol if not adam else 1e-4)
+        assert a["train_accuracy"] == b["train_accuracy"]
+    # the option did something: without it the run ends elsewhere
+    plain = TrainConfig(epochs=2, batch_size=40, learning_rate=lr, schedule="cosine",
+                        optimizer="sgd", momentum=0.0)
+    other, _ = trained(x, y, arch, plain, dtype)
+    assert not np.allclose(other["W1"], slow["W1"], rtol=tol, atol=tol)
+
+
+@needs_compiler
+@pytest.mark.parametrize("graphs", [True, False])
+def test_emulated_adam_run_resumes_exactly_from_its_checkpoint(monkeypatch, graphs):
+    # the moments and the step count go through the checkpoint (`optimizer_state`):
+    # an interrupted and resumed run equals the uninterrupted one bit for bit
+    from mnist_xp.errors import TrainingInterrupted
+    from mnist_xp.training import TrainingHooks
+
+    x, y = blobs()
+    arch = Architecture(36, 40, 4)
+    config = TrainConfig(epochs=3, batch_size=40, learning_rate=0.01, optimizer="adamw",
+                         weight_decay=1e-2, schedule="cosine")
+    whole, whole_h = trained(x, y, arch, config, np.float32, graphs, monkeypatch)
+    calls = {"n": 0}
+
+    def stop():
+        # step by step it is asked after every step (5: in epoch 2, of 3 steps each);
+        # a graph runs whole epochs and the loop asks after each (2: after epoch 2)
+        calls["n"] += 1
+        return calls["n"] >= (2 if graphs else 5)
+
+    with pytest.raises(TrainingInterrupted) as info:
+        trained(x, y, arch, config, np.float32, graphs, monkeypatch,
+                hooks=TrainingHooks(should_stop=stop))
+    state = info.value.state
+    assert state is not None and state.epoch >= 1
+    assert int(state.optimizer["t"]) == 3 * state.epoch
+    assert {"m/W1", "v/W1", "m/b2", "v/b2"} <= set(state.optimizer)
+    assert np.any(state.optimizer["v/W2"] > 0)
+    resumed, resumed_h = trained(x, y, arch, config, np.float32, graphs, monkeypatch,
+                                 resume=state)
+    for k in whole:
+        np.testing.assert_array_equal(resumed[k], whole[k], err_msg=k)
+    assert [r["train_accuracy"] for r in resumed_h] == [r["train_accuracy"] for r in whole_h]
+
+
+@needs_compiler
+def test_emulated_adam_state_loads_from_a_generic_checkpoint(monkeypatch):
+    # a checkpoint of the generic engine (moments in its layout) resumes on the kernels
+    # as it resumes on the generic engine
+    from mnist_xp.errors import TrainingInterrupted
+    from mnist_xp.training import TrainingHooks
+
+    x, y = blobs()
+    arch = Architecture(36, 40, 4)
+    config = TrainConfig(epochs=3, batch_size=40, learning_rate=0.01, optimizer="adam",
+                         schedule="cosine")
+    calls = {"n": 0}
+
+    def stop():
+        calls["n"] += 1
+        return calls["n"] >= 5  # in epoch 2
+
+    with pytest.raises(TrainingInterrupted) as info:
+        trained(x, y, arch, config, np.float32, hooks=TrainingHooks(should_stop=stop))
+    state = info.value.state
+    assert state.engine == "generic" and int(state.optimizer["t"]) == 3
+    slow, _ = trained(x, y, arch, config, np.float32, resume=state)
+    fast, _ = trained(x, y, arch, config, np.float32, True, monkeypatch, resume=state)
+    for k in slow:
+        np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-5, err_msg=k)
+
+
+@needs_compiler
+def test_emulated_batches_of_zero_total_weight_match_the_generic_path(monkeypatch):
+    # one sample weighs 1, the rest 0: every batch but one has a total weight of zero,
+    # which both paths clamp away from zero, so nothing divides by zero and those
+    # batches move nothing (SGD without momentum: only the weighted batch's step)
+    x, y = blobs()
+    arch = Architecture(36, 40, 4)
+    config = TrainConfig(epochs=1, batch_size=40, learning_rate=0.05, momentum=0.0)
+    w = np.zeros(len(y), np.float32)
+    w[0] = 1
+    slow, slow_history = trained(x, y, arch, config, np.float32, sample_weight=w)
+    fast, fast_history = trained(x, y, arch, config, np.float32, True, monkeypatch,
+                                 sample_weight=w)
+    start = init_params(arch, np.float32, np.random.default_rng(3))
+    start["b1"] += np.float32(0.01)
+    for k in slow:
+        assert np.all(np.isfinite(fast[k])), k
+        np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
+    assert not np.array_equal(fast["b2"], start["b2"])  # the one weighted sample moved it
+    assert fast_history[0]["train_loss"] == pytest.approx(slow_history[0]["train_loss"],
+                                                          rel=2e-5)

@@ -1,5 +1,5 @@
 """Sample and class weights: the weighted loss is the loss of duplicated samples, on
-every engine that takes weights, and the CUDA kernels say that they do not."""
+every engine (the CUDA kernels' weighting is checked in tests/test_cuda_engine.py)."""
 
 from __future__ import annotations
 
@@ -65,14 +65,13 @@ def test_the_numpy_engine_weighs_samples_as_the_generic_engine_does(config):
     assert not np.allclose(unweighted["W1"], fast["W1"])  # the weights did something
 
 
-def test_the_cuda_kernels_decline_weights_with_the_reason():
+def test_the_cuda_kernels_take_weighted_runs():
     gpu = Backend("cupy", cuda_standin(), "cuda:0")
     setup = setup_for(gpu)
-    assert CudaEngine.unsupported_reason(setup) is None
     import dataclasses
 
     weighted = dataclasses.replace(setup, sample_weight=gpu.asarray(np.ones(len(setup.y))))
-    assert CudaEngine.unsupported_reason(weighted) == "sample weights have no fused CUDA kernel yet"
+    assert CudaEngine.unsupported_reason(weighted) is None
 
 
 def small(**kw):

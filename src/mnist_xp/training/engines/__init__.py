@@ -2,7 +2,7 @@
 
 Each backend has at most one fast engine: `NumpyEngine` on NumPy, `CudaEngine` on CuPy.
 `choose_engine` takes it when it covers the run, and otherwise the generic engine,
-with the fast engine's own words for why (``"adam has no fused CUDA kernel yet"``).
+with the fast engine's own words for why (``"nesterov has no NumPy fast path yet"``).
 The choice is shown to the user: in ``mnist-xp train``'s ``engine:`` line, in every
 ``--metrics`` record, as ``MLPClassifier.engine_`` and in ``mnist-xp info``.
 """

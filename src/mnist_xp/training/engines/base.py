@@ -119,7 +119,7 @@ class EngineChoice:
     description : str
         What it is, e.g. ``"fused CUDA kernels, one graph per epoch"``.
     reason : str
-        Why a faster engine was not used (``"adam has no fused CUDA kernel yet"``);
+        Why a faster engine was not used (``"nesterov has no NumPy fast path yet"``);
         empty when this is the fastest engine for the backend.
     """
 

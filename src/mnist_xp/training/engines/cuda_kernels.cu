@@ -42,14 +42,32 @@ extern "C" __global__ void __launch_bounds__(THREADS_A) hidden_partial(
     const real* __restrict__ W1, real* __restrict__ xbuf, real* __restrict__ part,
     double* __restrict__ step_loss, unsigned long long* __restrict__ hits,
     const long long* __restrict__ warp_index, const unsigned char* __restrict__ warp_keep,
-    const long long* __restrict__ warp_ids)
+    const long long* __restrict__ warp_ids, const real* __restrict__ sample_weight,
+    const int weighted, real* __restrict__ wsum)
 {
     __shared__ real xs[ROWS_A][K_SLICE];
-    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) {
-        // this step's loss, and at step 0 the epoch's hits, start here: output_backward
-        // of the same step runs after this kernel
-        step_loss[batch] = 0.0;
-        if (batch == 0) *hits = 0ULL;
+    if (blockIdx.x == 0 && blockIdx.y == 0) {
+        if (threadIdx.x == 0) {
+            // this step's loss, and at step 0 the epoch's hits, start here:
+            // output_backward of the same step runs after this kernel
+            step_loss[batch] = 0.0;
+            if (batch == 0) *hits = 0ULL;
+        }
+        if (weighted) {
+            // the batch's total weight, which output_backward divides by; summed in a
+            // fixed order (strided, then a tree), so it is deterministic
+            __shared__ real wred[THREADS_A];
+            real t = (real)0;
+            for (int r = threadIdx.x; r < rows; r += THREADS_A) t += sample_weight[order[base + r]];
+            wred[threadIdx.x] = t;
+            __syncthreads();
+            for (int o = THREADS_A / 2; o > 0; o >>= 1) {
+                if (threadIdx.x < o) wred[threadIdx.x] += wred[threadIdx.x + o];
+                __syncthreads();
+            }
+            // as mnist_xp.model: an all-zero-weight batch moves nothing
+            if (threadIdx.x == 0) wsum[batch] = max(wred[0], (real)1e-30);
+        }
     }
     const int r0 = blockIdx.x * ROWS_A;
     const int split = blockIdx.y;
@@ -128,7 +146,9 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
     const real* __restrict__ b2, const long long* __restrict__ labels,
     const long long* __restrict__ order, const int base, const int rows, const real inv_rows,
     real* __restrict__ h, real* __restrict__ dz, real* __restrict__ dh,
-    double* __restrict__ step_loss, const int step, unsigned long long* __restrict__ hits)
+    double* __restrict__ step_loss, const int step, unsigned long long* __restrict__ hits,
+    const real* __restrict__ sample_weight, const int weighted, const real* __restrict__ wsum,
+    const real keep, const real spread)
 {
     const int row = (int)((blockIdx.x * blockDim.x + threadIdx.x) >> 5);
     const int lane = threadIdx.x & 31;
@@ -155,35 +175,47 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
 #pragma unroll
     for (int c = 0; c < N_OUT; ++c) z[c] = warp_sum(z[c]) + b2[c];
     // every lane now holds the sample's scores; each computes the same dz
-    const int label = (int)labels[order[base + row]];
+    const long long sample = order[base + row];
+    const int label = (int)labels[sample];
+    // the sample's share of the mean: 1/rows, or its weight over the batch's total
+    const real wi = weighted ? sample_weight[sample] : (real)1;
+    const real share = weighted ? wi / wsum[step] : inv_rows;
     int best = 0;
     real zmax = z[0];
 #pragma unroll
     for (int c = 1; c < N_OUT; ++c)
         if (z[c] > zmax) { zmax = z[c]; best = c; }  // the first maximum, as argmax
+    // targets as mnist_xp.model: (1 - smoothing) one-hot + smoothing / N_OUT, that is
+    // keep at the label plus spread everywhere (keep 1, spread 0 without smoothing)
     real loss = (real)0;
 #if LOSS_CE
-    real zl = (real)0, s = (real)0;
+    // loss = sum_c target_c (log s - d_c) with d = z - zmax, s = sum_c exp(d_c):
+    // keep (log s - d_label) + spread (N_OUT log s - sum_c d_c), exactly
+    // log s - d_label one-hot; the sum of d keeps one exp per score in registers
+    real zl = (real)0, zs = (real)0, s = (real)0;
 #pragma unroll
     for (int c = 0; c < N_OUT; ++c) {
-        if (c == label) zl = z[c] - zmax;
-        z[c] = exp(z[c] - zmax);
+        const real d = z[c] - zmax;
+        if (c == label) zl = d;
+        zs += d;
+        z[c] = exp(d);
         s += z[c];
     }
-    loss = log(s) - zl;
+    const real logs = log(s);
+    loss = keep * (logs - zl) + spread * ((real)N_OUT * logs - zs);
 #pragma unroll
     for (int c = 0; c < N_OUT; ++c)
-        z[c] = (z[c] / s - (c == label ? (real)1 : (real)0)) * inv_rows;
+        z[c] = (z[c] / s - ((c == label ? keep : (real)0) + spread)) * share;
 #else
 #pragma unroll
     for (int c = 0; c < N_OUT; ++c) {
         const real out = sigmoid_(z[c]);
-        const real diff = out - (c == label ? (real)1 : (real)0);
-        loss += diff * diff;
-        z[c] = diff * out * ((real)1 - out) * inv_rows;
+        const real diff = out - ((c == label ? keep : (real)0) + spread);
+        loss += (real)0.5 * (diff * diff);
+        z[c] = diff * out * ((real)1 - out) * share;
     }
-    loss *= (real)0.5;
 #endif
+    loss *= wi;
     if (lane == 0) {
         atomicAdd(step_loss + step, (double)loss);
         if (best == label) atomicAdd(hits, 1ULL);
@@ -202,16 +234,42 @@ extern "C" __global__ void __launch_bounds__(THREADS_B) output_backward(
     }
 }
 
-__device__ __forceinline__ void sgd_update(real* p, real* v, real g, const real lr,
-                                           const real mu, const real wd, const int nesterov)
+// The optimizer's constants for one step: SGD's, or Adam's with the bias corrections
+// of step t folded in on the host (as mnist_xp.optim.Adam does), so no kernel computes
+// a power or reads the step count.
+struct Rule {
+    real lr, mu, wd;  // learning rate, momentum, weight decay (SGD, and Adam's L2)
+    int nesterov, adam, decoupled;
+    real b1, b2, omb1, omb2;  // beta1, beta2, 1 - beta1, 1 - beta2
+    real step_size, eps, decay;  // lr sqrt(1-b2^t)/(1-b1^t), eps sqrt(1-b2^t), lr wd
+};
+
+__device__ __forceinline__ void update(real* p, real* v, real* s, real g, const Rule& r,
+                                       const bool decays)
 {
-    // as mnist_xp.optim.SGD: v <- mu v - lr g; p <- p + v (Nesterov: p + mu v - lr g)
+    // decays: a weight matrix (biases are never decayed, as in mnist_xp.optim)
     const real pv = *p;
-    if (wd != (real)0) g += wd * pv;
-    if (mu == (real)0) { *p = pv - lr * g; return; }
-    const real vv = mu * *v - lr * g;
+    if (r.adam) {
+        // as mnist_xp.optim.Adam: m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2;
+        // p <- p - step_size m / (sqrt(v) + eps), AdamW decaying p by lr wd first
+        real q = pv;
+        if (decays && r.wd != (real)0) {
+            if (r.decoupled) q = pv - r.decay * pv;
+            else g += r.wd * pv;
+        }
+        const real m = r.b1 * *v + r.omb1 * g;
+        const real sq = r.b2 * *s + r.omb2 * (g * g);
+        *v = m;
+        *s = sq;
+        *p = q - r.step_size * m / (sqrt(sq) + r.eps);
+        return;
+    }
+    // as mnist_xp.optim.SGD: v <- mu v - lr g; p <- p + v (Nesterov: p + mu v - lr g)
+    if (decays && r.wd != (real)0) g += r.wd * pv;
+    if (r.mu == (real)0) { *p = pv - r.lr * g; return; }
+    const real vv = r.mu * *v - r.lr * g;
     *v = vv;
-    *p = nesterov ? pv + (mu * vv - lr * g) : pv + vv;
+    *p = r.nesterov ? pv + (r.mu * vv - r.lr * g) : pv + vv;
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
@@ -219,10 +277,19 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
     const real* __restrict__ dh, const int rows,
     real* __restrict__ W1, real* __restrict__ b1, real* __restrict__ W2, real* __restrict__ b2,
     real* __restrict__ V1, real* __restrict__ Vb1, real* __restrict__ V2, real* __restrict__ Vb2,
-    const real* __restrict__ lrs, const int step, const real mu, const real wd,
-    const int nesterov)
+    real* __restrict__ S1, real* __restrict__ Sb1, real* __restrict__ S2, real* __restrict__ Sb2,
+    const real* __restrict__ lrs, const real* __restrict__ adam_steps, const int step,
+    const real mu, const real wd, const int nesterov, const int adam, const int decoupled,
+    const real beta1, const real beta2, const real one_minus_beta1, const real one_minus_beta2)
 {
-    const real lr = lrs[step];
+    // V: velocity (SGD) or first moment (Adam); S: second moment (Adam only; SGD passes
+    // V again and S is never touched). adam_steps: per step, step size, eps, lr wd.
+    Rule r;
+    r.lr = lrs[step]; r.mu = mu; r.wd = wd;
+    r.nesterov = nesterov; r.adam = adam; r.decoupled = decoupled;
+    r.b1 = beta1; r.b2 = beta2; r.omb1 = one_minus_beta1; r.omb2 = one_minus_beta2;
+    r.step_size = adam_steps[3 * step]; r.eps = adam_steps[3 * step + 1];
+    r.decay = adam_steps[3 * step + 2];
     if (blockIdx.x < W1_TILES) {
         // W1 gradient tile (TILE inputs x TILE hidden units) = xbuf.T @ dh, then update;
         // the batch is walked in chunks of TILE rows, the next chunk's loads in flight
@@ -281,7 +348,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
             const int k = k0 + ty + 8 * m;
             if (k < N_IN && j < N_HID) {
                 const long long i = (long long)k * N_HID + j;
-                sgd_update(W1 + i, V1 + i, acc[m], lr, mu, wd, nesterov);
+                update(W1 + i, V1 + i, S1 + i, acc[m], r, true);
             }
         }
         return;
@@ -306,9 +373,9 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
 #pragma unroll
         for (int c = 0; c < N_OUT; ++c) {
             const real gc = warp_sum(g[c]);
-            if (lane == c % 32) sgd_update(W2 + j * N_OUT + c, V2 + j * N_OUT + c, gc, lr, mu, wd, nesterov);
+            if (lane == c % 32) update(W2 + j * N_OUT + c, V2 + j * N_OUT + c, S2 + j * N_OUT + c, gc, r, true);
         }
-        if (lane == 31) sgd_update(b1 + j, Vb1 + j, gb, lr, mu, (real)0, nesterov);  // biases: no decay
+        if (lane == 31) update(b1 + j, Vb1 + j, Sb1 + j, gb, r, false);  // biases: no decay
     } else if (warp == N_HID) {
         for (int b = lane; b < rows; b += 32) {
 #pragma unroll
@@ -317,7 +384,7 @@ extern "C" __global__ void __launch_bounds__(THREADS_C) grads_update(
 #pragma unroll
         for (int c = 0; c < N_OUT; ++c) {
             const real gc = warp_sum(g[c]);
-            if (lane == c % 32) sgd_update(b2 + c, Vb2 + c, gc, lr, mu, (real)0, nesterov);
+            if (lane == c % 32) update(b2 + c, Vb2 + c, Sb2 + c, gc, r, false);
         }
     }
 }

@@ -9,22 +9,28 @@ One training step is three kernels, each fusing what the generic path does in ma
     of ``x @ W1`` over slices of the inputs (split-K: a grid of (row blocks, input
     slices) keeps the GPU busy at small batches, and the slices are summed in a fixed
     order, so results are deterministic). It also zeroes the step's loss counter (and,
-    at step 0, the epoch's hit counter), so an epoch is nothing but kernel launches.
+    at step 0, the epoch's hit counter), so an epoch is nothing but kernel launches,
+    and with sample weights sums the batch's total weight (in a fixed order).
 ``output_backward``
     one warp per sample: sums the slices, adds ``b1`` and applies the activation
-    (stores ``h``), computes the output scores, the loss, the hit and the output
-    gradient ``dz``, then back-propagates to ``dh``. Each sample's loss is added to its
+    (stores ``h``), computes the output scores, the loss (targets smoothed by the
+    label smoothing; each sample's share of the mean 1/rows, or its weight over the
+    batch's total), the hit and the output gradient ``dz``, then back-propagates to
+    ``dh``. Each sample's loss is added to its
     step's counter and its hit to the epoch's (read once per epoch; the per-step losses
     say where a diverging run first went wrong).
 ``grads_update``
     the weight gradients (``xbuf.T @ dh`` as 32x32 tiles; ``h.T @ dz`` and the bias
     sums one warp per row, lanes striding over the batch and reduced by shuffles; all
-    summed in a fixed order) with the SGD/momentum update applied in the same kernel:
-    no gradient ever goes to device memory.
+    summed in a fixed order) with the optimizer's update applied in the same kernel
+    (SGD with classical or Nesterov momentum, or Adam/AdamW: Kingma & Ba 2015,
+    Loshchilov & Hutter 2019, with the bias corrections of each step computed on the
+    host): no gradient ever goes to device memory.
 
 No cuBLAS and no cuRAND are called, so the whole epoch can be captured as one CUDA
 graph (CuPy refuses cuBLAS calls during stream capture). The arithmetic matches
-`mnist_xp.model.loss_and_grads` and `mnist_xp.optim.SGD.step` up to float rounding.
+`mnist_xp.model.loss_and_grads`, `mnist_xp.optim.SGD.step` and `mnist_xp.optim.Adam.step`
+up to float rounding.
 
 The CUDA C is in ``cuda_kernels.cu`` beside this module, read at run time; this module
 holds the instantiation (the ``#define`` table) and the rules. It needs no GPU, so the
