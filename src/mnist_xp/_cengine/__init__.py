@@ -1,0 +1,72 @@
+"""The compiled training engine's C extension (`epoch.c`), loaded on first use.
+
+`load` imports it once and keeps the answer: the module, or why it is not there
+(not built, scipy-openblas32 missing, a failed load). The extension links against
+scipy-openblas32's ``libscipy_openblas``; importing `scipy_openblas32` first loads that
+library with ``RTLD_GLOBAL``, which is how the extension finds it at run time (the
+build environment's path is gone by then, so there is no rpath to it).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["load", "default_threads"]
+
+_LOADED: tuple[object | None, str] | None = None
+
+
+def load():
+    """The extension module and an empty reason, or None and why it cannot be used.
+
+    Returns
+    -------
+    module : module or None
+        ``mnist_xp._cengine._epoch``.
+    reason : str
+        One clause for the engine line, e.g. ``"the compiled engine is not built (...)"``.
+    """
+    global _LOADED
+    if _LOADED is None:
+        _LOADED = _import()
+    return _LOADED
+
+
+def _import():
+    """Import scipy_openblas32 (it loads the BLAS), then the extension."""
+    try:
+        import scipy_openblas32  # noqa: F401  (loads libscipy_openblas, RTLD_GLOBAL)
+    except Exception as exc:  # an ImportError, or a broken wheel's OSError
+        return None, f"scipy-openblas32 is not importable ({_first_line(exc)})"
+    try:
+        from . import _epoch
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "mnist_xp._cengine._epoch":
+            return None, "the compiled engine is not built (no compiler at install time?)"
+        return None, f"the compiled engine does not load ({_first_line(exc)})"
+    return _epoch, ""
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message, first line only."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def default_threads() -> int:
+    """Threads per epoch: ``MNIST_XP_THREADS`` if set, else the cores this process may use.
+
+    Raises
+    ------
+    ValueError
+        ``MNIST_XP_THREADS`` is not a positive integer.
+    """
+    value = os.environ.get("MNIST_XP_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"MNIST_XP_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
