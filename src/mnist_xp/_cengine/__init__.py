@@ -54,7 +54,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def default_threads() -> int:
-    """Threads per epoch: ``MNIST_XP_THREADS`` if set, else the cores this process may use.
+    """Threads per epoch: ``MNIST_XP_THREADS`` if set, else OpenMP's default team size.
+
+    OpenMP's default follows ``OMP_NUM_THREADS`` (which joblib sets in its workers, so a
+    parallel grid search does not oversubscribe the cores) and otherwise the cores this
+    process may run on.
 
     Raises
     ------
@@ -66,6 +70,9 @@ def default_threads() -> int:
         if not value.isdigit() or int(value) < 1:
             raise ValueError(f"MNIST_XP_THREADS must be a positive integer, got {value!r}")
         return int(value)
+    ext, _ = load()
+    if ext is not None:
+        return ext.max_threads()
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
