@@ -34,10 +34,13 @@ from ...optim import SGD
 from ...pixels import PIXEL_SCALE
 from .base import Engine, EngineSetup, EpochInputs
 
-__all__ = ["CompiledEngine", "CHUNK_SAMPLES", "ENGINE_ENV"]
+__all__ = ["CompiledEngine", "CHUNK_SAMPLES", "ENGINE_ENV", "LIMIT_NUMPY_BLAS"]
 
 #: Samples per call into C: between calls the loop's progress and stop hooks run.
 CHUNK_SAMPLES = 8192
+#: Hold NumPy's own BLAS to one thread during compiled epochs (off only to measure why:
+#: benchmarks/epoch_time.py --blas-spin).
+LIMIT_NUMPY_BLAS = True
 #: ``MNIST_XP_ENGINE=numpy`` turns the compiled engine off (the NumPy engine trains).
 ENGINE_ENV = "MNIST_XP_ENGINE"
 
@@ -192,7 +195,7 @@ class CompiledEngine(Engine):
             state1 = state2 = (None,) * 4
         per_call = max(1, CHUNK_SAMPLES // batch)
         n_steps = len(lrs)
-        with blas_threads(1):
+        with blas_threads(1 if LIMIT_NUMPY_BLAS else None):
             for first in range(0, n_steps, per_call):
                 last = min(first + per_call, n_steps)
                 lo, hi = first * batch, min(last * batch, n)
