@@ -213,6 +213,18 @@ def test_a_failed_import_becomes_a_reason(monkeypatch):
         None, "scipy-openblas32 is not importable (No module named 'scipy_openblas32')")
 
 
+def test_an_unbuilt_extension_is_named_as_such(monkeypatch):
+    real_find_spec = _cengine.importlib.util.find_spec
+    monkeypatch.setattr(_cengine.importlib.util, "find_spec", lambda name, *a: (
+        None if name == "mnist_xp._cengine._epoch" else real_find_spec(name, *a)))
+    module, why = _cengine._import()
+    assert module is None and why.startswith("the compiled engine is not built")
+    monkeypatch.setattr(_cengine, "_LOADED", (module, why))
+    from mnist_xp.training.engines import engine_summary
+
+    assert f"[absent: {why}]" in engine_summary("numpy")
+
+
 @needs_ext
 def test_float64_and_bad_thread_settings_fall_back_with_a_reason(monkeypatch):
     engine, choice = choose_engine(setup_for(np.float64))

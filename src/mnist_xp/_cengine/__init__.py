@@ -9,6 +9,8 @@ build environment's path is gone by then, so there is no rpath to it).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 
 __all__ = ["load", "default_threads"]
@@ -38,13 +40,12 @@ def _import():
         import scipy_openblas32  # noqa: F401  (loads libscipy_openblas, RTLD_GLOBAL)
     except Exception as exc:  # an ImportError, or a broken wheel's OSError
         return None, f"scipy-openblas32 is not importable ({_first_line(exc)})"
+    if importlib.util.find_spec(f"{__name__}._epoch") is None:
+        return None, "the compiled engine is not built (no C compiler with OpenMP at install?)"
     try:
-        from . import _epoch
-    except ImportError as exc:
-        if getattr(exc, "name", None) == "mnist_xp._cengine._epoch":
-            return None, "the compiled engine is not built (no compiler at install time?)"
+        return importlib.import_module(f"{__name__}._epoch"), ""
+    except ImportError as exc:  # built, but unloadable: a missing symbol or library
         return None, f"the compiled engine does not load ({_first_line(exc)})"
-    return _epoch, ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -64,5 +64,8 @@ def choose_engine(setup: EngineSetup, *, fast: bool = True) -> tuple[Engine, Eng
 
 def engine_summary(backend_name: str) -> str:
     """One line for ``mnist-xp info``: a backend's fast engines and what they cover."""
-    covers = [cls.covers for cls in FAST_ENGINES.get(backend_name, ())]
+    covers = []
+    for cls in FAST_ENGINES.get(backend_name, ()):
+        absent = cls.absent_reason()
+        covers.append(cls.covers if absent is None else f"{cls.covers} [absent: {absent}]")
     return "; otherwise the ".join(covers + [GenericEngine.covers])

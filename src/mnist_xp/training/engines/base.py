@@ -216,6 +216,11 @@ class Engine(ABC):
         Engines that train ``setup.params`` in place have nothing to do.
         """
 
+    @classmethod
+    def absent_reason(cls) -> str | None:
+        """Why this installation lacks the engine (e.g. an extension not built), or None."""
+        return None
+
     def exact_state(self) -> dict[str, np.ndarray]:
         """Host copies of the engine's own arrays, to resume bit for bit; {} if it has none."""
         return {}

@@ -119,6 +119,11 @@ class CompiledEngine(Engine):
             return "the sample weights are not a C-contiguous float32 array"
         return None
 
+    @classmethod
+    def absent_reason(cls) -> str | None:
+        """Why the extension is not usable here (not built, not loadable), or None."""
+        return _cengine.load()[1] or None
+
     @property
     def description(self) -> str:
         """``compiled engine, N threads``."""
