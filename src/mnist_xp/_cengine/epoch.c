@@ -490,6 +490,8 @@ static PyObject *train_steps(PyObject *self, PyObject *args, PyObject *kw)
     j.G2 = w; w += H * O;
     j.gb1 = w; w += H;
     j.gb2 = w;
+    /* again each call: threadpoolctl, restoring limits it found, may have raised it */
+    scipy_openblas_set_num_threads(1);
     Py_BEGIN_ALLOW_THREADS
     run(&j);
     Py_END_ALLOW_THREADS
