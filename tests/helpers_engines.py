@@ -9,6 +9,8 @@ from mnist_xp import _cengine
 EXT, WHY_NOT = _cengine.load()
 #: The engine `choose_engine` takes on the CPU for a run both fast engines cover.
 CPU_FAST_ENGINE = "compiled" if EXT is not None else "numpy"
+#: The reason the chooser gives with it: none, or why the compiled engine is absent.
+CPU_FAST_REASON = "" if EXT is not None else WHY_NOT
 #: How `mnist-xp train` names that engine on its ``engine:`` line (its start).
 CPU_FAST_LINE = "compiled engine, " if EXT is not None else "NumPy fast path"
 

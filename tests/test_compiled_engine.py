@@ -214,6 +214,11 @@ def test_a_failed_import_becomes_a_reason(monkeypatch):
 
 
 def test_an_unbuilt_extension_is_named_as_such(monkeypatch):
+    import sys
+    import types
+
+    # the BLAS wheel "importable", the extension not found
+    monkeypatch.setitem(sys.modules, "scipy_openblas32", types.ModuleType("scipy_openblas32"))
     real_find_spec = _cengine.importlib.util.find_spec
     monkeypatch.setattr(_cengine.importlib.util, "find_spec", lambda name, *a: (
         None if name == "mnist_xp._cengine._epoch" else real_find_spec(name, *a)))
