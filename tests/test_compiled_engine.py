@@ -8,6 +8,7 @@ still run: the NumPy engine trains and the engine line says why.
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -305,3 +306,25 @@ def test_optimizer_state_round_trips_exactly():
     other.load_optimizer_state(state)
     for k, v in other.optimizer_state().items():
         np.testing.assert_array_equal(v, state[k], err_msg=k)
+
+
+def _engine_in_child(_):
+    """The engine a forked child trains with (run in a multiprocessing worker)."""
+    x, y = data()
+    _, history = trained(True, x, y, Architecture(36, 7, 4), config_for("momentum", epochs=1))
+    return history[0]["engine"], history[0]["engine_reason"]
+
+
+@needs_ext
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork() on this platform")
+def test_a_child_forked_after_the_engine_ran_trains_on_the_numpy_engine():
+    # GNU OpenMP's thread pool does not survive fork(): the child would hang in its
+    # first parallel region, so the compiled engine steps aside there with the reason
+    import multiprocessing
+
+    x, y = data()
+    trained(True, x, y, Architecture(36, 7, 4), config_for("momentum", epochs=1))
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        [(engine, reason)] = pool.map_async(_engine_in_child, [0]).get(timeout=120)  # safety net
+    assert engine == "numpy"
+    assert reason == "forked after the compiled engine ran: OpenMP threads do not survive fork"

@@ -13,9 +13,34 @@ import importlib
 import importlib.util
 import os
 
-__all__ = ["load", "default_threads"]
+__all__ = ["load", "default_threads", "mark_used", "forked_after_use"]
 
 _LOADED: tuple[object | None, str] | None = None
+# GNU OpenMP's thread pool does not survive fork(): a child whose parent has run a
+# parallel region hangs in its own first one. A child forked after the engine ran is
+# told so (and the NumPy engine trains there).
+_USED = False
+_FORKED_AFTER_USE = False
+
+
+def mark_used() -> None:
+    """Record that this process has run the extension's OpenMP threads."""
+    global _USED
+    _USED = True
+
+
+def forked_after_use() -> bool:
+    """Whether this process was forked from one that had run the extension's threads."""
+    return _FORKED_AFTER_USE
+
+
+def _after_fork_in_child() -> None:
+    global _FORKED_AFTER_USE
+    _FORKED_AFTER_USE = _FORKED_AFTER_USE or _USED
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def load():

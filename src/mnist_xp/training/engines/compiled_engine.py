@@ -99,6 +99,8 @@ class CompiledEngine(Engine):
         ext, why = _cengine.load()
         if ext is None:
             return why
+        if _cengine.forked_after_use():
+            return "forked after the compiled engine ran: OpenMP threads do not survive fork"
         try:
             _cengine.default_threads()
         except ValueError as exc:
@@ -200,6 +202,7 @@ class CompiledEngine(Engine):
             state1 = state2 = (None,) * 4
         per_call = max(1, CHUNK_SAMPLES // batch)
         n_steps = len(lrs)
+        _cengine.mark_used()
         with blas_threads(1 if LIMIT_NUMPY_BLAS else None):
             for first in range(0, n_steps, per_call):
                 last = min(first + per_call, n_steps)
