@@ -3,10 +3,11 @@
 An engine trains whole epochs of one run. The training loop (`mnist_xp.training.loop`)
 owns everything around them -- shuffles, schedules, evaluation, checkpoints, early
 stopping -- and talks to an engine only through the methods of `Engine`. There are
-three: the generic array-API path (`GenericEngine`, on any backend; the reference
-every other engine is tested against), the NumPy fast path (`NumpyEngine`) and the
-fused CUDA kernels (`CudaEngine`). `mnist_xp.training.engines.choose_engine` picks one
-for a run and says why.
+four: the generic array-API path (`GenericEngine`, on any backend; the reference
+every other engine is tested against), the compiled CPU engine (`CompiledEngine`, C
+with OpenMP and OpenBLAS), the NumPy fast path (`NumpyEngine`) and the fused CUDA
+kernels (`CudaEngine`). `mnist_xp.training.engines.choose_engine` picks one for a run
+and says why.
 
 Where values live
 -----------------
@@ -115,7 +116,7 @@ class EngineChoice:
     Attributes
     ----------
     name : str
-        ``generic``, ``numpy`` or ``cuda``.
+        ``generic``, ``compiled``, ``numpy`` or ``cuda``.
     description : str
         What it is, e.g. ``"fused CUDA kernels, one graph per epoch"``.
     reason : str
