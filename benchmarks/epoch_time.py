@@ -1,8 +1,9 @@
 """Epoch time of 784-100-10 training on the CPU, mnist_xp beside its peers, in one process.
 
 Every implementation trains the same network (784-100-10, ReLU, softmax cross-entropy,
-float32) with the same optimizer -- plain SGD at lr 0.1, or Adam at lr 0.001 -- on the
-same uint8 images, normalised per batch, one epoch at a time; only training is timed.
+float32) with the same optimizer -- plain SGD at lr 0.1, Adam at lr 0.001, or (on
+request) Nesterov at lr 0.1 with momentum 0.9 -- on the same uint8 images, normalised
+per batch, one epoch at a time; only training is timed.
 The implementations take turns, one epoch each per round, so that the machine's drift
 in speed hits them all alike. Reported: the median and fastest epoch after one warm-up
 epoch, samples per second, and each one's time over mnist_xp's (the compiled engine
@@ -49,8 +50,10 @@ from mnist_xp.training.engines import (  # noqa: E402
     compiled_engine,
 )
 
-#: Learning rate of each optimizer (Adam with its usual betas and eps).
-LR = {"sgd": 0.1, "adam": 0.001}
+#: Learning rate of each optimizer (Nesterov with momentum 0.9, Adam with its usual
+#: betas and eps).
+LR = {"sgd": 0.1, "nesterov": 0.1, "adam": 0.001}
+MOMENTUM = 0.9  # Nesterov's
 HIDDEN = 100
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
@@ -87,7 +90,8 @@ def _mnist_xp(engine_class, x, y, batch, seed, optimizer):
     rng = np.random.default_rng(seed)
     params = init_params(arch, np.float32, rng)
     xd, yd = x.reshape(len(x), -1), y.astype(np.int64)
-    setup = EngineSetup(params, arch, make_optimizer(optimizer, LR[optimizer], momentum=0.0),
+    momentum = MOMENTUM if optimizer == "nesterov" else 0.0
+    setup = EngineSetup(params, arch, make_optimizer(optimizer, LR[optimizer], momentum=momentum),
                         xd, yd, backend)
     why = engine_class.unsupported_reason(setup)
     if why is not None:
@@ -116,7 +120,7 @@ def make_mnist_xp_generic(x, y, batch, seed, optimizer):
 
 
 def make_numpy_reference(x, y, batch, seed, optimizer):
-    """The obvious NumPy loop, as a user would write it (Adam: a few lines more)."""
+    """The obvious NumPy loop, as a user would write it (Nesterov, Adam: a few lines more)."""
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((784, HIDDEN)) * np.sqrt(2 / 784)).astype(np.float32)
     b1 = np.zeros(HIDDEN, np.float32)
@@ -145,6 +149,12 @@ def make_numpy_reference(x, y, batch, seed, optimizer):
                 for param, g in zip(params, grads):
                     param -= lr * g
                 continue
+            if optimizer == "nesterov":
+                for param, g, (v, _) in zip(params, grads, moments):
+                    v *= MOMENTUM
+                    v -= lr * g
+                    param += MOMENTUM * v - lr * g
+                continue
             t += 1
             step = lr * np.sqrt(1 - BETA2 ** t) / (1 - BETA1 ** t)
             for param, g, (m, v) in zip(params, grads, moments):
@@ -164,6 +174,9 @@ def make_torch(x, y, batch, seed, optimizer):
                                 torch.nn.Linear(HIDDEN, 10))
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=LR[optimizer])
+    elif optimizer == "nesterov":
+        opt = torch.optim.SGD(model.parameters(), lr=LR[optimizer], momentum=MOMENTUM,
+                              nesterov=True)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=LR[optimizer], betas=(BETA1, BETA2),
                                eps=EPS)
@@ -190,8 +203,11 @@ def make_sklearn(x, y, batch, seed, optimizer):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), solver=optimizer, batch_size=batch,
-                        learning_rate_init=LR[optimizer], momentum=0.0, alpha=0.0,
+    nesterov = optimizer == "nesterov"
+    clf = MLPClassifier(hidden_layer_sizes=(HIDDEN,), solver="sgd" if nesterov else optimizer,
+                        batch_size=batch, learning_rate_init=LR[optimizer],
+                        momentum=MOMENTUM if nesterov else 0.0, nesterovs_momentum=nesterov,
+                        alpha=0.0,
                         beta_1=BETA1, beta_2=BETA2, epsilon=EPS, random_state=seed)
     xd = x.reshape(len(x), -1)
     classes = np.arange(10)
