@@ -328,3 +328,15 @@ def test_a_child_forked_after_the_engine_ran_trains_on_the_numpy_engine():
         [(engine, reason)] = pool.map_async(_engine_in_child, [0]).get(timeout=120)  # safety net
     assert engine == "numpy"
     assert reason == "forked after the compiled engine ran: OpenMP threads do not survive fork"
+
+
+@needs_ext
+def test_loading_leaves_the_environment_as_it_was(monkeypatch):
+    # the spin count is set only while the extension (and GNU OpenMP) loads
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert _cengine._import()[0] is not None
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "5")
+    assert _cengine._import()[0] is not None
+    assert os.environ["GOMP_SPINCOUNT"] == "5"
