@@ -117,6 +117,18 @@ def test_augmentation_and_smoothing_match_the_generic_path(extra, optimizer):
 
 
 @needs_ext
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_smoothed_squared_error_matches_the_generic_path(activation):
+    x, y = data()
+    arch = Architecture(36, 7, 4, activation, "squared_error")
+    config = config_for("adam", "squared_error", label_smoothing=0.2, weight_decay=1e-3)
+    fast, fh = trained(True, x, y, arch, config)
+    slow, sh = trained(False, x, y, arch, config)
+    assert fh[0]["engine"] == "compiled"
+    assert_matches(fast, slow, fh, sh)
+
+
+@needs_ext
 @pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
 def test_sample_weights_match_the_generic_path(loss):
     x, y = data()
