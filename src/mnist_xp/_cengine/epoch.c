@@ -191,17 +191,18 @@ static void output_row(const Job *j, float *restrict z, int64_t label, float coe
     if (j->loss == LOSS_CE) {
         float m = z[0];
         for (int64_t k = 1; k < O; k++) m = z[k] > m ? z[k] : m;
-        float s = 0.0f;
-        for (int64_t k = 0; k < O; k++) {
-            z[k] -= m;
-            s += expf(z[k]);
-        }
-        const float logs = logf(s);
+        /* loss = sum_k t_k (log s - (z_k - m)) = log s * sum_k t_k - sum_k t_k (z_k - m) */
+        float s = 0.0f, tz = 0.0f, tsum = 0.0f;
         for (int64_t k = 0; k < O; k++) {
             const float t = k == label ? on : off;
-            if (t != 0.0f) loss += t * (logs - z[k]);
-            z[k] = (expf(z[k]) / s - t) * coef;
+            z[k] -= m;
+            tz += t * z[k];
+            tsum += t;
+            z[k] = expf(z[k]);
+            s += z[k];
         }
+        loss = tsum * logf(s) - tz;
+        for (int64_t k = 0; k < O; k++) z[k] = (z[k] / s - (k == label ? on : off)) * coef;
     } else {
         for (int64_t k = 0; k < O; k++) {
             const float t = k == label ? on : off;
