@@ -50,7 +50,7 @@ typedef struct {
     int64_t n_order, batch, n_steps, n_in, H, O, side;
     const double *lrs;          /* (n_steps,) */
     const int32_t *shifts;      /* (n_steps, 2) dy, dx, or NULL */
-    const int64_t *warp_index;  /* (bank, n_in) or NULL */
+    const int16_t *warp_index;  /* (bank, n_in) source pixel in the row, or NULL */
     const uint8_t *warp_keep;   /* (bank, n_in) */
     const int64_t *warp_ids;    /* (n,) */
     float *W1, *b1, *W2, *b2;
@@ -116,7 +116,7 @@ static void gather_row(const Job *j, int64_t i, const int32_t *shift, float *res
     const int64_t n_in = j->n_in;
     if (j->warp_index) {
         const int64_t w = j->warp_ids[i];
-        const int64_t *restrict index = j->warp_index + w * n_in;
+        const int16_t *restrict index = j->warp_index + w * n_in;
         const uint8_t *restrict keep = j->warp_keep + w * n_in;
         if (j->x_u8) {
             const uint8_t *restrict src = j->x_u8 + i * n_in;
@@ -309,15 +309,25 @@ static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, 
     }
 }
 
-/* Bring the source rows this thread gathers in step `s` towards its cache. */
+/* Bring `bytes` from `p` towards this core's cache. */
+static void prefetch(const void *p, int64_t bytes)
+{
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 1);
+}
+
+/* Bring the source rows (and warp tables) this thread gathers in step `s` closer. */
 static void prefetch_rows(const Job *j, int64_t s, int64_t r0, int64_t r1)
 {
     const int64_t *idx = j->order + s * j->batch;
-    const int64_t bytes = j->n_in * (j->x_u8 ? 1 : 4);
+    const int64_t n_in = j->n_in, bytes = n_in * (j->x_u8 ? 1 : 4);
     const char *base = j->x_u8 ? (const char *)j->x_u8 : (const char *)j->x_f32;
     for (int64_t r = r0; r < r1; r++) {
-        const char *row = base + idx[r] * bytes;
-        for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 1);
+        prefetch(base + idx[r] * bytes, bytes);
+        if (j->warp_index) {
+            const int64_t w = j->warp_ids[idx[r]];
+            prefetch(j->warp_index + w * n_in, n_in * 2);
+            prefetch(j->warp_keep + w * n_in, n_in);
+        }
     }
 }
 
@@ -332,13 +342,14 @@ static void run(Job *j)
             const int64_t rows = j->n_order - start < j->batch ? j->n_order - start : j->batch;
             forward_backward(j, s, rows, rows * tid / nt, rows * (tid + 1) / nt);
 #pragma omp barrier
-            gradients_update(j, s, rows, j->n_in * tid / nt, j->n_in * (tid + 1) / nt,
-                             tid == nt - 1);
-            if (s + 1 < j->n_steps && !j->warp_index) {
+            /* issued before the products, so the loads overlap them */
+            if (s + 1 < j->n_steps) {
                 const int64_t next = j->n_order - start - rows < j->batch
                                          ? j->n_order - start - rows : j->batch;
                 prefetch_rows(j, s + 1, next * tid / nt, next * (tid + 1) / nt);
             }
+            gradients_update(j, s, rows, j->n_in * tid / nt, j->n_in * (tid + 1) / nt,
+                             tid == nt - 1);
 #pragma omp barrier
         }
     }
@@ -432,7 +443,7 @@ static PyObject *train_steps(PyObject *self, PyObject *args, PyObject *kw)
     if (take(o[1], &v[2], 0, n * 8, 0, "y") < 0 ||
         take(o[2], &v[3], 0, n * 4, 1, "sample_weight") < 0 ||
         take(o[5], &v[4], 0, j.n_steps * 8, 1, "shifts") < 0 ||
-        take(o[6], &v[5], 0, n_in * 8, 1, "warp_index") < 0 ||
+        take(o[6], &v[5], 0, n_in * 2, 1, "warp_index") < 0 ||
         take(o[7], &v[6], 0, n_in, 1, "warp_keep") < 0 ||
         take(o[8], &v[7], 0, n * 8, 1, "warp_ids") < 0 ||
         take(o[10], &v[8], 1, H * 4, 0, "b1") < 0 ||
