@@ -31,6 +31,9 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "numpy": np.__version__,
         "openblas_env": {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")},
+        # other work on the machine while it ran (1, 5 and 15 minutes): timings taken
+        # beside a load above the core count are not a quiet machine's
+        "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     try:
         cfg = np.show_config(mode="dicts")["Build Dependencies"]["blas"]

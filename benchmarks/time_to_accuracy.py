@@ -8,7 +8,9 @@ passes it.
 
     python benchmarks/time_to_accuracy.py --data-dir ../shared/data/mnist --seeds 3
 
-PyTorch runs only when installed (``pip install -e '.[bench]'``).
+mnist_xp trains with the engine the chooser takes (the compiled engine where it is
+built); each row records it. PyTorch runs only when installed (``pip install -e
+'.[bench]'``).
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ THRESHOLDS = (0.97, 0.98, 0.985, 0.988)
 
 
 def run_mnist_xp(data, epochs: int | None, seed: int, preset: str = "default",
-                 device: str = "cpu") -> list[tuple[float, float]]:
-    """(cumulative training seconds, test accuracy) after each epoch of a preset."""
+                 device: str = "cpu") -> tuple[list[tuple[float, float]], str]:
+    """(cumulative training seconds, test accuracy) after each epoch of a preset; the engine."""
     extra = {} if epochs is None else {"epochs": epochs}
     clf = mnist_xp.MLPClassifier.from_preset(preset, device=device, random_state=seed, **extra)
     x_test = data.x_test.reshape(len(data.x_test), -1)
     clf.fit(data.x_train.reshape(len(data.x_train), -1), data.y_train,
             eval_set=(x_test, data.y_test))
-    return _cumulative([(r["seconds"], r["test_accuracy"]) for r in clf.history_])
+    return _cumulative([(r["seconds"], r["test_accuracy"]) for r in clf.history_]), str(clf.engine_)
 
 
-def run_torch(data, epochs: int, seed: int, shift: int) -> list[tuple[float, float]]:
+def run_torch(data, epochs: int, seed: int, shift: int) -> tuple[list[tuple[float, float]], str]:
     """The same for PyTorch eager: Adam, OneCycleLR (max lr 3e-3), batch 128."""
     import torch
 
@@ -82,7 +84,7 @@ def run_torch(data, epochs: int, seed: int, shift: int) -> list[tuple[float, flo
         with torch.no_grad():
             acc = (model(xt).argmax(1) == yt).float().mean().item()
         results.append((seconds, acc))
-    return _cumulative(results)
+    return _cumulative(results), f"pytorch {torch.__version__} eager"
 
 
 def _cumulative(per_epoch):
@@ -125,12 +127,12 @@ def main(argv=None) -> int:
 
     rows = []
     for name, run in runs.items():
-        curve = run()
-        row = {"implementation": name, "epochs": len(curve), "curve": curve,
+        curve, engine = run()
+        row = {"implementation": name, "engine": engine, "epochs": len(curve), "curve": curve,
                "final_accuracy": curve[-1][1], "best_accuracy": max(a for _, a in curve),
                "seconds_to": {f"{t:.3f}": reached(curve, t) for t in THRESHOLDS}}
         rows.append(row)
-        print(f"  {name}: final {row['final_accuracy']:.2%} after {curve[-1][0]:.1f} s")
+        print(f"  {name}: final {row['final_accuracy']:.2%} after {curve[-1][0]:.1f} s ({engine})")
 
     base = rows[0]["seconds_to"]
     head = "".join(f"{'to ' + format(t, '.1%'):>16}" for t in THRESHOLDS)

@@ -42,3 +42,20 @@ def backend(request):
 def cuda_backend(request):
     """The CuPy backend only (skipped with the reason where CUDA is unusable)."""
     return make_backend(request.param)
+
+
+@pytest.fixture
+def numpy_engine(monkeypatch):
+    """The NumPy engine as the CPU fast engine (``MNIST_XP_ENGINE=numpy``), for its tests."""
+    monkeypatch.setenv("MNIST_XP_ENGINE", "numpy")
+
+
+def pytest_report_header(config):
+    """Name the CPU engine these tests exercise (CI logs show it), or why it is not compiled."""
+    from mnist_xp import _cengine
+
+    ext, why = _cengine.load()
+    if ext is None:
+        return f"cpu engine: NumPy fast path ({why})"
+    return (f"cpu engine: compiled ({_cengine.default_threads()} threads, "
+            f"{ext.blas_config()})")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers_data import synthetic_mnist, write_mnist_dir
+from helpers_engines import CPU_FAST_ENGINE, CPU_FAST_LINE, CPU_FAST_REASON
 
 import mnist_xp
 from mnist_xp.data import FILE_NAMES, load_bundled, write_idx
@@ -216,8 +217,9 @@ def test_train_names_data_and_device_and_writes_model_and_metrics(trained):
     assert len(records) == 1
     assert set(records[0]) == {"epoch", "train_loss", "train_accuracy", "val_accuracy",
                                "test_accuracy", "seconds", "device", "engine", "engine_reason"}
-    assert (records[0]["engine"], records[0]["engine_reason"]) == ("numpy", "")
-    assert "engine: NumPy fast path" in lines
+    assert (records[0]["engine"], records[0]["engine_reason"]) == (CPU_FAST_ENGINE,
+                                                                    CPU_FAST_REASON)
+    assert any(line.startswith("engine: " + CPU_FAST_LINE) for line in lines)
     assert records[0]["epoch"] == 1 and records[0]["device"] == "cpu"
     assert 0.0 <= records[0]["train_accuracy"] <= 1.0
     assert 0.5 < records[0]["test_accuracy"] <= 1.0  # one epoch on 10,000 digits learns

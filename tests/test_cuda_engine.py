@@ -178,7 +178,7 @@ def trained(x, y, arch, config, dtype, graphs=None, monkeypatch=None, seed=3, **
     params = init_params(arch, dtype, rng)
     params["b1"] += dtype(0.01)  # non-zero biases exercise their path too
     if graphs is not None:
-        monkeypatch.setitem(FAST_ENGINES, "numpy", EmulatedCudaEngine)
+        monkeypatch.setitem(FAST_ENGINES, "numpy", (EmulatedCudaEngine,))
     history = train(params, x, y, arch=arch, config=config, backend=CPU, rng=rng,
                     fast=graphs is not None, cuda_graphs=bool(graphs), **kw)
     assert history[-1]["engine"] == ("generic" if graphs is None else "cuda")
@@ -266,7 +266,7 @@ def test_emulated_cuda_runner_names_the_step_where_the_loss_diverged(monkeypatch
     arch = Architecture(36, 40, 4)
     config = TrainConfig(epochs=2, batch_size=40, learning_rate=1e30, momentum=0.9,
                          schedule="constant")
-    monkeypatch.setitem(FAST_ENGINES, "numpy", EmulatedCudaEngine)
+    monkeypatch.setitem(FAST_ENGINES, "numpy", (EmulatedCudaEngine,))
     rng = np.random.default_rng(3)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step [23] of 3"):
         train(init_params(arch, np.float32, rng), x, y, arch=arch, config=config, backend=CPU,

@@ -14,6 +14,7 @@ import types
 import numpy as np
 import pytest
 from helpers_data import blobs, synthetic_mnist, write_mnist_dir
+from helpers_engines import CPU_FAST_ENGINE, CPU_FAST_LINE
 from test_cli import assert_ok, run_cli
 
 import mnist_xp
@@ -24,6 +25,7 @@ from mnist_xp.model import Architecture, init_params
 from mnist_xp.optim import make_optimizer
 from mnist_xp.training import TrainConfig, TrainingHooks, train
 from mnist_xp.training.engines import (
+    CompiledEngine,
     CudaEngine,
     Engine,
     EngineSetup,
@@ -72,15 +74,16 @@ def setup_for(backend, optimizer="sgd", label_smoothing=0.0, momentum=0.9, n_out
 
 
 def test_every_engine_implements_the_whole_contract():
-    for cls in (GenericEngine, NumpyEngine, CudaEngine):
+    for cls in (GenericEngine, NumpyEngine, CompiledEngine, CudaEngine):
         assert issubclass(cls, Engine) and not inspect.isabstract(cls), cls
         assert cls.name and cls.covers
 
 
-def test_the_numpy_engine_trains_what_it_covers():
+def test_the_numpy_engine_trains_what_it_covers(numpy_engine):
     engine, choice = choose_engine(setup_for(CPU))
     assert isinstance(engine, NumpyEngine)
-    assert (choice.name, choice.reason, str(choice)) == ("numpy", "", "NumPy fast path")
+    assert (choice.name, choice.reason, str(choice)) == (
+        "numpy", "MNIST_XP_ENGINE=numpy", "NumPy fast path (MNIST_XP_ENGINE=numpy)")
 
 
 @pytest.mark.parametrize("optimizer, smoothing, reason", [
@@ -90,11 +93,12 @@ def test_the_numpy_engine_trains_what_it_covers():
     ("sgd", 0.1, "label smoothing has no NumPy fast path yet"),
 ])
 def test_what_the_numpy_engine_does_not_cover_runs_generic_with_the_reason(
-        optimizer, smoothing, reason):
+        optimizer, smoothing, reason, numpy_engine):
     engine, choice = choose_engine(setup_for(CPU, optimizer, smoothing))
     assert isinstance(engine, GenericEngine)
-    assert choice.name == "generic" and choice.reason == reason
-    assert str(choice) == f"generic array-API path ({reason})"
+    reasons = f"MNIST_XP_ENGINE=numpy; {reason}"
+    assert choice.name == "generic" and choice.reason == reasons
+    assert str(choice) == f"generic array-API path ({reasons})"
 
 
 def test_forcing_the_generic_engine_and_a_backend_without_a_fast_one_say_so():
@@ -130,13 +134,13 @@ def test_a_run_the_cuda_kernels_do_not_cover_runs_the_generic_engine_and_records
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
 
-def test_the_estimator_keeps_the_engine_choice():
+def test_the_estimator_keeps_the_engine_choice(numpy_engine):
     x, y = blobs()
     clf = mnist_xp.MLPClassifier(8, epochs=1, batch_size=16, device="cpu", random_state=0)
-    assert str(clf.fit(x, y).engine_) == "NumPy fast path"
+    assert str(clf.fit(x, y).engine_) == "NumPy fast path (MNIST_XP_ENGINE=numpy)"
     clf.set_params(optimizer="nesterov").fit(x, y)
     assert clf.engine_.name == "generic"
-    assert clf.engine_.reason == "nesterov has no NumPy fast path yet"
+    assert clf.engine_.reason == "MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet"
     assert all(r["engine"] == "generic" for r in clf.history_)
 
 
@@ -146,24 +150,25 @@ def small_dir(tmp_path_factory):
                            synthetic_mnist(n_train=200, n_test=50, seed=1))
 
 
-def test_train_header_names_the_engine_and_why(small_dir, tmp_path):
+def test_train_header_names_the_engine_and_why(small_dir, tmp_path, numpy_engine):
     metrics = tmp_path / "m.jsonl"
     result = run_cli("train", "--data-dir", small_dir, "--device", "cpu", "--optimizer",
                      "nesterov", "--epochs", 2, "--quiet", "--metrics", metrics, cwd=tmp_path)
     assert_ok(result)
     lines = result.stdout.splitlines()
-    assert "engine: generic array-API path (nesterov has no NumPy fast path yet)" in lines
+    why = "MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet"
+    assert f"engine: generic array-API path ({why})" in lines
     assert lines.index(next(x for x in lines if x.startswith("engine:"))) == 3  # after model:
     records = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [(r["engine"], r["engine_reason"]) for r in records] == \
-        [("generic", "nesterov has no NumPy fast path yet")] * 2
+        [("generic", why)] * 2
 
 
 def test_train_header_names_the_fast_engine(small_dir, tmp_path):
     result = run_cli("train", "--data-dir", small_dir, "--device", "cpu", "--epochs", 1,
                      "--quiet", cwd=tmp_path)
     assert_ok(result)
-    assert "engine: NumPy fast path" in result.stdout.splitlines()
+    assert any(line.startswith("engine: " + CPU_FAST_LINE) for line in result.stdout.splitlines())
 
 
 def test_train_on_cuda_says_why_the_fused_kernels_do_not_take_a_run(
@@ -185,10 +190,11 @@ def test_info_lists_the_engines(tmp_path):
     result = run_cli("info", "--json", cwd=tmp_path)
     assert_ok(result)
     info = json.loads(result.stdout)
-    assert info["engines"]["cpu"].startswith("NumPy fast path")
+    assert info["engines"]["cpu"].startswith(CompiledEngine.covers)
+    assert "NumPy fast path" in info["engines"]["cpu"]
     assert "generic array-API path" in info["engines"]["cpu"]
     text = run_cli("info", cwd=tmp_path).stdout
-    assert "engine on cpu: NumPy fast path" in text
+    assert "engine on cpu: compiled engine (C, OpenMP, OpenBLAS)" in text
 
 
 def test_the_command_line_never_imports_scikit_learn(tmp_path):

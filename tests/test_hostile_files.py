@@ -209,10 +209,15 @@ def _mutated_checkpoint(src: Path, dst: Path, settings=None, meta=None, arrays=N
 
 @pytest.fixture(scope="module")
 def cli_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of a 2-epoch run on the bundled data, as the CLI writes it."""
+    """A checkpoint of a 2-epoch run on the bundled data, as the CLI writes it.
+
+    The NumPy engine trains it: its own arrays (``runner/w1`` ...) are among those checked.
+    """
     path = tmp_path_factory.mktemp("ck") / "ck.npz"
-    assert main(["train", "-q", "--data", "bundled", "--epochs", "2",
-                 "--checkpoint", str(path)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MNIST_XP_ENGINE", "numpy")
+        assert main(["train", "-q", "--data", "bundled", "--epochs", "2",
+                     "--checkpoint", str(path)]) == 0
     return path
 
 

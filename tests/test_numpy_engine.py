@@ -16,6 +16,11 @@ from mnist_xp.training.engines import EngineSetup, EpochInputs, NumpyEngine
 CPU = get_backend("cpu")
 
 
+@pytest.fixture(autouse=True)
+def _numpy_engine(numpy_engine):
+    """These tests are the NumPy engine's: the compiled engine steps aside."""
+
+
 def data(n=90, side=6, n_classes=4, pixels=True, seed=0):
     rng = np.random.default_rng(seed)
     centres = rng.uniform(30, 220, size=(n_classes, side * side))

@@ -21,6 +21,7 @@ from mnist_xp.errors import TrainingDiverged, TrainingInterrupted
 from mnist_xp.training.checkpoint import data_fingerprint, load_state, save_state
 
 from helpers_data import blobs
+from helpers_engines import EXT, use_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,22 +41,41 @@ def fit(x, y, resume=None, stop_after=None, **kw):
     return clf
 
 
+@pytest.fixture(autouse=True)
+def step_by_step(monkeypatch):
+    """The compiled engine calls into C once a step, so `stop_after` counts steps here too."""
+    from mnist_xp.training.engines import compiled_engine
+
+    monkeypatch.setattr(compiled_engine, "CHUNK_SAMPLES", 1)
+    monkeypatch.delenv("MNIST_XP_ENGINE", raising=False)
+
+
+ADAM = dict(optimizer="adam", learning_rate=0.01, schedule="onecycle")
+WARPS = dict(augment={"rotate": 10, "elastic": 2})
+# (CPU fast engine, settings): "fast" is whichever the chooser takes (compiled if built)
 CASES = {
-    "fast path": {},
-    "fast path, shifts": dict(shift=1),
-    "fast path, warps": dict(augment={"rotate": 10, "elastic": 2}),
-    "generic, nesterov": dict(optimizer="nesterov"),
-    "generic, adam": dict(optimizer="adam", learning_rate=0.01, schedule="onecycle"),
-    "validation": dict(validation_fraction=0.2),
+    "fast engine": ("fast", {}),
+    "fast engine, shifts": ("fast", dict(shift=1)),
+    "fast engine, warps": ("fast", WARPS),
+    "fast engine, nesterov": ("fast", dict(optimizer="nesterov")),
+    "fast engine, adam": ("fast", ADAM),
+    "fast engine, adamw, smoothing": ("fast", dict(ADAM, optimizer="adamw", label_smoothing=0.1)),
+    "numpy engine": ("numpy", {}),
+    "numpy engine, warps": ("numpy", WARPS),
+    "numpy engine declines, generic adam": ("numpy", ADAM),
+    "validation": ("fast", dict(validation_fraction=0.2)),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("stop_after", [7, 20])  # mid-epoch, and later in another epoch
 def test_interrupted_and_resumed_run_is_bit_for_bit_the_uninterrupted_one(tmp_path, case,
-                                                                             stop_after):
+                                                                             stop_after,
+                                                                             monkeypatch):
     x, y = blobs(n=90, side=6)
-    kw = CASES[case]
+    engine, kw = CASES[case]
+    if engine == "numpy":
+        use_engine(monkeypatch, "numpy")
     whole = fit(x, y, **kw)
     with pytest.raises(TrainingInterrupted) as info:
         fit(x, y, stop_after=stop_after, **kw)
@@ -72,7 +92,7 @@ def test_interrupted_and_resumed_run_is_bit_for_bit_the_uninterrupted_one(tmp_pa
     assert strip(resumed.history_) == strip(whole.history_)
 
 
-def test_checkpoints_from_before_the_engines_had_names_resume_exactly(tmp_path):
+def test_checkpoints_from_before_the_engines_had_names_resume_exactly(tmp_path, numpy_engine):
     # files written before the engine contract recorded the class name of the runner
     x, y = blobs(n=90, side=6)
     whole = fit(x, y)
@@ -90,16 +110,28 @@ def test_checkpoints_from_before_the_engines_had_names_resume_exactly(tmp_path):
         np.testing.assert_array_equal(resumed.params_[k], whole.params_[k], err_msg=k)
 
 
-def test_a_checkpoint_of_one_engine_resumes_on_another(tmp_path):
-    # the NumPy engine's checkpoint continued by the generic engine (nothing exact to
-    # take, so parameters and momentum in the generic layout): close, not bit for bit
+@pytest.mark.parametrize("first, then", [
+    ("numpy", "generic"),
+    pytest.param("compiled", "numpy", marks=pytest.mark.skipif(
+        EXT is None, reason="compiled engine absent")),
+])
+def test_a_checkpoint_of_one_engine_resumes_on_another(tmp_path, monkeypatch, first, then):
+    # one engine's checkpoint continued by another (parameters and momentum in the
+    # generic layout, nothing exact to take): close, not bit for bit
     x, y = blobs(n=90, side=6)
+    use_engine(monkeypatch, first)
     with pytest.raises(TrainingInterrupted) as info:
         fit(x, y, stop_after=20)
     state = info.value.state
-    state.engine = "generic"
-    resumed = fit(x, y, resume=state)
+    assert state.engine == first
     whole = fit(x, y)
+    if then == "generic":
+        state.engine = "generic"  # the NumPy engine then takes the generic layout
+    else:
+        use_engine(monkeypatch, then)
+    resumed = fit(x, y, resume=state)
+    if then != "generic":
+        assert resumed.engine_.name == then
     for k in whole.params_:
         np.testing.assert_allclose(resumed.params_[k], whole.params_[k], rtol=1e-4, atol=1e-5)
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 from helpers_data import blobs
+from helpers_engines import CPU_FAST_ENGINE
 
 sklearn = pytest.importorskip("sklearn", reason="scikit-learn is not installed")
 
@@ -69,7 +70,7 @@ def test_grid_search_in_two_processes_over_weighted_fits():
                           cv=2, n_jobs=2).fit(x, y, sample_weight=weights)
     assert search.best_score_ > 0.5
     assert set(search.best_params_) == {"n_hidden", "class_weight"}
-    assert search.best_estimator_.engine_.name == "numpy"
+    assert search.best_estimator_.engine_.name == CPU_FAST_ENGINE
 
 
 def test_pipeline_clone_and_pickle_keep_the_model():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers_backend import assert_close
+from helpers_engines import CPU_ENGINES, use_engine
 from helpers_data import blobs
 from test_engines import cuda_standin, setup_for
 
@@ -51,12 +52,14 @@ def run(x, y, weights, fast, **config):
     dict(epochs=2, batch_size=16, learning_rate=0.05, momentum=0.0, weight_decay=1e-3, shift=1),
     dict(epochs=2, batch_size=16, learning_rate=0.05, augment=dict(rotate=10), warp_bank=8),
 ])
-def test_the_numpy_engine_weighs_samples_as_the_generic_engine_does(config):
+@pytest.mark.parametrize("engine", CPU_ENGINES)
+def test_each_cpu_engine_weighs_samples_as_the_generic_engine_does(config, engine, monkeypatch):
+    use_engine(monkeypatch, engine)
     x, y = blobs()
     w = np.random.default_rng(0).uniform(0, 3, len(y)).astype(np.float32)
     fast, fast_h, fast_choice = run(x, y, w, True, **config)
     slow, slow_h, slow_choice = run(x, y, w, False, **config)
-    assert (fast_choice.name, slow_choice.name) == ("numpy", "generic")
+    assert (fast_choice.name, slow_choice.name) == (engine, "generic")
     for k in slow:
         np.testing.assert_allclose(fast[k], slow[k], rtol=2e-5, atol=2e-6, err_msg=k)
     for a, b in zip(fast_h, slow_h):

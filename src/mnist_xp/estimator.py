@@ -208,8 +208,8 @@ class MLPClassifier:
         sample_weight : array, shape (n_samples,), optional
             Each sample's weight in the loss, finite and >= 0 (times ``class_weight``);
             a step's mean loss is over its total weight, so a weight of k counts a
-            sample as k copies. The CUDA kernels do not take weights yet: on CUDA a
-            weighted fit runs the generic engine, and says so (``engine_``).
+            sample as k copies. Every engine takes weights (the fused CUDA kernels
+            too).
         eval_set : tuple (X_eval, y_eval), optional
             Scored after every epoch into ``history_[i]["test_accuracy"]``; labels
             must be among those of `y`. With ``n_iter_no_change`` and no

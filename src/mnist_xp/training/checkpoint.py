@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 # Engine names as checkpoints written before the engines had names recorded them.
 _ENGINE_NAMES = {"NumpyEpochRunner": "numpy", "CudaEpochRunner": "cuda",
                  "GenericEpochs": "generic"}
+# Engines that came after the old names: their checkpoints record the name itself.
+_NEWER_ENGINES = {"compiled"}
 
 
 @dataclass
@@ -301,7 +303,7 @@ def _check_metadata(path: Path, text) -> dict:
         np.random.default_rng().bit_generator.state = meta["rng_state"]
     except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise damaged(f"rng_state: {exception_line(exc)}") from None
-    if meta["runner_kind"] not in {*_ENGINE_NAMES, *_ENGINE_NAMES.values(), ""}:
+    if meta["runner_kind"] not in {*_ENGINE_NAMES, *_ENGINE_NAMES.values(), *_NEWER_ENGINES, ""}:
         raise damaged(f"unknown engine {meta['runner_kind']!r}")
     if not isinstance(meta["data_fingerprint"], str):
         raise damaged("data_fingerprint is not a string")

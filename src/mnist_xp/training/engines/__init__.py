@@ -1,24 +1,29 @@
 """Training engines, and the one place that chooses which of them trains a run.
 
-Each backend has at most one fast engine: `NumpyEngine` on NumPy, `CudaEngine` on CuPy.
-`choose_engine` takes it when it covers the run, and otherwise the generic engine,
-with the fast engine's own words for why (``"nesterov has no NumPy fast path yet"``).
-The choice is shown to the user: in ``mnist-xp train``'s ``engine:`` line, in every
-``--metrics`` record, as ``MLPClassifier.engine_`` and in ``mnist-xp info``.
+Each backend has a list of fast engines, fastest first: the compiled engine then the
+NumPy engine on NumPy, `CudaEngine` on CuPy. `choose_engine` takes the first that
+covers the run, and otherwise the generic engine, with the fast engines' own words for
+why (``"float64 has no compiled engine (float32 only)"``). The choice is shown to the user: in
+``mnist-xp train``'s ``engine:`` line, in every ``--metrics`` record, as
+``MLPClassifier.engine_`` and in ``mnist-xp info``.
 """
 
 from __future__ import annotations
 
 from .base import Engine, EngineChoice, EngineSetup, EpochInputs
+from .compiled_engine import CompiledEngine
 from .cuda_engine import CudaEngine
 from .generic import GenericEngine
 from .numpy_engine import NumpyEngine
 
 __all__ = ["Engine", "EngineChoice", "EngineSetup", "EpochInputs", "GenericEngine",
-           "NumpyEngine", "CudaEngine", "FAST_ENGINES", "choose_engine", "engine_summary"]
+           "CompiledEngine", "NumpyEngine", "CudaEngine", "FAST_ENGINES", "choose_engine",
+           "engine_summary"]
 
-#: The fast engine of each backend (by `Backend.name`); a backend not listed has none.
-FAST_ENGINES: dict[str, type[Engine]] = {"numpy": NumpyEngine, "cupy": CudaEngine}
+#: The fast engines of each backend (by `Backend.name`), fastest first; a backend not
+#: listed has none.
+FAST_ENGINES: dict[str, tuple[type[Engine], ...]] = {
+    "numpy": (CompiledEngine, NumpyEngine), "cupy": (CudaEngine,)}
 
 
 def choose_engine(setup: EngineSetup, *, fast: bool = True) -> tuple[Engine, EngineChoice]:
@@ -35,26 +40,32 @@ def choose_engine(setup: EngineSetup, *, fast: bool = True) -> tuple[Engine, Eng
     engine : Engine
         Constructed for `setup`.
     choice : EngineChoice
-        Its name and description, and the reason a fast engine did not run (empty
-        when the fast engine runs).
+        Its name and description, and the reason the fastest engine did not run: the
+        first fast engine's reason when a later one runs, every fast engine's reason
+        (joined by ``"; "``) when the generic engine runs, empty when the fastest runs.
     """
-    fast_engine = FAST_ENGINES.get(setup.backend.name)
+    fast_engines = FAST_ENGINES.get(setup.backend.name, ())
     if not fast:
-        reason = "fast engines turned off"
-    elif fast_engine is None:
-        reason = f"the {setup.backend.name} backend has no fast engine"
+        reasons = ["fast engines turned off"]
+    elif not fast_engines:
+        reasons = [f"the {setup.backend.name} backend has no fast engine"]
     else:
-        reason = fast_engine.unsupported_reason(setup)
-        if reason is None:
-            engine = fast_engine(setup)
-            return engine, EngineChoice(engine.name, engine.description)
+        reasons = []
+        for cls in fast_engines:
+            reason = cls.unsupported_reason(setup)
+            if reason is None:
+                engine = cls(setup)
+                return engine, EngineChoice(engine.name, engine.description,
+                                            reasons[0] if reasons else "")
+            reasons.append(reason)
     engine = GenericEngine(setup)
-    return engine, EngineChoice(engine.name, engine.description, reason)
+    return engine, EngineChoice(engine.name, engine.description, "; ".join(reasons))
 
 
 def engine_summary(backend_name: str) -> str:
-    """One line for ``mnist-xp info``: a backend's fast engine and what it covers."""
-    fast_engine = FAST_ENGINES.get(backend_name)
-    if fast_engine is None:
-        return GenericEngine.covers
-    return f"{fast_engine.covers}; otherwise the {GenericEngine.covers}"
+    """One line for ``mnist-xp info``: a backend's fast engines and what they cover."""
+    covers = []
+    for cls in FAST_ENGINES.get(backend_name, ()):
+        absent = cls.absent_reason()
+        covers.append(cls.covers if absent is None else f"{cls.covers} [absent: {absent}]")
+    return "; otherwise the ".join(covers + [GenericEngine.covers])

@@ -3,10 +3,11 @@
 An engine trains whole epochs of one run. The training loop (`mnist_xp.training.loop`)
 owns everything around them -- shuffles, schedules, evaluation, checkpoints, early
 stopping -- and talks to an engine only through the methods of `Engine`. There are
-three: the generic array-API path (`GenericEngine`, on any backend; the reference
-every other engine is tested against), the NumPy fast path (`NumpyEngine`) and the
-fused CUDA kernels (`CudaEngine`). `mnist_xp.training.engines.choose_engine` picks one
-for a run and says why.
+four: the generic array-API path (`GenericEngine`, on any backend; the reference
+every other engine is tested against), the compiled CPU engine (`CompiledEngine`, C
+with OpenMP and OpenBLAS), the NumPy fast path (`NumpyEngine`) and the fused CUDA
+kernels (`CudaEngine`). `mnist_xp.training.engines.choose_engine` picks one for a run
+and says why.
 
 Where values live
 -----------------
@@ -115,7 +116,7 @@ class EngineChoice:
     Attributes
     ----------
     name : str
-        ``generic``, ``numpy`` or ``cuda``.
+        ``generic``, ``compiled``, ``numpy`` or ``cuda``.
     description : str
         What it is, e.g. ``"fused CUDA kernels, one graph per epoch"``.
     reason : str
@@ -215,6 +216,11 @@ class Engine(ABC):
 
         Engines that train ``setup.params`` in place have nothing to do.
         """
+
+    @classmethod
+    def absent_reason(cls) -> str | None:
+        """Why this installation lacks the engine (e.g. an extension not built), or None."""
+        return None
 
     def exact_state(self) -> dict[str, np.ndarray]:
         """Host copies of the engine's own arrays, to resume bit for bit; {} if it has none."""
