@@ -244,14 +244,22 @@ def test_an_unbuilt_extension_is_named_as_such(monkeypatch):
 
 
 @needs_ext
-def test_float64_and_bad_thread_settings_fall_back_with_a_reason(monkeypatch):
+def test_float64_falls_back_with_a_reason_and_bad_environment_settings_are_errors(monkeypatch):
+    from mnist_xp.errors import SettingError
+
     engine, choice = choose_engine(setup_for(np.float64))
     assert isinstance(engine, NumpyEngine)
     assert choice.reason == "float64 has no compiled engine (float32 only)"
+    # A typo must not quietly train 10-20x slower, nor pass for the default.
     monkeypatch.setenv("MNIST_XP_THREADS", "two")
-    _, choice = choose_engine(setup_for())
-    assert choice.name == "numpy"
-    assert choice.reason == "MNIST_XP_THREADS must be a positive integer, got 'two'"
+    with pytest.raises(SettingError, match="MNIST_XP_THREADS must be a positive integer, got "
+                                           "'two'; unset it to use every core"):
+        choose_engine(setup_for())
+    monkeypatch.delenv("MNIST_XP_THREADS")
+    monkeypatch.setenv("MNIST_XP_ENGINE", "fast")
+    with pytest.raises(SettingError, match="MNIST_XP_ENGINE='fast' is not a choice; set it to "
+                                           "numpy to force the NumPy engine, or unset it"):
+        choose_engine(setup_for())
 
 
 @needs_ext

@@ -916,3 +916,23 @@ def test_the_lane_is_chosen_from_the_header_alone(monkeypatch):
     # picture is treated as big rather than left to hold up the drawings.
     exif = b"\xff\xe1" + struct.pack(">H", 65535) + b"Exif\x00\x00" + bytes(65527)
     assert declared_pixels(jpeg[:2] + exif * 8 + jpeg[2:]) is None
+
+
+def test_stopping_a_picture_pool_kills_its_processes():
+    # A broken pool waits for every process it has; one started while it broke is never
+    # signalled, and Python then hung at exit (seen once in CI after the test above).
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mnist_xp.web.pictures import _stop
+
+    pool = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
+    assert pool.submit(abs, -3).result(timeout=60) == 3
+    processes = list(pool._processes.values())
+    assert processes and all(p.is_alive() for p in processes)
+    _stop(pool)
+    for p in processes:
+        p.join(timeout=30)
+    assert not any(p.is_alive() for p in processes)
+    with pytest.raises(RuntimeError):
+        pool.submit(abs, -1)

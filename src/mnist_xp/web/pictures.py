@@ -106,8 +106,9 @@ class _Lane:
         """Replace the executor `broken` (once, however many requests saw it break)."""
         if self.factory is None:  # an executor given from outside: not ours to replace
             raise ApiError(503, "the picture reader stopped", retry_after=RETRY_AFTER)
+        # Stopped even if already replaced: a process it started since is killed too.
+        _stop(broken)
         if self.pool is broken:  # not yet replaced for another request that saw it break
-            broken.shutdown(wait=False, cancel_futures=True)
             self.pool = self.factory()
             self.restarts += 1
 
@@ -185,7 +186,9 @@ class PictureLanes:
                 # hand to an idle one.
                 for _ in range(lane.processes):
                     self.warming.append(lane.pool.submit(_warm_up))
-            except (RuntimeError, BrokenExecutor):  # closed (or broken) meanwhile
+            # Closed or broken meanwhile, or the fork server gone (a terminal's Ctrl-C
+            # reaches it too): a server that is stopping needs no warm processes.
+            except (RuntimeError, BrokenExecutor, OSError):
                 return
 
     @property
@@ -194,9 +197,27 @@ class PictureLanes:
         return self.small.refused + self.big.refused
 
     def close(self) -> None:
-        """Stop the executors without waiting for the pictures they are reading."""
+        """Stop the executors and their processes, without waiting for the pictures they read."""
         for lane in (self.small, self.big):
-            lane.pool.shutdown(wait=False, cancel_futures=True)
+            if lane.factory is None:  # given from outside: its owner stops it
+                lane.pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                _stop(lane.pool)
+
+
+def _stop(pool) -> None:
+    """Shut `pool` down without waiting, and kill the processes it still has.
+
+    A process pool that breaks (a process killed for memory) sends its processes SIGTERM
+    and then waits for all of them; one started by a picture submitted while it broke
+    (Python before 3.14 does not guard against that race) is never signalled, so the
+    pool's thread, and Python's exit with it, would wait for ever.
+    """
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.kill()
 
 
 def declared_pixels(body: bytes) -> int | None:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ... import _cengine
 from ...backend import blas_threads
-from ...errors import StopEpoch
+from ...errors import SettingError, StopEpoch
 from ...optim import SGD
 from ...pixels import PIXEL_SCALE
 from .base import Engine, EngineSetup, EpochInputs
@@ -92,10 +92,21 @@ class CompiledEngine(Engine):
 
         It declines when ``MNIST_XP_ENGINE=numpy`` is set, when the extension is missing
         or does not load, for float64 parameters and for arrays it cannot hand to C.
+
+        Raises
+        ------
+        SettingError
+            If ``MNIST_XP_ENGINE`` is set to anything but ``numpy``, or
+            ``MNIST_XP_THREADS`` is not a positive integer.
         """
         wanted = os.environ.get(ENGINE_ENV, "").strip().lower()
         if wanted == "numpy":
             return f"{ENGINE_ENV}=numpy"
+        if wanted:
+            # A typo must not pass for the default: it would look as if it had worked.
+            raise SettingError(f"{ENGINE_ENV}={os.environ[ENGINE_ENV]!r} is not a choice; set "
+                               "it to numpy to force the NumPy engine, or unset it",
+                               ENGINE_ENV)
         ext, why = _cengine.load()
         if ext is None:
             return why
@@ -103,8 +114,8 @@ class CompiledEngine(Engine):
             return "forked after the compiled engine ran: OpenMP threads do not survive fork"
         try:
             _cengine.default_threads()
-        except ValueError as exc:
-            return str(exc)
+        except ValueError as exc:  # a typo would cost 10-20x on the NumPy engine
+            raise SettingError(f"{exc}; unset it to use every core", "MNIST_XP_THREADS") from None
         params = setup.params
         dtype = params["W1"].dtype
         if dtype != np.float32:
