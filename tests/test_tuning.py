@@ -102,7 +102,7 @@ def test_the_tune_command_reports_the_recipe_and_the_test_accuracy(tmp_path, cap
     out = json.loads(capsys.readouterr().out)
     assert out["trials"] == 2
     assert set(out["preset_val_accuracy"]) == {"default", "best"}
-    assert out["train_flags"] == train_flags(out["settings"])
+    assert out["train_flags"] == f"--data-dir {data} {train_flags(out['settings'])} --seed 0"
     assert 0 <= out["test_accuracy"] <= 1
     assert model.is_file()
     assert main(["evaluate", "--data-dir", str(data), "--model", str(model), "--json"]) == 0
@@ -139,3 +139,31 @@ def test_with_two_trials_the_recipe_is_a_preset(digits):
     preset = preset_settings(chosen[0])
     assert result.settings["learning_rate"] == preset["learning_rate"]
     assert np.isclose(result.settings["label_smoothing"], preset["label_smoothing"])
+
+
+def test_tune_takes_data_that_is_not_square_images_without_moving_it():
+    # 20 features: no shifts or warps can be tried (they need square images); the
+    # presets' shifts are left out, and the labels may be strings.
+    from helpers_data import blobs
+
+    x, y = blobs(n=300, side=1, n_classes=3)
+    x = np.hstack([x] * 20)
+    labels = np.array(["ant", "bee", "cat"])[y]
+    seen = []
+    result = tune(x.astype(np.float32) / 255, labels, n_trials=3, device="cpu",
+                  on_trial=seen.append)
+    assert all(t["settings"]["shift"] == 0 and t["settings"]["augment"] is None for t in seen)
+    assert set(result.model.classes_) == {"ant", "bee", "cat"}
+
+
+def test_tune_checks_the_data_before_any_trial(digits, capfd):
+    x, y, _, _ = digits
+    bad = x.astype(np.float32) / 255
+    bad[3, 5] = np.nan
+    seen = []
+    with pytest.raises(ValueError, match="NaN"):
+        tune(bad, y, n_trials=2, on_trial=seen.append)
+    with pytest.raises(ValueError):
+        tune(x, y[:-1], n_trials=2, on_trial=seen.append)
+    assert seen == []  # no trial ran
+    assert "Trial" not in capfd.readouterr().err  # no Optuna traceback

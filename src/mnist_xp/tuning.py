@@ -23,6 +23,7 @@ The model is then trained again, with the recipe, on all the training data::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -70,12 +71,26 @@ def _optuna():
     return optuna
 
 
-def _preset_trial(name: str) -> dict:
-    """A preset as the trial parameters `_suggest` would draw for it."""
+def _check_data(X, y, base: dict) -> int:
+    """`X`'s n_features, once `X` and `y` pass the checks `fit` makes (its errors if not)."""
+    import numpy as np
+
+    from .backend import get_backend
+    from .estimator import _encode_labels, _to_device
+
+    x = _to_device(X, get_backend("cpu"), np.dtype(base["dtype"]))
+    _encode_labels(y, x.shape[0])
+    return int(x.shape[1])
+
+
+def _preset_trial(name: str, square: bool = True) -> dict:
+    """A preset as the trial parameters `_suggest` would draw for it (no moves if not `square`)."""
     s = preset_settings(name)
     params = {"learning_rate": s["learning_rate"], "epochs": s["epochs"],
               "label_smoothing": s["label_smoothing"]}
-    if s["augment"]:
+    if not square:
+        params["augmentation"] = "none"
+    elif s["augment"]:
         params["augmentation"] = "distort"
         params.update({k: float(s["augment"][k]) for k in
                        ("rotate", "zoom", "shear", "translate", "elastic")})
@@ -86,14 +101,15 @@ def _preset_trial(name: str) -> dict:
     return params
 
 
-def _suggest(trial) -> dict:
-    """One trial's recipe (values of `TUNED_SETTINGS`)."""
+def _suggest(trial, square: bool = True) -> dict:
+    """One trial's recipe (values of `TUNED_SETTINGS`); shifts and warps only for `square` images."""
     settings = {
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.5, log=True),
         "epochs": trial.suggest_categorical("epochs", [15, 30]),
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.15),
         "shift": 0, "augment": None}
-    kind = trial.suggest_categorical("augmentation", ["none", "shift", "distort"])
+    kinds = ["none", "shift", "distort"] if square else ["none"]
+    kind = trial.suggest_categorical("augmentation", kinds)
     if kind == "shift":
         settings["shift"] = trial.suggest_int("shift", 1, 2)
     elif kind == "distort":
@@ -114,8 +130,9 @@ def tune(X, y, *, n_trials: int = 20, timeout: float | None = None,
     Parameters
     ----------
     X : array, shape (n_samples, n_features)
-        Training images: uint8 pixels or floats in [0, 1]; square images (n_features a
-        square, e.g. 784) for the shifts and distortions to be tried.
+        Training images: uint8 pixels or floats in [0, 1]. Shifts and distortions are
+        tried only for square images (n_features a square, e.g. 784); other data is
+        tuned without them.
     y : array, shape (n_samples,)
         Class labels.
     n_trials : int, default 20
@@ -155,9 +172,13 @@ def tune(X, y, *, n_trials: int = 20, timeout: float | None = None,
                            "(0, 1)", "validation_fraction")
     base = {**preset_settings("default"), "device": device, "random_state": random_state,
             "validation_fraction": validation_fraction, "verbose": False}
+    # The data checked once, before any trial: a mistake in it is one error, not a
+    # failed trial with Optuna's traceback.
+    n_features = _check_data(X, y, base)
+    square = math.isqrt(n_features) ** 2 == n_features
 
     def objective(trial):
-        settings = _suggest(trial)
+        settings = _suggest(trial, square)
         clf = MLPClassifier(**{**base, **settings})
         trial.set_user_attr("settings", settings)
 
@@ -179,14 +200,20 @@ def tune(X, y, *, n_trials: int = 20, timeout: float | None = None,
                       "epochs_run": trial.user_attrs.get("epochs_run"),
                       "settings": trial.user_attrs.get("settings")})
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=random_state),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3))
-    for name in ("default", "best"):
-        study.enqueue_trial(_preset_trial(name), user_attrs={"preset": name})
-    study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[tell],
-                   catch=())
+    # Optuna's own lines off while it runs (a failed trial's error is raised, once):
+    # `on_trial` reports progress.
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.create_study(
+            direction="maximize", sampler=optuna.samplers.TPESampler(seed=random_state),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3))
+        for name in ("default", "best"):
+            study.enqueue_trial(_preset_trial(name, square), user_attrs={"preset": name})
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, callbacks=[tell],
+                       catch=())
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     presets = {t.user_attrs["preset"]: t.value for t in study.trials
                if "preset" in t.user_attrs and t.value is not None}
     best = study.best_trial

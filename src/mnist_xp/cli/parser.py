@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "on NumPy (CPU) or CuPy (CUDA).")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{train,evaluate,predict,preprocess,serve,info}")
+                                metavar="{train,evaluate,predict,preprocess,serve,info,tune}")
     _add_train(sub)
 
     e = sub.add_parser("evaluate", help="test accuracy of a saved model",

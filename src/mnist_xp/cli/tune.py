@@ -49,6 +49,10 @@ def cmd_tune(args) -> int:
     model = result.model
     test = float(np.mean(np.asarray(model.predict(flatten(data.x_test))) == data.y_test))
     flags = train_flags(result.settings)
+    # The run repeated exactly: the same data and seed as well as the recipe.
+    data_flags = (f"--data-dir {args.data_dir} " if args.data_dir is not None
+                  else f"--data {args.data} " if args.data != "auto" else "")
+    flags = f"{data_flags}{flags} --seed {args.seed}"
     out = {"data": data.source, "settings": result.settings, "train_flags": flags,
            "val_accuracy": result.val_accuracy, "preset_val_accuracy": result.preset_val_accuracy,
            "trials": len(result.study.trials), "test_accuracy": test}
