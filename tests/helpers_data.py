@@ -38,10 +38,13 @@ def gunzip_sha256(data: bytes) -> str:
     return hashlib.sha256(gzip.decompress(data)).hexdigest()
 
 
-def blobs(n: int = 90, side: int = 6, n_classes: int = 4, seed: int = 0):
-    """Separable uint8 images (n, side*side) around random class centres, int64 labels."""
+def blobs(n: int = 90, side: int = 6, n_classes: int = 4, seed: int = 0, pixels: bool = True):
+    """Separable images (n, side*side) around random class centres, int64 labels.
+
+    uint8 pixels, or (``pixels=False``) float32 in [0, 1].
+    """
     rng = np.random.default_rng(seed)
     centres = rng.uniform(30, 220, size=(n_classes, side * side))
     y = rng.integers(0, n_classes, n).astype(np.int64)
     x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
-    return x.astype(np.uint8), y
+    return (x.astype(np.uint8) if pixels else (x / 255).astype(np.float32)), y

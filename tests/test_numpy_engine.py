@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers_data import blobs
 
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
@@ -22,11 +23,8 @@ def _numpy_engine(numpy_engine):
 
 
 def data(n=90, side=6, n_classes=4, pixels=True, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(30, 220, size=(n_classes, side * side))
-    y = rng.integers(0, n_classes, n).astype(np.int64)
-    x = np.clip(centres[y] + rng.normal(0, 25, size=(n, side * side)), 0, 255)
-    return (x.astype(np.uint8) if pixels else (x / 255).astype(np.float32)), y
+    """Separable images and labels (`helpers_data.blobs`)."""
+    return blobs(n, side, n_classes, seed, pixels)
 
 
 def trained(fast, x, y, arch, config, dtype, seed=3):
