@@ -32,6 +32,7 @@ from .settings import (
     validation_size,
 )
 from .training import TrainConfig, TrainingHooks, train
+from .training.teacher import resolve_teacher
 from .validation import check_X, check_y, not_fitted
 
 __all__ = ["MLPClassifier", "PRESETS"]
@@ -56,7 +57,7 @@ def _make_init():
 
 
 class MLPClassifier:
-    __doc__ = """A one-hidden-layer perceptron classifier on NumPy or CuPy.
+    __doc__ = """A multilayer perceptron classifier on NumPy or CuPy (one hidden layer by default).
 
     The constructor only stores its arguments (scikit-learn's convention); `fit` checks
     them against the settings table (`mnist_xp.settings`), which is also where the CLI's
@@ -74,7 +75,8 @@ class MLPClassifier:
         Number of input features seen in `fit`.
     params_ : dict of arrays
         ``W1 (n_features_in_, n_hidden)``, ``b1 (n_hidden,)``,
-        ``W2 (n_hidden, n_classes)``, ``b2 (n_classes,)`` on the backend's device.
+        ``W2 (n_hidden, n_classes)``, ``b2 (n_classes,)`` on the backend's device; a
+        deeper network has ``W3, b3``... for each further layer.
     backend_ : Backend
         Where the parameters live and the math runs.
     engine_ : EngineChoice
@@ -294,11 +296,20 @@ class MLPClassifier:
         history = train(params, x_dev, backend.asarray(y_index), arch=arch, config=config,
                         backend=backend, rng=rng, eval_set=eval_dev, val_set=val_dev,
                         hooks=hooks, resume=resume,
-                        sample_weight=None if weights is None else backend.asarray(weights, dtype))
+                        sample_weight=None if weights is None else backend.asarray(weights, dtype),
+                        teacher=self._teacher(classes, n_features, dtype, backend))
         self._fitted(classes, n_features, history, backend, params, chosen[0])
         self.partial_state_ = finished[0]  # what partial_fit continues from
         self.partial_settings_ = _layout_settings(settings)
         return self
+
+    def _teacher(self, classes, n_features: int, dtype, backend: Backend):
+        """The `teacher` setting loaded and checked against the data, or None."""
+        if self.teacher is None:
+            return None
+        return resolve_teacher(self.teacher, classes=classes, n_features=n_features,
+                               dtype=dtype, backend=backend, temperature=self.temperature,
+                               weight=self.distill_weight)
 
     @staticmethod
     def _held_out(pair, backend: Backend, dtype, classes, n_features: int):
@@ -318,8 +329,9 @@ class MLPClassifier:
             raise ValueError("warm_start needs the features and classes of the previous fit "
                              f"({self.n_features_in_} features, classes {self.classes_.tolist()})")
         params = {k: np.array(to_numpy(v), dtype=dtype) for k, v in self.params_.items()}
-        if params["W1"].shape[1] != arch.n_hidden:
-            raise ValueError(f"warm_start needs n_hidden={params['W1'].shape[1]}, as before")
+        if {k: v.shape for k, v in params.items()} != arch.shapes:
+            raise ValueError(f"warm_start needs the layers of the previous fit "
+                             f"({Architecture(arch.n_inputs, _hidden_of(params), arch.n_outputs).label})")
         return params
 
     def _fitted(self, classes, n_features, history, backend, params, engine) -> None:
@@ -404,7 +416,8 @@ class MLPClassifier:
         history = train(params, x_dev, backend.asarray(y_index), arch=arch,
                         config=TrainConfig(**values), backend=backend, rng=rng, hooks=hooks,
                         resume=state,
-                        sample_weight=None if weights is None else backend.asarray(weights, dtype))
+                        sample_weight=None if weights is None else backend.asarray(weights, dtype),
+                        teacher=self._teacher(classes, n_features, dtype, backend))
         self._fitted(classes, n_features, history, backend, params, chosen[0])
         self.partial_state_ = states[-1]
         self.partial_settings_ = _layout_settings(settings)
@@ -525,7 +538,7 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
 # Settings that shape the optimizer's state and the engine's arrays: partial_fit
 # refuses to continue a run when one of them has changed.
 _LAYOUT = ("n_hidden", "activation", "loss", "dtype", "optimizer", "momentum", "shift",
-           "augment", "label_smoothing")
+           "augment", "label_smoothing", "dropout")
 
 
 def _layout_settings(settings: dict) -> dict:
@@ -589,6 +602,12 @@ def _class_indices(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if not np.array_equal(classes[index], labels):
         raise ValueError("labels contain classes not seen in fit")
     return index.astype(np.int64)
+
+
+def _hidden_of(params: dict):
+    """The hidden widths of a parameter dict (``W1 ... W{L}``)."""
+    widths = [params[f"W{i}"].shape[1] for i in range(1, len(params) // 2)]
+    return widths[0] if len(widths) == 1 else tuple(widths)
 
 
 def _same(a, b) -> bool:

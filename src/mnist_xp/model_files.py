@@ -29,7 +29,7 @@ from .fileio.reading import open_user_file
 from .fileio.writing import atomic_write
 from .estimator import MLPClassifier
 from .errors import SettingError
-from .model import PARAM_NAMES, Architecture, check_network
+from .model import ALL_PARAM_NAMES, PARAM_NAMES, Architecture, check_network
 from .settings import BY_NAME, check_settings
 from .training.checkpoint import network_of
 
@@ -40,6 +40,9 @@ FORMAT_VERSION = 1
 
 # The archive members a model file must hold (each NAME.npy) and the only ones read.
 _MEMBERS = (*PARAM_NAMES, "classes", "metadata")
+# The layers of deeper networks (``W3``...), read when present; the metadata's
+# architecture says which a file must have.
+_DEEP_MEMBERS = tuple(k for k in ALL_PARAM_NAMES if k not in PARAM_NAMES)
 
 
 def default_model_path() -> Path:
@@ -100,7 +103,9 @@ def save(model: MLPClassifier, path: str | os.PathLike, *, metadata: dict | None
 def jsonable_settings(model: MLPClassifier) -> dict:
     """The estimator's settings as JSON values (``device`` left out).
 
-    Settings that JSON cannot hold (a Generator as random_state) become null; the
+    Settings that JSON cannot hold (a Generator as random_state, a teacher given as a
+    fitted model rather than a file) become null; layer widths and teacher files are
+    lists; the
     distortion settings are a flat dict of numbers; a ``class_weight`` dict is kept with
     its labels as strings (`load` maps them back onto the model's classes).
     """
@@ -108,8 +113,23 @@ def jsonable_settings(model: MLPClassifier) -> dict:
     if isinstance(settings.get("class_weight"), dict):
         settings["class_weight"] = {str(_plain(k)): float(w)
                                     for k, w in settings["class_weight"].items()}
+    if isinstance(settings.get("n_hidden"), (tuple, list)):
+        settings["n_hidden"] = [int(w) for w in settings["n_hidden"]]
+    teacher = settings.get("teacher")
+    if teacher is not None:
+        # files are kept by path; a fitted model given in memory cannot be written here
+        items = teacher if isinstance(teacher, (list, tuple)) else [teacher]
+        paths = [os.fspath(t) for t in items if isinstance(t, (str, os.PathLike))]
+        settings["teacher"] = paths if len(paths) == len(items) else None
     return {k: v if isinstance(v, (bool, int, float, str, type(None))) or _flat_numbers(v)
-            else None for k, v in settings.items() if k != "device"}
+            or _plain_list(v) else None for k, v in settings.items() if k != "device"}
+
+
+def _plain_list(value) -> bool:
+    """Whether `value` is a list of whole numbers or of strings (layer widths, teacher files)."""
+    return isinstance(value, list) and bool(value) and (
+        all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        or all(isinstance(v, str) for v in value))
 
 
 def _plain(value):
@@ -218,17 +238,20 @@ def _read_checkpoint(path: Path):
         settings = _checkpoint_settings(path, first["metadata"])
         arch, dtype = network_of(settings, headers["params/W1"], headers["classes"].shape)
         for group in ("params", "best"):
-            part = {k: headers[f"{group}/{k}"] for k in PARAM_NAMES if f"{group}/{k}" in headers}
-            if len(part) == len(PARAM_NAMES):
+            part = {k: headers[f"{group}/{k}"] for k in ALL_PARAM_NAMES
+                    if f"{group}/{k}" in headers}
+            if group == "params" or part:
                 _check_network(path, part, headers["classes"], arch, dtype)
 
     loaded = _read_archive(path, [*params, "classes", "metadata"],
-                           optional=[f"best/{k}" for k in PARAM_NAMES], expect=expect)
+                           optional=[f"params/{k}" for k in _DEEP_MEMBERS]
+                           + [f"best/{k}" for k in ALL_PARAM_NAMES], expect=expect)
     state = _checkpoint_state(path, loaded["metadata"])
     settings = state["settings"]
     best_info = state.get("best")
-    best = isinstance(best_info, dict) and all(f"best/{k}" in loaded for k in PARAM_NAMES)
-    arrays = {k: loaded[f"best/{k}" if best else f"params/{k}"] for k in PARAM_NAMES}
+    best = isinstance(best_info, dict) and "best/W1" in loaded
+    group = "best" if best else "params"
+    arrays = {k: loaded[f"{group}/{k}"] for k in ALL_PARAM_NAMES if f"{group}/{k}" in loaded}
     classes = loaded["classes"]
     w1 = arrays["W1"]
     arch, dtype = network_of(settings, w1, classes.shape)
@@ -291,10 +314,11 @@ def _read(path: Path):
     """
     def expect(first, headers):  # the shapes the metadata allows, before any data is read
         meta = _parse_metadata(path, first["metadata"])
-        _check_arrays(path, headers, headers["classes"], meta)
+        _check_arrays(path, {k: h for k, h in headers.items() if k in ALL_PARAM_NAMES},
+                      headers["classes"], meta)
 
-    loaded = _read_archive(path, _MEMBERS, expect=expect)
-    arrays = {k: loaded[k] for k in PARAM_NAMES}
+    loaded = _read_archive(path, _MEMBERS, optional=_DEEP_MEMBERS, expect=expect)
+    arrays = {k: loaded[k] for k in ALL_PARAM_NAMES if k in loaded}
     classes, text = loaded["classes"], loaded["metadata"]
     meta = _parse_metadata(path, text)
     _check_arrays(path, arrays, classes, meta)

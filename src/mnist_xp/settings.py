@@ -30,7 +30,7 @@ import numpy as np
 
 from .backend import parse_device
 from .errors import DeviceError, SettingError
-from .model import ACTIVATIONS, LOSSES
+from .model import ACTIVATIONS, LOSSES, MAX_HIDDEN_LAYERS
 from .optim import OPTIMIZERS
 
 __all__ = [
@@ -107,9 +107,11 @@ class Setting:
     ----------
     name : str
         The estimator's parameter (and `TrainConfig` field) name.
-    kind : {"int", "float", "str", "bool", "seed", "device", "augment", "class_weight"}
+    kind : {"int", "float", "str", "bool", "seed", "device", "augment", "class_weight", \
+"hidden", "teacher"}
         Its type; ``seed`` is a whole number or a NumPy Generator, ``device`` a device
-        string or `Backend`, ``augment`` the dict of `AUGMENT_FIELDS`.
+        string or `Backend`, ``augment`` the dict of `AUGMENT_FIELDS`, ``hidden`` a
+        width or a sequence of widths, ``teacher`` models to distil from.
     default : object
         The estimator's default (``MLPClassifier()``).
     help : str
@@ -183,8 +185,10 @@ _DISTORTIONS = {
 
 SETTINGS: tuple[Setting, ...] = (
     # -- the network ---------------------------------------------------------------------
-    Setting("n_hidden", "int", 100, "width of the hidden layer", unit="units",
-            interval=_closed(1, MAX_HIDDEN), flag="--hidden", scope="model"),
+    Setting("n_hidden", "hidden", 100, "width of the hidden layer, or the widths of "
+            "several, input side first (800,800 on the command line, (800, 800) from "
+            "Python)", unit="units", interval=_closed(1, MAX_HIDDEN), flag="--hidden",
+            metavar="N[,N...]", scope="model"),
     Setting("activation", "str", "relu", "hidden-layer non-linearity", choices=ACTIVATIONS,
             flag="--activation", presets={"classic": "sigmoid"}, scope="model"),
     Setting("loss", "str", "cross_entropy",
@@ -216,6 +220,15 @@ SETTINGS: tuple[Setting, ...] = (
             "with adamw)", interval=_NON_NEGATIVE, flag="--weight-decay"),
     Setting("label_smoothing", "float", 0.0, "targets are 1 - this on the true class plus "
             "this / n_classes everywhere", interval=_FRACTION, flag="--label-smoothing"),
+    Setting("dropout", "float", 0.0, "probability of dropping each hidden unit at each "
+            "training step (Srivastava et al. 2014); 0 is off", interval=_FRACTION,
+            flag="--dropout", metavar="P"),
+    Setting("temperature", "float", 4.0, "with a teacher: the softmax temperature of its "
+            "soft targets and of the student's matching outputs (Hinton et al. 2015)",
+            interval=_POSITIVE, flag="--temperature", metavar="T"),
+    Setting("distill_weight", "float", 0.5, "with a teacher: the soft targets' share of "
+            "the loss, the labels' being 1 - this", interval=_closed(0, 1),
+            flag="--distill-weight", metavar="A"),
     Setting("shift", "int", 0, "random translation of whole batches by up to this many "
             "pixels each way; needs square images (0: off)", unit="pixels",
             interval=_NON_NEGATIVE, flag="--shift", presets={"default": 1}),
@@ -234,6 +247,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("n_iter_no_change", "int", None, "stop after this many epochs without a better "
             "validation accuracy, or, without a held-out set, a lower training loss", unit="epochs",
             interval=_POSITIVE_INT, optional=True, flag="--patience", metavar="EPOCHS"),
+    Setting("teacher", "teacher", None, "distil from these models: a fitted "
+            "MLPClassifier or Ensemble, a model file, or a list of them (their "
+            "probabilities averaged); their soft targets are computed on each augmented "
+            "batch the student sees. None trains on the labels alone", optional=True,
+            scope="run"),
     Setting("warm_start", "bool", False, "start fit from the weights of the previous fit "
             "(same features and classes) instead of new random ones", scope="run"),
     # -- the fields of `augment` (each a flag of its own) ----------------------------------
@@ -363,6 +381,20 @@ def check_value(setting: Setting, value, show: Show = python_name) -> None:
             raise SettingError(f"{where}: must be 'balanced', or a dict of label to a "
                                "finite weight >= 0", setting.name)
         return
+    if kind == "hidden":
+        widths = value if isinstance(value, (tuple, list)) else (value,)
+        if not widths or len(widths) > MAX_HIDDEN_LAYERS or not all(_is_int(w) for w in widths):
+            raise SettingError(f"{where}: must be a whole number, or a sequence of 1 to "
+                               f"{MAX_HIDDEN_LAYERS} whole numbers (one per hidden layer)",
+                               setting.name)
+        for w in widths:
+            if w not in setting.interval:
+                raise SettingError(f"{where}: each width must be "
+                                   f"{setting.interval.describe()}", setting.name)
+        return
+    if kind == "teacher":
+        _check_teacher(value, where, setting.name)
+        return
     if kind == "device":
         if isinstance(value, str):  # a Backend object is already resolved
             try:
@@ -389,6 +421,19 @@ def check_value(setting: Setting, value, show: Show = python_name) -> None:
         raise SettingError(f"{where}: must be a finite number", setting.name)
     if setting.interval is not None and value not in setting.interval:
         raise SettingError(f"{where}: must be {setting.interval.describe()}", setting.name)
+
+
+def _check_teacher(value, where: str, name: str) -> None:
+    """A teacher: a model file path, a fitted model (anything with ``predict_proba``), or a
+    non-empty list of them; whether it fits the data is checked when it is loaded."""
+    import os
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    ok = bool(items) and all(isinstance(t, (str, os.PathLike)) or hasattr(t, "predict_proba")
+                             for t in items)
+    if not ok:
+        raise SettingError(f"{where}: must be a fitted MLPClassifier or Ensemble, a model "
+                           "file, or a list of them", name)
 
 
 def _check_augment(value, show: Show) -> None:
@@ -435,6 +480,10 @@ RULES: tuple[Rule, ...] = (
          lambda v, show: f"{show('shift', v['shift'])} cannot be combined with per-image "
                          "distortions (set by the preset or given), whose translate setting "
                          "shifts too; drop one of them"),
+    Rule(("teacher", "loss"),
+         lambda v: v.get("teacher") is not None and v["loss"] != "cross_entropy",
+         lambda v, show: f"a teacher's soft targets need {show('loss', 'cross_entropy')} "
+                         f"(got {show('loss', v['loss'])})"),
     Rule(("optimizer", "momentum"),
          lambda v: v["optimizer"] == "nesterov" and not v["momentum"],
          lambda v, show: f"{show('optimizer', 'nesterov')} needs a momentum > 0 "
@@ -536,10 +585,11 @@ def parameters_doc() -> str:
     for s in ESTIMATOR_SETTINGS:
         kind = {"augment": "dict or None", "device": "str or Backend",
                 "class_weight": "dict, 'balanced' or None",
-                "seed": "int, numpy.random.Generator"}.get(s.kind, s.kind)
+                "seed": "int, numpy.random.Generator", "hidden": "int or tuple of int",
+                "teacher": "MLPClassifier, Ensemble, path, list of them, or None"}.get(s.kind, s.kind)
         if s.choices:
             kind = "{" + ", ".join(f'"{c}"' for c in s.choices) + "}"
-        elif s.optional and s.kind not in ("augment", "class_weight"):
+        elif s.optional and s.kind not in ("augment", "class_weight", "teacher"):
             kind += " or None"
         lines.append(f"{s.name} : {kind}, default {s.default!r}")
         text = s.help[0].upper() + s.help[1:]

@@ -25,7 +25,7 @@ __all__ = ["build_parser", "TRAINING_FLAGS"]
 
 #: The argparse names of the flags that set what ``train`` trains: ``--resume`` takes all
 #: of them from the checkpoint.
-TRAINING_FLAGS = ("preset", "no_augment", *(s.dest for s in SETTINGS if s.flag))
+TRAINING_FLAGS = ("preset", "no_augment", "teacher", *(s.dest for s in SETTINGS if s.flag))
 
 _MAX_SCALE = 64  # a 28x28 image at 64x is 1792x1792: large enough to see, small to write
 
@@ -45,9 +45,14 @@ def setting_type(setting: Setting):
     """An argparse type for a number setting: parsed, then checked against the table."""
     def parse(text: str):
         try:
-            value = int(text) if setting.kind in ("int", "seed") else float(text)
+            if setting.kind == "hidden":
+                widths = tuple(int(part) for part in text.split(","))
+                value = widths[0] if len(widths) == 1 else widths
+            else:
+                value = int(text) if setting.kind in ("int", "seed") else float(text)
         except ValueError:
-            what = "a whole number" if setting.kind in ("int", "seed") else "a number"
+            what = {"hidden": "a width or widths joined by commas (800,800)"}.get(
+                setting.kind, "a whole number" if setting.kind in ("int", "seed") else "a number")
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         try:
             check_value(setting, value, lambda name, v=None: "")
@@ -198,6 +203,11 @@ def _add_train(sub) -> None:
             _add_setting(distortions if s.group == "augment" else settings, s)
     distortions.add_argument("--no-augment", action="store_true",
                              help="no per-image distortions")
+    settings.add_argument("--teacher", metavar="MODEL", type=Path, action="append",
+                          help="distil from this model (a file from 'train --save'): learn its "
+                               "soft targets at --temperature, mixed with the labels by "
+                               "--distill-weight, computed on every augmented batch; repeat "
+                               "it to distil from the average of several")
     t.add_argument("--save", metavar="PATH", type=Path, help="write the trained model here (.npz)")
     t.add_argument("--metrics", metavar="FILE", type=Path,
                    help="write one JSON line per epoch here (rewritten after every epoch)")

@@ -25,6 +25,7 @@ from ..settings import (
 )
 from ..training import data_fingerprint, load_state, save_state
 from ..training.signals import stop_on_signals
+from ..training.teacher import teacher_models
 from .common import (
     UsageError,
     backend_from,
@@ -57,6 +58,8 @@ def _flag_settings(args) -> dict:
     for s in ESTIMATOR_SETTINGS:
         if s.flag is not None and getattr(args, s.dest) is not None:
             settings[s.name] = getattr(args, s.dest)
+    if args.teacher:
+        settings["teacher"] = [str(p) for p in args.teacher]
     settings["augment"] = _augment_settings(args, settings["augment"])
     if augment_active(settings["augment"]) and args.shift is None:
         settings["shift"] = 0  # distortions asked for replace the preset's batch shifts
@@ -120,10 +123,14 @@ def _summary(arch: Architecture, model: MLPClassifier) -> str:
         augment = "distortions " + ", ".join(f"{k} {v:g}" for k, v in model.augment.items())
     else:
         augment = f"shift {model.shift}"
-    return (f"model: {arch.n_inputs}-{arch.n_hidden}-{arch.n_outputs} {arch.activation}, "
+    extras = f", dropout {model.dropout:g}" if model.dropout else ""
+    if model.teacher is not None:
+        extras += (f"; distilled from {plural(len(teacher_models(model.teacher)), 'teacher')} "
+                   f"at temperature {model.temperature:g}, weight {model.distill_weight:g}")
+    return (f"model: {arch.label} {arch.activation}, "
             f"{arch.loss.replace('_', ' ')}, {model.dtype} ({arch.n_parameters:,} parameters); "
             f"{plural(model.epochs, 'epoch')}, batch {model.batch_size}, lr "
-            f"{model.learning_rate:g} ({model.schedule}), {optimizer}, {augment}")
+            f"{model.learning_rate:g} ({model.schedule}), {optimizer}, {augment}{extras}")
 
 
 def _train(args, state, info, settings) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ModelFileError, SettingError, exception_line
 from ..fileio.archive import read_npz
 from ..fileio.writing import atomic_write
-from ..model import PARAM_NAMES, Architecture, check_network
+from ..model import Architecture, check_network
 from ..settings import BY_NAME, ESTIMATOR_SETTINGS, check_settings
 
 __all__ = ["TrainState", "save_state", "load_state", "data_fingerprint", "network_of", "FORMAT"]
@@ -316,7 +316,7 @@ def _check_metadata(path: Path, text) -> dict:
 def _check_layout(path: Path, meta: dict, headers: dict) -> None:
     """Every member's header against the metadata, before any array data is read."""
     groups = _groups(headers)
-    if set(groups["params"]) != set(PARAM_NAMES) or "classes" not in headers:
+    if "W1" not in groups["params"] or "classes" not in headers:
         raise ModelFileError(f"{path}: checkpoint lacks parameter arrays")
     unknown = sorted(k for k in headers if k != "classes" and k != "metadata"
                      and k.partition("/")[0] not in groups)
@@ -346,7 +346,7 @@ def _check_layout(path: Path, meta: dict, headers: dict) -> None:
     _check_group(path, "optimizer", groups["optimizer"], expected)
     engine = _ENGINE_NAMES.get(meta["runner_kind"], meta["runner_kind"])
     expected = {}
-    if engine == "numpy" and groups["runner"]:
+    if engine == "numpy" and groups["runner"] and arch.n_layers == 2:
         n_in, n_h, n_out = arch.n_inputs, arch.n_hidden, arch.n_outputs
         own = {"w1": (n_in + 1, n_h), "w2t": (n_out, n_h), "b2": (n_out, 1)}
         expected = {k: (s, dtype) for k, s in own.items()}

@@ -67,7 +67,8 @@ class TrainingHooks:
 def train(params, x, y, *, arch: Architecture, config, backend: Backend,
           rng: np.random.Generator, eval_set=None, val_set=None,
           hooks: TrainingHooks | None = None, resume: TrainState | None = None,
-          fast: bool = True, cuda_graphs: bool = True, sample_weight=None) -> list[dict]:
+          fast: bool = True, cuda_graphs: bool = True, sample_weight=None,
+          teacher=None) -> list[dict]:
     """Train `params` in place for ``config.epochs`` epochs.
 
     Parameters
@@ -106,6 +107,9 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
         launching its kernels step by step; the results are the same.
     sample_weight : device array, shape (n,), the parameters' dtype, optional
         Each sample's weight in the loss; ``train_loss`` is then the weighted mean.
+    teacher : Teacher, optional
+        Distil from it (`mnist_xp.training.teacher.resolve_teacher`); ``train_loss`` is
+        then the distillation loss.
 
     Returns
     -------
@@ -134,7 +138,7 @@ def train(params, x, y, *, arch: Architecture, config, backend: Backend,
         setup = EngineSetup(params, arch, _optimizer(config), x, y, backend,
                             _shifter(config.shift, arch.n_inputs),
                             _warper(config, arch.n_inputs), config.label_smoothing,
-                            cuda_graphs, sample_weight)
+                            cuda_graphs, sample_weight, config.dropout, teacher)
         engine, choice = choose_engine(setup, fast=fast)
         if hooks.on_engine is not None:
             hooks.on_engine(choice)
@@ -212,12 +216,13 @@ class _Run:
         backend, progress = self.setup.backend, self.hooks.progress
         if progress is not None:
             progress.start(epoch, self.n_batches)
-        host_order, shift_ids, host_warps = self.pending
+        host_order, shift_ids, host_warps, dropout_key = self.pending
         inputs = EpochInputs(
             order=backend.asarray(host_order), batch_size=self.config.batch_size,
             learning_rates=epoch_learning_rates(self.config, epoch, self.n_batches),
             shift_ids=shift_ids,
-            warps=None if host_warps is None else RandomWarp.upload(host_warps, backend))
+            warps=None if host_warps is None else RandomWarp.upload(host_warps, backend),
+            dropout_key=dropout_key)
         backend.synchronize()  # sync point: the uploads stay out of the epoch's time
         t0 = time.perf_counter()
         try:
@@ -314,7 +319,7 @@ class _Run:
     # -- helpers ------------------------------------------------------------------------
 
     def _draw(self):
-        """The next epoch's shuffle, batch shifts and warps, drawn on the host."""
+        """The next epoch's shuffle, batch shifts, warps and dropout key, drawn on the host."""
         # The same order on every backend for a seed; shifts stay host integers (they
         # choose slices, never a sync); warps are uploaded once per epoch.
         rng, shifter, warper = self.rng, self.setup.shifter, self.setup.warper
@@ -322,7 +327,9 @@ class _Run:
         shifts = (rng.integers(0, shifter.n_shifts, self.n_batches).tolist()
                   if shifter is not None else None)
         warps = warper.draw_epoch(self.n, rng) if warper is not None else None
-        return order, shifts, warps
+        # drawn last, and only with dropout: runs without it draw as they always did
+        key = int(rng.integers(0, 1 << 32)) if self.setup.dropout else None
+        return order, shifts, warps, key
 
     def _snapshot(self, epoch: int) -> TrainState:
         """The state after `epoch`, on the host (copies: training goes on in place)."""

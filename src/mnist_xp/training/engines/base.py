@@ -31,7 +31,19 @@ from ...augment import EpochWarps, RandomShift, RandomWarp
 from ...backend import Backend
 from ...model import Architecture
 
-__all__ = ["Engine", "EngineSetup", "EpochInputs", "EngineChoice"]
+__all__ = ["Engine", "EngineSetup", "EpochInputs", "EngineChoice", "beyond_one_layer"]
+
+
+def beyond_one_layer(setup: "EngineSetup", engine: str) -> str | None:
+    """Why an engine of the one-hidden-layer network (`engine`, e.g. ``"NumPy fast path"``)
+    cannot train `setup`: more hidden layers, dropout or a teacher; None if none."""
+    if setup.arch.n_layers > 2:
+        return f"{len(setup.arch.hidden_sizes)} hidden layers have no {engine}"
+    if setup.dropout:
+        return f"dropout has no {engine}"
+    if setup.teacher is not None:
+        return f"distillation has no {engine}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,12 @@ class EngineSetup:
     sample_weight : device array, shape (n,), the parameters' dtype, or None
         Each sample's weight in the loss (``sample_weight`` times ``class_weight``);
         a step's mean is over its total weight. None weighs every sample 1.
+    dropout : float
+        The probability of dropping a hidden unit at a step (`mnist_xp.model.dropout_mask`);
+        0 is off.
+    teacher : Teacher or None
+        Distil from these networks (`mnist_xp.training.teacher`): their soft targets are
+        computed on each step's batch, on the device.
     """
 
     params: dict
@@ -77,6 +95,8 @@ class EngineSetup:
     label_smoothing: float = 0.0
     cuda_graphs: bool = True
     sample_weight: Any = None
+    dropout: float = 0.0
+    teacher: Any = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +115,8 @@ class EpochInputs:
         One shift number per step (see `RandomShift.offset`); with a shifter only.
     warps : EpochWarps or None
         The epoch's warps, on the device; with a warper only.
+    dropout_key : int or None
+        The epoch's dropout key (`mnist_xp.model.dropout_mask`); with dropout only.
     """
 
     order: Any
@@ -102,6 +124,7 @@ class EpochInputs:
     learning_rates: list
     shift_ids: list | None = None
     warps: EpochWarps | None = None
+    dropout_key: int | None = None
 
     @property
     def n_batches(self) -> int:

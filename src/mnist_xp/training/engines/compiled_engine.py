@@ -32,7 +32,7 @@ from ...backend import blas_threads
 from ...errors import SettingError, StopEpoch
 from ...optim import SGD
 from ...pixels import PIXEL_SCALE
-from .base import Engine, EngineSetup, EpochInputs
+from .base import Engine, EngineSetup, EpochInputs, beyond_one_layer
 
 __all__ = ["CompiledEngine", "CHUNK_SAMPLES", "ENGINE_ENV", "LIMIT_NUMPY_BLAS"]
 
@@ -116,6 +116,9 @@ class CompiledEngine(Engine):
             _cengine.default_threads()
         except ValueError as exc:  # a typo would cost 10-20x on the NumPy engine
             raise SettingError(f"{exc}; unset it to use every core", "MNIST_XP_THREADS") from None
+        layered = beyond_one_layer(setup, "compiled engine")
+        if layered is not None:
+            return layered
         params = setup.params
         dtype = params["W1"].dtype
         if dtype != np.float32:

@@ -34,7 +34,7 @@ from ...model import Architecture
 from ...optim import SGD, Adam
 from ...pixels import PIXEL_SCALE
 from . import cuda_kernels as kern
-from .base import Engine, EngineSetup, EpochInputs
+from .base import Engine, EngineSetup, EpochInputs, beyond_one_layer
 
 __all__ = ["CudaEngine", "EpochPlan", "step_launches"]
 
@@ -126,6 +126,9 @@ class CudaEngine(Engine):
     @classmethod
     def unsupported_reason(cls, setup: EngineSetup) -> str | None:
         """What of `setup` the fused kernels do not cover, or None."""
+        layered = beyond_one_layer(setup, "fused CUDA kernel")
+        if layered is not None:
+            return layered
         opt = setup.optimizer
         if not isinstance(opt, (SGD, Adam)):
             return f"{opt.name} has no fused CUDA kernel"

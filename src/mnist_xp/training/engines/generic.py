@@ -2,7 +2,8 @@
 
 This is the reference: every fast engine is tested against it. It runs wherever
 `mnist_xp.model` runs -- NumPy, CuPy and array_api_strict -- and covers every setting
-(all optimizers, label smoothing, shifts, warps, both losses and activations).
+(all optimizers, label smoothing, shifts, warps, both losses and activations, any
+number of hidden layers, dropout and distillation from a teacher).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import StopEpoch
-from ...model import loss_and_grads
+from ...model import dropout_mask, loss_and_grads
 from ...optim import state_from_host, state_to_host
 from ...pixels import as_float_batch, input_scale
 from .base import Engine, EngineSetup, EpochInputs
@@ -29,7 +30,8 @@ class GenericEngine(Engine):
     """
 
     name = "generic"
-    covers = "generic array-API path (every setting, sample weights included)"
+    covers = ("generic array-API path (every setting: sample weights, deep networks, dropout "
+              "and teachers included)")
 
     def __init__(self, setup: EngineSetup):
         super().__init__(setup)
@@ -70,8 +72,16 @@ class GenericEngine(Engine):
             xb = as_float_batch(self._fetch(epoch, i, idx), dtype, scale, xp)
             yb = xp.take(s.y, idx, axis=0)
             wb = None if s.sample_weight is None else xp.take(s.sample_weight, idx, axis=0)
-            batch_loss, batch_correct, grads = loss_and_grads(params, xb, yb, s.arch, xp,
-                                                              s.label_smoothing, wb)
+            masks = soft = None
+            if s.dropout:
+                masks = [dropout_mask(epoch.dropout_key, i, layer, (xb.shape[0], width),
+                                      s.dropout, xp)
+                         for layer, width in enumerate(s.arch.hidden_sizes, start=1)]
+            if s.teacher is not None:
+                soft = s.teacher.soft_targets(xb, xp)
+            batch_loss, batch_correct, grads = loss_and_grads(
+                params, xb, yb, s.arch, xp, s.label_smoothing, wb, masks, soft,
+                *((s.teacher.temperature, s.teacher.weight) if soft is not None else ()))
             s.optimizer.step(params, grads, self.state, epoch.learning_rates[i])
             loss_sum += batch_loss
             correct += xp.astype(batch_correct, xp.int64)

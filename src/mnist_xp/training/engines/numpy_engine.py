@@ -44,7 +44,7 @@ from ...backend import blas_threads
 from ...errors import StopEpoch
 from ...optim import SGD
 from ...pixels import PIXEL_SCALE
-from .base import Engine, EngineSetup, EpochInputs
+from .base import Engine, EngineSetup, EpochInputs, beyond_one_layer
 
 __all__ = ["NumpyEngine", "SINGLE_THREAD_BELOW"]
 
@@ -128,6 +128,9 @@ class NumpyEngine(Engine):
     @classmethod
     def unsupported_reason(cls, setup: EngineSetup) -> str | None:
         """What of `setup` this engine does not cover (SGD, classical momentum, one-hot)."""
+        layered = beyond_one_layer(setup, "NumPy fast path")
+        if layered is not None:
+            return layered
         opt = setup.optimizer
         if not isinstance(opt, SGD) or opt.nesterov:
             return f"{opt.name} has no NumPy fast path yet"
