@@ -236,7 +236,8 @@ def _read_checkpoint(path: Path):
 
     def expect(first, headers):  # the network's shapes, before any parameter is read
         settings = _checkpoint_settings(path, first["metadata"])
-        arch, dtype = network_of(settings, headers["params/W1"], headers["classes"].shape)
+        arch, dtype = network_of(settings, headers["params/W1"], headers["classes"].shape,
+                                 {k[7:]: h for k, h in headers.items() if k.startswith("params/")})
         for group in ("params", "best"):
             part = {k: headers[f"{group}/{k}"] for k in ALL_PARAM_NAMES
                     if f"{group}/{k}" in headers}
@@ -254,7 +255,7 @@ def _read_checkpoint(path: Path):
     arrays = {k: loaded[f"{group}/{k}"] for k in ALL_PARAM_NAMES if f"{group}/{k}" in loaded}
     classes = loaded["classes"]
     w1 = arrays["W1"]
-    arch, dtype = network_of(settings, w1, classes.shape)
+    arch, dtype = network_of(settings, w1, classes.shape, arrays)
     meta = {
         "format": "mnist_xp.training_state",
         "estimator_params": settings,

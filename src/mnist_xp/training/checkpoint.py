@@ -167,7 +167,7 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
     groups = _groups(arrays)
     classes = arrays["classes"]
     settings = meta["settings"]
-    arch, dtype = network_of(settings, groups["params"]["W1"], classes.shape)
+    arch, dtype = network_of(settings, groups["params"]["W1"], classes.shape, groups["params"])
     for group in ("params", "best"):
         if groups[group]:
             _network_or_refuse(path, groups[group], classes, arch, dtype)
@@ -187,7 +187,7 @@ def load_state(path: str | os.PathLike) -> tuple[TrainState, dict]:
     return state, info
 
 
-def network_of(settings: dict, w1, classes_shape: tuple):
+def network_of(settings: dict, w1, classes_shape: tuple, params: dict | None = None):
     """The (Architecture, dtype) a checkpoint's settings describe, inputs from W1's rows.
 
     Shared by `load_state` and the model reader (``--model`` given a checkpoint), so
@@ -203,6 +203,9 @@ def network_of(settings: dict, w1, classes_shape: tuple):
         ``W1`` (its shape and dtype).
     classes_shape : tuple
         The shape of the class labels.
+    params : dict, optional
+        Every parameter (or its header): where the settings lack ``n_hidden``, the
+        hidden widths are those of ``W1 ... W{L-1}``.
 
     Returns
     -------
@@ -212,6 +215,10 @@ def network_of(settings: dict, w1, classes_shape: tuple):
     full = {s.name: s.default for s in ESTIMATOR_SETTINGS}
     w1_shape = tuple(w1.shape)
     full.update(n_hidden=w1_shape[1] if len(w1_shape) == 2 else 0, dtype=str(w1.dtype))
+    n_weights = sum(1 for k in (params or {}) if k.startswith("W"))
+    if n_weights > 2 and all(len(params.get(f"W{i}", ()).shape) == 2
+                             for i in range(1, n_weights)):
+        full["n_hidden"] = tuple(int(params[f"W{i}"].shape[1]) for i in range(1, n_weights))
     full.update(settings)
     try:
         arch = Architecture(int(w1_shape[0]), full["n_hidden"], int(classes_shape[0]),
@@ -324,7 +331,8 @@ def _check_layout(path: Path, meta: dict, headers: dict) -> None:
         raise ModelFileError(f"{path}: checkpoint has members mnist_xp does not write "
                              f"({', '.join(unknown)})")
     classes = headers["classes"]
-    arch, dtype = network_of(meta["settings"], groups["params"]["W1"], classes.shape)
+    arch, dtype = network_of(meta["settings"], groups["params"]["W1"], classes.shape,
+                             groups["params"])
     _network_or_refuse(path, groups["params"], classes, arch, dtype)
     if (meta["best"] is not None) != bool(groups["best"]):
         raise ModelFileError(f"{path}: checkpoint's best epoch and its arrays disagree")

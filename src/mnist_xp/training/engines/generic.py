@@ -85,7 +85,8 @@ class GenericEngine(Engine):
             s.optimizer.step(params, grads, self.state, epoch.learning_rates[i])
             loss_sum += batch_loss
             correct += xp.astype(batch_correct, xp.int64)
-            self._step_losses[i] = batch_loss
+            # a slice, not an element: a device-to-device copy on every array library
+            self._step_losses[i:i + 1] = xp.reshape(batch_loss, (1,))
             if on_batch is not None:
                 on_batch(i + 1)
             if should_stop is not None and should_stop():
