@@ -190,3 +190,30 @@ def test_its_checkpoints_are_read_back(tmp_path):
     assert loaded.engine == "numpy-layers"
     for k, v in states[-1].params.items():
         np.testing.assert_array_equal(loaded.params[k], v)
+
+
+@pytest.mark.parametrize("augment", [None, {"rotate": 10, "elastic": 2}])
+def test_an_interrupted_estimator_run_resumes_bit_for_bit(augment):
+    from mnist_xp import MLPClassifier
+    from mnist_xp.errors import TrainingInterrupted
+
+    x, y = data()
+
+    def fit(resume=None, stop_after=None):
+        calls = {"n": 0}
+
+        def should_stop():
+            calls["n"] += 1
+            return stop_after is not None and calls["n"] >= stop_after
+
+        clf = MLPClassifier(n_hidden=DEEP, epochs=3, batch_size=16, dropout=0.2,
+                            augment=augment, device="cpu", random_state=5)
+        return clf.fit(x, y, resume=resume, should_stop=should_stop)
+
+    whole = fit()
+    assert whole.engine_.name == "numpy-layers"
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(stop_after=9)  # mid-epoch, in the second one
+    resumed = fit(resume=info.value.state)
+    for k in whole.params_:
+        assert np.array_equal(resumed.params_[k], whole.params_[k]), k

@@ -10,10 +10,13 @@ order of operations, but shaped for NumPy's per-call costs:
   with ``out=``: matrix products, bias additions, activations and their slopes run in
   place, so a step allocates nothing of the hidden layers' size (the few (batch,
   classes) temporaries of the loss and the teacher's own forward pass remain);
-- the gradients land in preallocated buffers, and the SGD update (weight decay,
-  classical or Nesterov momentum) runs in place on ``setup.params`` with the very
-  operations of `mnist_xp.optim.SGD.step`; Adam and AdamW call the optimizer's own
-  `step` on those buffers;
+- the gradients land in preallocated buffers; for SGD the learning rate is folded into
+  the output gradient, so they come out of the matrix products already scaled, and the
+  update (weight decay, classical or Nesterov momentum) runs in place on
+  ``setup.params`` with `mnist_xp.optim.SGD.step`'s operations less that one pass over
+  the weights; Adam and AdamW call the optimizer's own `step` on the buffers;
+- below `SINGLE_THREAD_BELOW` samples per batch the BLAS runs on one thread, as in
+  the NumPy engine.
 - with per-image warps the next batch is gathered on a second thread while this one
   steps (NumPy releases the GIL for the gather), as in `NumpyEngine._run_warped`.
 
@@ -23,8 +26,14 @@ engine's (`SGD.init_state` / `Adam.init_state`), so there is no layout of its ow
 checkpoint resumes bit for bit from the parameters and optimizer buffers alone.
 
 Results match the generic engine up to float rounding (the matrix products are the
-same BLAS calls; a sigmoid layer's slope under dropout is taken from the activation
-before dropout rather than divided back out of it). Tested against the generic engine
+same BLAS calls; the folded learning rate rounds differently, and a sigmoid layer's
+slope under dropout is taken from the activation before dropout rather than divided
+back out of it).
+
+Speed: a 784-800-800-10 step is nearly all matrix products, which are the same calls
+as the generic engine's, so the gain there is small (see
+benchmarks/layers_epoch_time.py); what is saved is the allocation and passes around
+them, which weigh more for narrower layers and smaller batches. Tested against the generic engine
 in tests/test_numpy_layers.py.
 """
 
@@ -39,6 +48,7 @@ from ...model import dropout_mask
 from ...optim import SGD, Adam, state_from_host, state_to_host
 from ...pixels import input_scale
 from .base import Engine, EngineSetup, EpochInputs, beyond_one_layer
+from .numpy_engine import _blas_threads_for
 
 __all__ = ["NumpyLayersEngine"]
 
@@ -105,6 +115,7 @@ class NumpyLayersEngine(Engine):
         self._buffers: dict[int, _Buffers] = {}
         self._inputs: dict[tuple[int, int], _Inputs] = {}
         self._step_losses = None
+        self._hits = 0
 
     @classmethod
     def unsupported_reason(cls, setup: EngineSetup) -> str | None:
@@ -196,7 +207,6 @@ class NumpyLayersEngine(Engine):
         starts = list(range(0, n, size))
         self._step_losses = np.zeros(len(starts), self.dtype)
         loss_sum = np.zeros((), self.dtype)
-        hits = 0
 
         def prepare(i: int, slot: int) -> _Inputs:
             idx = order[starts[i]:min(starts[i] + size, n)]
@@ -209,26 +219,32 @@ class NumpyLayersEngine(Engine):
         # in order on this thread, so results are as deterministic as without it.
         pool = ThreadPoolExecutor(1) if self.setup.warper is not None else None
         try:
-            pending = pool.submit(prepare, 0, 0) if pool is not None else None
-            for i in range(len(starts)):
-                if pool is not None:
-                    inp = pending.result()
-                    if i + 1 < len(starts):
-                        pending = pool.submit(prepare, i + 1, (i + 1) % 2)
-                else:
-                    inp = prepare(i, 0)
-                batch_loss, batch_hits = self._step(inp, epoch, i)
-                loss_sum += batch_loss
-                hits += batch_hits
-                self._step_losses[i] = batch_loss
-                if on_batch is not None:
-                    on_batch(i + 1)
-                if should_stop is not None and should_stop():
-                    raise StopEpoch(i + 1)
+            with _blas_threads_for(size):
+                self._steps(epoch, starts, prepare, pool, loss_sum, on_batch, should_stop)
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-        return loss_sum, np.asarray(hits, dtype=np.int64)
+        return loss_sum, np.asarray(self._hits, dtype=np.int64)
+
+    def _steps(self, epoch, starts, prepare, pool, loss_sum, on_batch, should_stop) -> None:
+        """The epoch's steps in order; sums into `loss_sum` (in place) and ``self._hits``."""
+        self._hits = 0
+        pending = pool.submit(prepare, 0, 0) if pool is not None else None
+        for i in range(len(starts)):
+            if pool is not None:
+                inp = pending.result()
+                if i + 1 < len(starts):
+                    pending = pool.submit(prepare, i + 1, (i + 1) % 2)
+            else:
+                inp = prepare(i, 0)
+            batch_loss, batch_hits = self._step(inp, epoch, i)
+            loss_sum += batch_loss
+            self._hits += batch_hits
+            self._step_losses[i] = batch_loss
+            if on_batch is not None:
+                on_batch(i + 1)
+            if should_stop is not None and should_stop():
+                raise StopEpoch(i + 1)
 
     def _step(self, inp: _Inputs, epoch: EpochInputs, i: int):
         """Forward, backward and update for one batch; (batch loss sum, hits)."""
@@ -261,17 +277,20 @@ class NumpyLayersEngine(Engine):
         np.argmax(z, axis=1, out=buf.best)
         np.equal(buf.best, y, out=buf.hit)
         batch_hits = int(np.count_nonzero(buf.hit))
-        batch_loss = self._output_gradient(buf, y, inp.w, x)
-        self._backward(buf, x, masks, relu)
         lr = float(epoch.learning_rates[i])
-        if isinstance(s.optimizer, SGD):
+        sgd = isinstance(s.optimizer, SGD)
+        # SGD: lr folded into dz, so the gradients come out of the matrix products
+        # already scaled and the update saves a pass over every weight
+        batch_loss = self._output_gradient(buf, y, inp.w, x, lr if sgd else 1.0)
+        self._backward(buf, x, masks, relu)
+        if sgd:
             self._sgd_update(lr)
         else:
             s.optimizer.step(params, self.grads, self.state, lr)
         return batch_loss, batch_hits
 
-    def _output_gradient(self, buf: _Buffers, y, w, x):
-        """The batch's summed loss; ``buf.dz`` the gradient of the mean loss w.r.t. z."""
+    def _output_gradient(self, buf: _Buffers, y, w, x, factor: float):
+        """The batch's summed loss; ``buf.dz`` `factor` times the mean loss's gradient in z."""
         s, arch = self.setup, self.arch
         z, dz, target, terms = buf.z, buf.dz, buf.target, buf.terms
         np.equal(y[:, None], self.classes, out=buf.is_class)
@@ -317,12 +336,12 @@ class NumpyLayersEngine(Engine):
             dz *= out
         if w is None:
             loss = np.sum(terms)
-            dz *= 1.0 / dz.shape[0]
+            dz *= factor / dz.shape[0]
         else:
             loss = np.sum(w * np.sum(terms, axis=1))
             # an all-zero-weight batch moves nothing (and divides nothing by zero)
             total = np.maximum(np.sum(w), np.asarray(1e-30, dtype=w.dtype))
-            dz *= (w / total)[:, None]
+            dz *= (w * (factor / total))[:, None]
         return loss
 
     def _backward(self, buf: _Buffers, x, masks, relu: bool) -> None:
@@ -352,15 +371,14 @@ class NumpyLayersEngine(Engine):
             delta = dh
 
     def _sgd_update(self, lr: float) -> None:
-        """`SGD.step` in place: the same operations, into preallocated buffers."""
+        """`SGD.step` in place, on gradients that already carry the factor `lr`."""
         opt, params, grads, state = self.setup.optimizer, self.setup.params, self.grads, self.state
         mu, wd = float(opt.momentum), float(opt.weight_decay)
         for k in self.names:
             p, g, tmp = params[k], grads[k], self.scratch[k]
             if wd and p.ndim == 2:
-                np.multiply(p, wd, out=tmp)
+                np.multiply(p, lr * wd, out=tmp)
                 g += tmp
-            g *= lr
             if mu == 0:
                 p -= g
                 continue
