@@ -7,6 +7,7 @@ hits both alike. Printed: every epoch's seconds and the per-round ratio generic 
 numpy-layers (> 1: the layered engine is faster).
 
     python benchmarks/layers_epoch_time.py [--n 20000] [--rounds 3] [--dropout 0.5]
+        [--blas-threads 1]
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from mnist_xp.backend import get_backend
+from mnist_xp.backend import blas_threads, get_backend
 from mnist_xp.model import Architecture, init_params
 from mnist_xp.optim import make_optimizer
 from mnist_xp.training.engines import EngineSetup, EpochInputs, GenericEngine, NumpyLayersEngine
@@ -30,6 +31,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="limit NumPy's BLAS to this many threads for both engines "
+                             "(on a busy machine a spinning second thread can cost more "
+                             "than the engines differ)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (args.n, 784), dtype=np.uint8)
@@ -44,7 +49,8 @@ def main() -> None:
         engines[cls.name] = cls(setup)
     n_batches = -(-args.n // args.batch_size)
     times = {name: [] for name in engines}
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+            blas_threads(args.blas_threads):
         for r in range(args.rounds):
             order = rng.permutation(args.n).astype(np.int64)
             inputs = EpochInputs(order, args.batch_size, [0.01] * n_batches,
@@ -55,6 +61,7 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
     ratios = [g / f for g, f in zip(times["generic"], times["numpy-layers"])]
     print(json.dumps({"n": args.n, "batch_size": args.batch_size, "dropout": args.dropout,
+                      "blas_threads": args.blas_threads,
                       "seconds": times, "ratio_generic_over_layers": ratios,
                       "median_ratio": statistics.median(ratios)}, indent=1))
 
