@@ -55,6 +55,8 @@ CASES = {
     "teacher, dropout, one hidden layer": (dict(hidden=8), dict(teacher=True, dropout=0.2)),
     "nesterov, decay": ({}, dict(optimizer="nesterov", weight_decay=1e-3)),
     "plain sgd": ({}, dict(momentum=0.0)),
+    "momentum, decay, sigmoid": (dict(activation="sigmoid"), dict(weight_decay=1e-2,
+                                                                  learning_rate=0.3)),
     "smoothing, weights": ({}, dict(label_smoothing=0.1, weights=True)),
     "warps": ({}, dict(augment={"rotate": 10, "elastic": 2})),
     "shifts, dropout": ({}, dict(shift=1, dropout=0.2)),

@@ -110,7 +110,10 @@ class NumpyLayersEngine(Engine):
         self.scale = input_scale(setup.x, np)
         self.state = setup.optimizer.init_state(params, np)
         self.grads = {k: np.empty_like(p) for k, p in params.items()}
-        self.scratch = {k: np.empty_like(p) for k, p in params.items()}  # decay, nesterov
+        opt = setup.optimizer
+        # room for the SGD update's one intermediate (decay term, Nesterov step), if any
+        needs_scratch = isinstance(opt, SGD) and (opt.weight_decay or opt.nesterov)
+        self.scratch = {k: np.empty_like(p) for k, p in params.items()} if needs_scratch else {}
         self.classes = np.arange(arch.n_outputs)
         self._buffers: dict[int, _Buffers] = {}
         self._inputs: dict[tuple[int, int], _Inputs] = {}
@@ -375,7 +378,7 @@ class NumpyLayersEngine(Engine):
         opt, params, grads, state = self.setup.optimizer, self.setup.params, self.grads, self.state
         mu, wd = float(opt.momentum), float(opt.weight_decay)
         for k in self.names:
-            p, g, tmp = params[k], grads[k], self.scratch[k]
+            p, g, tmp = params[k], grads[k], self.scratch.get(k)
             if wd and p.ndim == 2:
                 np.multiply(p, lr * wd, out=tmp)
                 g += tmp
