@@ -31,9 +31,12 @@ slope under dropout is taken from the activation before dropout rather than divi
 back out of it).
 
 Speed: a 784-800-800-10 step is nearly all matrix products, which are the same calls
-as the generic engine's, so the gain there is small (see
-benchmarks/layers_epoch_time.py); what is saved is the allocation and passes around
-them, which weigh more for narrower layers and smaller batches. Tested against the generic engine
+as the generic engine's, so the gain there is small; what is saved is the allocation
+and passes around them, which weigh more for narrower layers and smaller batches.
+Measured with benchmarks/layers_epoch_time.py on 2 shared, busy cores (20,000 images,
+one BLAS thread for both, median of the per-round ratios): 784-800-800-10 at batch 128
+1.02-1.07x the generic engine's speed (1.09x with dropout 0.5), 784-256-256-10 at
+batch 64 1.08-1.14x. Tested against the generic engine
 in tests/test_numpy_layers.py.
 """
 
