@@ -14,6 +14,10 @@ CPU_FAST_REASON = "" if EXT is not None else WHY_NOT
 #: How `mnist-xp train` names that engine on its ``engine:`` line (its start).
 CPU_FAST_LINE = "compiled engine, " if EXT is not None else "NumPy fast path"
 
+#: Why the layered NumPy engine leaves a plain one-hidden-layer run alone (the last of
+#: the reasons the generic engine runs with, when the one-layer engines decline it).
+LAYERED_DECLINES = "the layered NumPy path takes only deep networks, dropout or teachers"
+
 #: Each CPU fast engine, always listed; the compiled one skips where it is absent.
 CPU_ENGINES = [
     pytest.param("numpy"),

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pytest
 from helpers_data import blobs
+from helpers_engines import LAYERED_DECLINES
 
 from mnist_xp import _cengine
 from mnist_xp.backend import get_backend
@@ -197,7 +198,7 @@ def test_engine_env_forces_the_numpy_engine_and_says_so(monkeypatch):
     # what neither fast engine covers runs generic, with both reasons
     _, choice = choose_engine(setup_for(optimizer="adam"))
     assert (choice.name, choice.reason) == (
-        "generic", "MNIST_XP_ENGINE=numpy; adam has no NumPy fast path yet")
+        "generic", f"MNIST_XP_ENGINE=numpy; adam has no NumPy fast path yet; {LAYERED_DECLINES}")
 
 
 def test_without_the_extension_the_numpy_engine_trains_and_says_why(monkeypatch):

@@ -14,7 +14,7 @@ import types
 import numpy as np
 import pytest
 from helpers_data import blobs, synthetic_mnist, write_mnist_dir
-from helpers_engines import CPU_FAST_ENGINE, CPU_FAST_LINE
+from helpers_engines import CPU_FAST_ENGINE, CPU_FAST_LINE, LAYERED_DECLINES
 from test_cli import assert_ok, run_cli
 
 import mnist_xp
@@ -31,6 +31,7 @@ from mnist_xp.training.engines import (
     EngineSetup,
     GenericEngine,
     NumpyEngine,
+    NumpyLayersEngine,
     choose_engine,
 )
 
@@ -74,7 +75,7 @@ def setup_for(backend, optimizer="sgd", label_smoothing=0.0, momentum=0.9, n_out
 
 
 def test_every_engine_implements_the_whole_contract():
-    for cls in (GenericEngine, NumpyEngine, CompiledEngine, CudaEngine):
+    for cls in (GenericEngine, NumpyEngine, NumpyLayersEngine, CompiledEngine, CudaEngine):
         assert issubclass(cls, Engine) and not inspect.isabstract(cls), cls
         assert cls.name and cls.covers
 
@@ -96,7 +97,7 @@ def test_what_the_numpy_engine_does_not_cover_runs_generic_with_the_reason(
         optimizer, smoothing, reason, numpy_engine):
     engine, choice = choose_engine(setup_for(CPU, optimizer, smoothing))
     assert isinstance(engine, GenericEngine)
-    reasons = f"MNIST_XP_ENGINE=numpy; {reason}"
+    reasons = f"MNIST_XP_ENGINE=numpy; {reason}; {LAYERED_DECLINES}"
     assert choice.name == "generic" and choice.reason == reasons
     assert str(choice) == f"generic array-API path ({reasons})"
 
@@ -140,7 +141,8 @@ def test_the_estimator_keeps_the_engine_choice(numpy_engine):
     assert str(clf.fit(x, y).engine_) == "NumPy fast path (MNIST_XP_ENGINE=numpy)"
     clf.set_params(optimizer="nesterov").fit(x, y)
     assert clf.engine_.name == "generic"
-    assert clf.engine_.reason == "MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet"
+    assert clf.engine_.reason == ("MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet; "
+                                  + LAYERED_DECLINES)
     assert all(r["engine"] == "generic" for r in clf.history_)
 
 
@@ -156,7 +158,7 @@ def test_train_header_names_the_engine_and_why(small_dir, tmp_path, numpy_engine
                      "nesterov", "--epochs", 2, "--quiet", "--metrics", metrics, cwd=tmp_path)
     assert_ok(result)
     lines = result.stdout.splitlines()
-    why = "MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet"
+    why = f"MNIST_XP_ENGINE=numpy; nesterov has no NumPy fast path yet; {LAYERED_DECLINES}"
     assert f"engine: generic array-API path ({why})" in lines
     assert lines.index(next(x for x in lines if x.startswith("engine:"))) == 3  # after model:
     records = [json.loads(line) for line in metrics.read_text().splitlines()]

@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 _ENGINE_NAMES = {"NumpyEpochRunner": "numpy", "CudaEpochRunner": "cuda",
                  "GenericEpochs": "generic"}
 # Engines that came after the old names: their checkpoints record the name itself.
-_NEWER_ENGINES = {"compiled"}
+_NEWER_ENGINES = {"compiled", "numpy-layers"}
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Training engines, and the one place that chooses which of them trains a run.
 
-Each backend has a list of fast engines, fastest first: the compiled engine then the
-NumPy engine on NumPy, `CudaEngine` on CuPy. `choose_engine` takes the first that
-covers the run, and otherwise the generic engine, with the fast engines' own words for
-why (``"float64 has no compiled engine (float32 only)"``). The choice is shown to the user: in
+Each backend has a list of fast engines, fastest first: the compiled engine, the
+NumPy engine, then the layered NumPy engine (deep networks, dropout, teachers) on
+NumPy, `CudaEngine` on CuPy. `choose_engine` takes the first that covers the run, and
+otherwise the generic engine, with the fast engines' own words for why (``"float64
+has no compiled engine (float32 only)"``). The choice is shown to the user: in
 ``mnist-xp train``'s ``engine:`` line, in every ``--metrics`` record, as
 ``MLPClassifier.engine_`` and in ``mnist-xp info``.
 """
@@ -15,15 +16,16 @@ from .compiled_engine import CompiledEngine
 from .cuda_engine import CudaEngine
 from .generic import GenericEngine
 from .numpy_engine import NumpyEngine
+from .numpy_layers import NumpyLayersEngine
 
 __all__ = ["Engine", "EngineChoice", "EngineSetup", "EpochInputs", "GenericEngine",
-           "CompiledEngine", "NumpyEngine", "CudaEngine", "FAST_ENGINES", "choose_engine",
-           "engine_summary"]
+           "CompiledEngine", "NumpyEngine", "NumpyLayersEngine", "CudaEngine", "FAST_ENGINES",
+           "choose_engine", "engine_summary"]
 
 #: The fast engines of each backend (by `Backend.name`), fastest first; a backend not
 #: listed has none.
 FAST_ENGINES: dict[str, tuple[type[Engine], ...]] = {
-    "numpy": (CompiledEngine, NumpyEngine), "cupy": (CudaEngine,)}
+    "numpy": (CompiledEngine, NumpyEngine, NumpyLayersEngine), "cupy": (CudaEngine,)}
 
 
 def choose_engine(setup: EngineSetup, *, fast: bool = True) -> tuple[Engine, EngineChoice]:

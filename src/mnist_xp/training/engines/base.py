@@ -3,9 +3,10 @@
 An engine trains whole epochs of one run. The training loop (`mnist_xp.training.loop`)
 owns everything around them -- shuffles, schedules, evaluation, checkpoints, early
 stopping -- and talks to an engine only through the methods of `Engine`. There are
-four: the generic array-API path (`GenericEngine`, on any backend; the reference
+five: the generic array-API path (`GenericEngine`, on any backend; the reference
 every other engine is tested against), the compiled CPU engine (`CompiledEngine`, C
-with OpenMP and OpenBLAS), the NumPy fast path (`NumpyEngine`) and the fused CUDA
+with OpenMP and OpenBLAS), the NumPy fast path (`NumpyEngine`), the layered NumPy path
+for deep networks, dropout and teachers (`NumpyLayersEngine`) and the fused CUDA
 kernels (`CudaEngine`). `mnist_xp.training.engines.choose_engine` picks one for a run
 and says why.
 
@@ -139,7 +140,7 @@ class EngineChoice:
     Attributes
     ----------
     name : str
-        ``generic``, ``compiled``, ``numpy`` or ``cuda``.
+        ``generic``, ``compiled``, ``numpy``, ``numpy-layers`` or ``cuda``.
     description : str
         What it is, e.g. ``"fused CUDA kernels, one graph per epoch"``.
     reason : str
