@@ -247,3 +247,38 @@ def test_the_teachers_forward_pass_never_syncs_on_cuda(cuda_backend):
         with cupyx.allow_synchronize(False):
             loss, _ = engine.run_epoch(EpochInputs(order, 32, [0.1] * 7))
     assert np.isfinite(float(b.to_numpy(loss)))
+
+
+# -- through the command line ----------------------------------------------------------
+
+def test_the_cli_distils_and_a_resumed_run_needs_the_same_teacher_file(tmp_path):
+    from helpers_data import synthetic_mnist, write_mnist_dir
+    from test_cli import assert_ok, assert_user_error
+
+    data = write_mnist_dir(tmp_path / "data", synthetic_mnist(200, 50, seed=1))
+    base = ["train", "--data-dir", data, "--device", "cpu", "--quiet"]
+    assert_ok(run_cli(*base, "--hidden", "30,20", "--epochs", 2, "--save", "teacher.npz",
+                      cwd=tmp_path))
+    result = run_cli(*base, "--teacher", "teacher.npz", "--epochs", 2, "--checkpoint",
+                     "ck.npz", "--save", "student.npz", cwd=tmp_path)
+    assert_ok(result)
+    assert "distilled from 1 teacher at temperature 2, weight 0.9" in result.stdout
+    meta = mnist_xp.read_metadata(tmp_path / "student.npz")
+    assert meta["estimator_params"]["teacher"] == [str(tmp_path / "teacher.npz")]
+    assert len(meta["extra"]["teacher_sha256"]) == 1
+    # the finished run's checkpoint, made a run of 4 epochs: 2 are left to resume
+    state, info = load_state(tmp_path / "ck.npz")
+    save_state(tmp_path / "ck.npz", state, settings=dict(info["settings"], epochs=4),
+               classes=info["classes"], fingerprint=info["data_fingerprint"],
+               metadata=info["extra"])
+    original = (tmp_path / "teacher.npz").read_bytes()
+    assert_ok(run_cli(*base, "--hidden", "30,21", "--epochs", 1, "--save", "teacher.npz",
+                      cwd=tmp_path))
+    assert_user_error(run_cli(*base, "--resume", "ck.npz", cwd=tmp_path),
+                      "--resume ck.npz", "teacher.npz has changed since that run began")
+    (tmp_path / "teacher.npz").write_bytes(original)
+    assert_ok(run_cli(*base, "--resume", "ck.npz", cwd=tmp_path))
+    assert_user_error(run_cli(*base, "--teacher", "missing.npz", cwd=tmp_path),
+                      "--teacher missing.npz: no such file")
+    assert_user_error(run_cli(*base, "--hidden", "5,0", cwd=tmp_path), "--hidden",
+                      "each width must be at least 1")

@@ -223,10 +223,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dropout", "float", 0.0, "probability of dropping each hidden unit at each "
             "training step (Srivastava et al. 2014); 0 is off", interval=_FRACTION,
             flag="--dropout", metavar="P"),
-    Setting("temperature", "float", 4.0, "with a teacher: the softmax temperature of its "
+    Setting("temperature", "float", 2.0, "with a teacher: the softmax temperature of its "
             "soft targets and of the student's matching outputs (Hinton et al. 2015)",
             interval=_POSITIVE, flag="--temperature", metavar="T"),
-    Setting("distill_weight", "float", 0.5, "with a teacher: the soft targets' share of "
+    Setting("distill_weight", "float", 0.9, "with a teacher: the soft targets' share of "
             "the loss, the labels' being 1 - this", interval=_closed(0, 1),
             flag="--distill-weight", metavar="A"),
     Setting("shift", "int", 0, "random translation of whole batches by up to this many "

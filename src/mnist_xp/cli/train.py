@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from pathlib import Path
@@ -47,6 +48,10 @@ def cmd_train(args) -> int:
     check_writable(args.metrics, "--metrics")
     check_writable(args.checkpoint, "--checkpoint")
     check_figure_dir(args.plot, "--plot")
+    for path in args.teacher or ():
+        if not path.is_file():
+            raise UsageError(f"--teacher {path}: no such file; give a model saved by "
+                             "'mnist-xp train --save'")
     if args.resume is not None:
         return _train(args, *_resume_settings(args))
     return _train(args, None, None, _flag_settings(args))
@@ -59,7 +64,8 @@ def _flag_settings(args) -> dict:
         if s.flag is not None and getattr(args, s.dest) is not None:
             settings[s.name] = getattr(args, s.dest)
     if args.teacher:
-        settings["teacher"] = [str(p) for p in args.teacher]
+        # absolute: a checkpoint resumed from another directory finds the same files
+        settings["teacher"] = [str(p.resolve()) for p in args.teacher]
     settings["augment"] = _augment_settings(args, settings["augment"])
     if augment_active(settings["augment"]) and args.shift is None:
         settings["shift"] = 0  # distortions asked for replace the preset's batch shifts
@@ -175,9 +181,14 @@ def _train(args, state, info, settings) -> int:
         records.extend(state.history)
         print(f"resuming after epoch {state.epoch} from {args.resume}", flush=True)
 
+    teacher_hashes = _teacher_hashes(model)
+    if state is not None:
+        _check_teachers(args.resume, info, teacher_hashes)
+
     def write_checkpoint(train_state, path=args.checkpoint):
         return save_state(path, train_state, settings=jsonable_settings(model), classes=classes,
-                          fingerprint=fingerprint, metadata={"data": data.source})
+                          fingerprint=fingerprint,
+                          metadata={"data": data.source, "teacher_sha256": teacher_hashes})
 
     progress = EpochProgress(model.epochs, enabled=False if args.quiet else None)
     with stop_on_signals() as stop:
@@ -195,6 +206,29 @@ def _train(args, state, info, settings) -> int:
     return 0
 
 
+def _teacher_hashes(model) -> list[str] | None:
+    """The SHA-256 of each teacher file of the run, or None without a teacher."""
+    if model.teacher is None:
+        return None
+    hashes = []
+    for path in teacher_models(model.teacher):
+        try:
+            hashes.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
+        except OSError as exc:
+            raise UsageError(f"--teacher {path}: cannot read it ({exc.strerror or exc})") from None
+    return hashes
+
+
+def _check_teachers(resume: Path, info: dict, hashes: list[str] | None) -> None:
+    """A resumed distilled run must learn from the very teacher files it began with."""
+    recorded = info["extra"].get("teacher_sha256")
+    if hashes is not None and recorded is not None and recorded != hashes:
+        changed = next(p for p, a, b in zip(teacher_models(info["settings"]["teacher"]),
+                                           recorded, hashes) if a != b)
+        raise UsageError(f"--resume {resume}: the teacher {changed} has changed since that run "
+                         "began; resuming needs the same file to continue exactly")
+
+
 def _report(args, model, data, records, state, backend) -> None:
     """The result lines, then the model and figures asked for."""
     final = records[model.best_epoch_ - 1]
@@ -210,6 +244,7 @@ def _report(args, model, data, records, state, backend) -> None:
             "data": data.source, "test_accuracy": final["test_accuracy"],
             "seed": model.random_state, "engine": model.engine_.name,
             "engine_reason": model.engine_.reason,
+            **({"teacher_sha256": _teacher_hashes(model)} if model.teacher is not None else {}),
             **({"preset": args.preset} if state is None else {"resumed_from": str(args.resume)})})
         print(f"saved model to {args.save}")
     if args.plot is not None:
