@@ -3,7 +3,7 @@
 The recipe of the README, run end to end and timed, beside ``--preset best`` alone:
 
 1. the teacher(s): ``--preset best`` with a wider or deeper network
-   (``--teacher-hidden``, default 1600), one per ``--teachers``;
+   (``--teacher-hidden``, default 800,800), one per ``--teachers``;
 2. for each seed, a 784-100-10 student: ``--preset best`` plus the teachers' soft targets
    at ``--temperature``, mixed with the labels by ``--distill-weight``;
 3. for each seed, ``--preset best`` without a teacher, interleaved with the students so
@@ -63,8 +63,8 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, help="MNIST IDX directory (default: bundled subset)")
     parser.add_argument("--seeds", type=int, default=3, help="students (and best runs) per recipe")
     parser.add_argument("--teachers", type=int, default=1, help="teachers, averaged")
-    parser.add_argument("--teacher-hidden", type=_hidden, default=1600,
-                        help="the teacher's hidden widths: 1600, or 800,800 (default 1600)")
+    parser.add_argument("--teacher-hidden", type=_hidden, default=(800, 800),
+                        help="the teacher's hidden widths: 800,800 (default), or 1600")
     parser.add_argument("--teacher-epochs", type=int, default=30)
     parser.add_argument("--teacher-dropout", type=float, default=0.0)
     parser.add_argument("--teacher-files", type=Path, nargs="+",
@@ -88,7 +88,7 @@ def main() -> int:
         for k in range(args.teachers):
             model, record = fit(data, 1000 + k, n_hidden=args.teacher_hidden,
                                 epochs=args.teacher_epochs, dropout=args.teacher_dropout)
-            record["hidden"] = args.teacher_hidden
+            record["hidden"] = list(np.atleast_1d(args.teacher_hidden).tolist())
             teachers.append(model)
             teacher_runs.append(record)
             print(f"teacher {k + 1}: {record['test_accuracy']:.2%} in "
