@@ -23,6 +23,9 @@ from mnist_xp.settings import (
     check_against_data,
     check_settings,
     flag_name,
+    preset_overrides,
+    preset_settings,
+    run_epochs,
 )
 from mnist_xp.training import TrainConfig
 
@@ -141,3 +144,25 @@ def test_cli_rules_are_one_line_naming_the_flag(tmp_path):
     results = run_many({k: (args, {"cwd": tmp_path}) for k, (args, _) in cases.items()})
     for key, (_, fragments) in cases.items():
         assert_user_error(results[key], *fragments)
+
+
+def test_min_steps_lengthens_a_preset_run_on_small_data_only():
+    default = preset_settings("default")
+    assert default["min_steps"] == 15 * 469 and preset_settings("best")["min_steps"] == 30 * 469
+    assert preset_settings("classic")["min_steps"] == 0
+    assert run_epochs(default, 60_000) == 15  # MNIST: the preset's own epochs
+    assert run_epochs(default, 10_000) == 90  # 79 steps an epoch: ceil(7035 / 79)
+    assert run_epochs(default, 1_437) == 587
+    assert run_epochs(default, 50) == 7035  # one step an epoch
+    # a length asked for is the length run
+    assert run_epochs(preset_overrides("default", {"epochs": 5}), 1_437) == 5
+    assert run_epochs(preset_overrides("default", {"epochs": 5, "min_steps": 120}), 1_437) == 10
+    clf = mnist_xp.MLPClassifier.from_preset("best", epochs=2)
+    assert clf.min_steps == 0 and mnist_xp.MLPClassifier.from_preset("best").min_steps == 14070
+
+
+def test_the_estimator_trains_the_epochs_min_steps_asks_for():
+    x, y = blobs(n=64)
+    clf = mnist_xp.MLPClassifier(epochs=2, batch_size=16, min_steps=20, device="cpu",
+                                 random_state=0).fit(x, y)
+    assert len(clf.history_) == 5  # 4 steps an epoch

@@ -20,6 +20,15 @@ from mnist_xp.tuning import TUNED_SETTINGS, tune
 pytest.importorskip("optuna", reason="tuning needs Optuna (pip install 'mnist-xp[tune]')")
 
 
+@pytest.fixture(autouse=True)
+def short_trials(monkeypatch):
+    """Trials as long as their epochs: min_steps of 15 MNIST epochs would make every trial
+    on these few hundred images thousands of epochs long."""
+    import mnist_xp.tuning
+
+    monkeypatch.setattr(mnist_xp.tuning, "MNIST_STEPS_PER_EPOCH", 1)
+
+
 @pytest.fixture(scope="module")
 def digits():
     """600 bundled training digits and 300 test digits, (n, 784) uint8."""
@@ -80,12 +89,14 @@ def test_tune_without_optuna_says_how_to_install_it(monkeypatch, digits):
     {"learning_rate": 0.0734, "epochs": 30, "shift": 0, "label_smoothing": 0.05,
      "augment": {"rotate": 6.5, "zoom": 0.1, "shear": 3.25, "translate": 1.5, "elastic": 12.0,
                  "sigma": 4.0}},
-    {"learning_rate": 0.2, "epochs": 15, "shift": 2, "label_smoothing": 0.0, "augment": None},
+    {"learning_rate": 0.2, "epochs": 15, "min_steps": 7035, "shift": 2, "label_smoothing": 0.0,
+     "augment": None},
 ])
 def test_the_printed_train_flags_give_the_chosen_recipe(settings):
     args = build_parser().parse_args(["train", *train_flags(settings).split()])
     assert args.learning_rate == pytest.approx(settings["learning_rate"], rel=1e-3)
     assert args.epochs == settings["epochs"] and args.shift == settings["shift"]
+    assert (args.min_steps or 0) == settings.get("min_steps", 0)
     assert (args.label_smoothing or 0.0) == pytest.approx(settings["label_smoothing"])
     if settings["augment"] is None:
         assert args.no_augment

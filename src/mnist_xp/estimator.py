@@ -28,7 +28,8 @@ from .settings import (
     check_against_data,
     check_settings,
     parameters_doc,
-    preset_settings,
+    preset_overrides,
+    run_epochs,
     validation_size,
 )
 from .training import TrainConfig, TrainingHooks, train
@@ -110,12 +111,15 @@ class MLPClassifier:
     def from_preset(cls, name: str, **overrides) -> "MLPClassifier":
         """An estimator with the settings of preset `name` (see `PRESETS`), then `overrides`.
 
+        An ``epochs`` override without ``min_steps`` turns the preset's ``min_steps`` off:
+        the run is then exactly that many epochs.
+
         Raises
         ------
         ValueError
             Unknown preset.
         """
-        return cls(**{**preset_settings(name), **overrides})
+        return cls(**preset_overrides(name, overrides))
 
     # -- scikit-learn estimator protocol -------------------------------------------
 
@@ -172,6 +176,7 @@ class MLPClassifier:
         """The run's settings; the batch is clipped to the data."""
         values = {s.name: getattr(self, s.name) for s in TRAINING_SETTINGS}
         values["batch_size"] = min(self.batch_size, n_samples)
+        values["epochs"] = run_epochs(values, n_samples)
         return TrainConfig(**values)
 
     def _validation_split(self, n_samples: int):

@@ -49,8 +49,11 @@ __all__ = [
     "check_settings",
     "check_against_data",
     "validation_size",
+    "run_epochs",
+    "MNIST_STEPS_PER_EPOCH",
     "augment_active",
     "preset_settings",
+    "preset_overrides",
     "python_name",
     "flag_name",
     "parameters_doc",
@@ -68,6 +71,10 @@ PRESET_NAMES = ("default", "best", "classic")
 MAX_HIDDEN = 1 << 16
 
 INF = math.inf
+
+#: Steps of one epoch of MNIST's 60,000 training images at batch 128: the presets' epochs
+#: are MNIST's, and their ``min_steps`` keeps that length of training on smaller data.
+MNIST_STEPS_PER_EPOCH = 469
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,11 @@ SETTINGS: tuple[Setting, ...] = (
     # -- the run -------------------------------------------------------------------------
     Setting("epochs", "int", 15, "passes over the training data", unit="epochs",
             interval=_POSITIVE_INT, flag="--epochs", presets={"best": 30, "classic": 30}),
+    Setting("min_steps", "int", 0, "train at least this many steps: on data smaller than "
+            "MNIST, more epochs than --epochs (the default and best presets set the steps "
+            "their epochs take on MNIST's 60,000 images; giving --epochs alone turns it off); "
+            "0 is off", unit="steps", interval=_NON_NEGATIVE, flag="--min-steps",
+            presets={"default": 15 * MNIST_STEPS_PER_EPOCH, "best": 30 * MNIST_STEPS_PER_EPOCH}),
     Setting("batch_size", "int", 128, "samples per step (at most the training set's)",
             unit="samples",
             interval=_POSITIVE_INT, flag="--batch-size", presets={"classic": 10}),
@@ -298,7 +310,8 @@ def _preset(name: str) -> dict:
 
 #: Named recipes: every model and training setting of each preset (the table's
 #: ``presets`` column, else the default). ``default`` is the quick recipe (the estimator's
-#: defaults plus 1-pixel batch shifts, made for MNIST); ``best`` the most accurate
+#: defaults plus 1-pixel batch shifts and MNIST's number of steps as ``min_steps``, made
+#: for MNIST); ``best`` the most accurate
 #: (per-image affine and elastic distortions, twice the epochs); ``classic`` the textbook
 #: network (sigmoid units, squared error, plain SGD, Nielsen's chapter 1 settings).
 PRESETS: dict[str, dict] = {name: _preset(name) for name in PRESET_NAMES}
@@ -567,6 +580,37 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
         raise SettingError(f"{show('batch_size', v['batch_size'])} is larger than the training "
                            f"set{left} ({_count(n_train, 'image')}); use at most {n_train}",
                            "batch_size")
+
+
+def run_epochs(values: Mapping[str, Any], n_train: int) -> int:
+    """The epochs a run of `values` trains on `n_train` images: ``epochs``, or more where
+    ``min_steps`` asks for more steps than that many epochs take.
+
+    Parameters
+    ----------
+    values : mapping
+        ``epochs``, ``batch_size`` and ``min_steps`` (missing ones take their defaults).
+    n_train : int
+        The training images, after any validation split.
+
+    Returns
+    -------
+    int
+    """
+    v = {s.name: s.default for s in ESTIMATOR_SETTINGS}
+    v.update(values)
+    steps = -(-n_train // max(1, min(v["batch_size"], n_train)))
+    return max(v["epochs"], -(-(v["min_steps"] or 0) // steps))
+
+
+def preset_overrides(name: str, overrides: Mapping[str, Any]) -> dict:
+    """Preset `name`'s settings with `overrides`; an ``epochs`` given without ``min_steps``
+    turns the preset's ``min_steps`` off, so a length asked for is the length run."""
+    values = preset_settings(name)
+    values.update(overrides)
+    if "epochs" in overrides and "min_steps" not in overrides:
+        values["min_steps"] = 0
+    return values
 
 
 def validation_size(fraction: float, n_samples: int) -> int:

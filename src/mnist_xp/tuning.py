@@ -29,12 +29,13 @@ from typing import Any, Callable
 
 from .errors import MnistXPError, SettingError
 from .estimator import MLPClassifier
-from .settings import preset_settings
+from .settings import MNIST_STEPS_PER_EPOCH, preset_settings
 
 __all__ = ["TuneResult", "tune", "TUNED_SETTINGS"]
 
 #: The settings `tune` chooses; every other setting is the ``default`` preset's.
-TUNED_SETTINGS = ("learning_rate", "epochs", "shift", "augment", "label_smoothing")
+TUNED_SETTINGS = ("learning_rate", "epochs", "min_steps", "shift", "augment",
+                  "label_smoothing")
 
 
 @dataclass
@@ -87,7 +88,7 @@ def _preset_trial(name: str, square: bool = True) -> dict:
     """A preset as the trial parameters `_suggest` would draw for it (no moves if not `square`)."""
     s = preset_settings(name)
     params = {"learning_rate": s["learning_rate"], "epochs": s["epochs"],
-              "label_smoothing": s["label_smoothing"]}
+              "label_smoothing": s["label_smoothing"]}  # min_steps follows epochs
     if not square:
         params["augmentation"] = "none"
     elif s["augment"]:
@@ -108,6 +109,8 @@ def _suggest(trial, square: bool = True) -> dict:
         "epochs": trial.suggest_categorical("epochs", [15, 30]),
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.15),
         "shift": 0, "augment": None}
+    # as the presets: that many MNIST epochs' steps, on data of any size
+    settings["min_steps"] = settings["epochs"] * MNIST_STEPS_PER_EPOCH
     kinds = ["none", "shift", "distort"] if square else ["none"]
     kind = trial.suggest_categorical("augmentation", kinds)
     if kind == "shift":

@@ -22,7 +22,9 @@ from ..settings import (
     check_against_data,
     check_settings,
     flag_name,
-    preset_settings,
+    preset_overrides,
+    run_epochs,
+    validation_size,
 )
 from ..training import data_fingerprint, load_state, save_state
 from ..training.signals import stop_on_signals
@@ -59,10 +61,9 @@ def cmd_train(args) -> int:
 
 def _flag_settings(args) -> dict:
     """The preset's settings overridden by the flags given, checked as a whole."""
-    settings = preset_settings(args.preset)
-    for s in ESTIMATOR_SETTINGS:
-        if s.flag is not None and getattr(args, s.dest) is not None:
-            settings[s.name] = getattr(args, s.dest)
+    given = {s.name: getattr(args, s.dest) for s in ESTIMATOR_SETTINGS
+             if s.flag is not None and getattr(args, s.dest) is not None}
+    settings = preset_overrides(args.preset, given)
     if args.teacher:
         # absolute: a checkpoint resumed from another directory finds the same files
         settings["teacher"] = [str(p.resolve()) for p in args.teacher]
@@ -118,7 +119,7 @@ def _check_classes(data) -> np.ndarray:
     return classes
 
 
-def _summary(arch: Architecture, model: MLPClassifier) -> str:
+def _summary(arch: Architecture, model: MLPClassifier, epochs: int) -> str:
     """The ``model:`` line: network, dtype, and the recipe."""
     if model.optimizer in ("sgd", "nesterov"):
         name = "momentum" if model.optimizer == "sgd" else "nesterov"
@@ -130,12 +131,13 @@ def _summary(arch: Architecture, model: MLPClassifier) -> str:
     else:
         augment = f"shift {model.shift}"
     extras = f", dropout {model.dropout:g}" if model.dropout else ""
+    longer = f" (at least {model.min_steps:,} steps)" if epochs > model.epochs else ""
     if model.teacher is not None:
         extras += (f"; distilled from {plural(len(teacher_models(model.teacher)), 'teacher')} "
                    f"at temperature {model.temperature:g}, weight {model.distill_weight:g}")
     return (f"model: {arch.label} {arch.activation}, "
             f"{arch.loss.replace('_', ' ')}, {model.dtype} ({arch.n_parameters:,} parameters); "
-            f"{plural(model.epochs, 'epoch')}, batch {model.batch_size}, lr "
+            f"{plural(epochs, 'epoch')}{longer}, batch {model.batch_size}, lr "
             f"{model.learning_rate:g} ({model.schedule}), {optimizer}, {augment}{extras}")
 
 
@@ -150,19 +152,21 @@ def _train(args, state, info, settings) -> int:
         raise UsageError(str(exc)) from None
     classes = _check_classes(data)
     model = MLPClassifier(**settings, device=backend)
+    n_train = x_train.shape[0] - validation_size(model.validation_fraction, x_train.shape[0])
+    epochs = run_epochs(settings, n_train)
     fingerprint = data_fingerprint(x_train, data.y_train)
     if state is not None:
         if info["data_fingerprint"] != fingerprint or not np.array_equal(info["classes"], classes):
             raise UsageError(f"--resume {args.resume}: that run trained on other data than "
                              f"{data.source}; give the same --data/--data-dir as it had")
-        if state.epoch >= model.epochs:
+        if state.epoch >= epochs:
             raise UsageError(f"--resume {args.resume}: that run already finished "
-                             f"({state.epoch} of {model.epochs} epochs); nothing to continue")
+                             f"({state.epoch} of {epochs} epochs); nothing to continue")
     arch = Architecture(x_train.shape[1], model.n_hidden, len(classes), model.activation,
                         model.loss)
     print(f"data: {data.source}")
     print(f"device: {backend.describe()}")
-    print(_summary(arch, model), flush=True)
+    print(_summary(arch, model, epochs), flush=True)
 
     records: list[dict] = []
 
@@ -190,7 +194,7 @@ def _train(args, state, info, settings) -> int:
                           fingerprint=fingerprint,
                           metadata={"data": data.source, "teacher_sha256": teacher_hashes})
 
-    progress = EpochProgress(model.epochs, enabled=False if args.quiet else None)
+    progress = EpochProgress(epochs, enabled=False if args.quiet else None)
     with stop_on_signals() as stop:
         try:
             model.fit(x_train, data.y_train, test_set=(flatten(data.x_test), data.y_test),

@@ -290,6 +290,8 @@ def _check_metadata(path: Path, text) -> dict:
     except SettingError as exc:
         raise damaged(f"settings: {exc}") from None
     epochs = known.get("epochs", BY_NAME["epochs"].default)
+    # min_steps lengthens a run on small data: at most one epoch per step
+    epochs = max(epochs, known.get("min_steps") or 0)
     epoch = meta["epoch"]
     if not _is_int(epoch) or not 1 <= epoch <= epochs:
         raise damaged(f"epoch {epoch!r} is not a whole number from 1 to the run's {epochs}")
