@@ -32,3 +32,17 @@ def use_engine(monkeypatch, name: str) -> None:
         monkeypatch.setenv("MNIST_XP_ENGINE", "numpy")
     else:
         monkeypatch.delenv("MNIST_XP_ENGINE", raising=False)
+
+
+def assert_same_training(fast: dict, slow: dict, fast_history, slow_history, dtype,
+                         tol: float) -> None:
+    """Two runs' parameters agree within `tol` and their epochs' records match."""
+    import numpy as np
+    import pytest
+
+    for k in slow:
+        assert fast[k].dtype == dtype and fast[k].shape == slow[k].shape
+        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=tol, err_msg=k)
+    for a, b in zip(fast_history, slow_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol)
+        assert a["train_accuracy"] == b["train_accuracy"]

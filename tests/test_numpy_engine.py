@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from helpers_data import blobs
+from helpers_engines import assert_same_training
 
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
@@ -52,12 +53,7 @@ def test_fast_path_matches_the_generic_path(activation, loss, momentum, weight_d
     fast, fast_history = trained(True, x, y, arch, config, dtype)
     slow, slow_history = trained(False, x, y, arch, config, dtype)
     tol = 2e-5 if dtype == np.float32 else 1e-11
-    for k in slow:
-        assert fast[k].dtype == dtype and fast[k].shape == slow[k].shape
-        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=tol, err_msg=k)
-    for a, b in zip(fast_history, slow_history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol)
-        assert a["train_accuracy"] == b["train_accuracy"]
+    assert_same_training(fast, slow, fast_history, slow_history, dtype, tol)
     assert not np.allclose(slow["W1"], init_params(arch, dtype, np.random.default_rng(3))["W1"])
 
 

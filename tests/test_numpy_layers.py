@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers_data import blobs
-from helpers_engines import CPU_FAST_ENGINE
+from helpers_engines import CPU_FAST_ENGINE, assert_same_training
 
 from mnist_xp.backend import get_backend
 from mnist_xp.model import Architecture, init_params
@@ -91,12 +91,7 @@ def test_layered_engine_matches_the_generic_engine(name, dtype):
     assert {r["engine"] for r in fast_history} == {"numpy-layers"}
     assert {r["engine"] for r in slow_history} == {"generic"}
     tol = 2e-5 if dtype == np.float32 else 1e-10
-    for k in slow:
-        assert fast[k].dtype == dtype and fast[k].shape == slow[k].shape
-        np.testing.assert_allclose(fast[k], slow[k], rtol=tol, atol=tol, err_msg=k)
-    for a, b in zip(fast_history, slow_history):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=tol)
-        assert a["train_accuracy"] == b["train_accuracy"]
+    assert_same_training(fast, slow, fast_history, slow_history, dtype, tol)
     start, _ = run(False, *data(), Architecture(36, CASES[name][0].get("hidden", DEEP), 4),
                    TrainConfig(epochs=1, batch_size=16, learning_rate=1e-12), dtype)
     assert not np.allclose(slow["W1"], start["W1"], atol=1e-6)  # it did train

@@ -31,6 +31,7 @@ __all__ = [
     "forward",
     "dropout_mask",
     "soft_targets",
+    "distillation_terms",
     "loss_and_grads",
     "probabilities",
     "one_hot",
@@ -271,6 +272,36 @@ def soft_targets(logits, temperature: float, xp):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
+def distillation_terms(z, soft, temperature: float, xp):
+    """The soft targets' loss terms of a batch and their gradient in the logits.
+
+    Parameters
+    ----------
+    z : array, shape (batch, n_classes), float
+        The student's logits.
+    soft : array, shape (batch, n_classes), the dtype of `z`
+        The teacher's soft targets at `temperature` (`soft_targets`).
+    temperature : float
+    xp : array namespace
+
+    Returns
+    -------
+    terms : array, shape (batch, n_classes)
+        ``soft * (log soft - log softmax(z / T))``: a row sums to ``KL(soft ||
+        softmax(z / T))``, the cross-entropy less the soft targets' own entropy, so a
+        student that matches its teacher scores 0 (same gradient as the cross-entropy).
+    dz : array, shape (batch, n_classes)
+        The gradient of the row sums in `z`: ``(softmax(z / T) - soft) / T``.
+    """
+    t = float(temperature)
+    zt = z * (1.0 / t)
+    shifted = zt - xp.max(zt, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = xp.sum(e, axis=1, keepdims=True)
+    own = xp.where(soft > 0, soft * xp.log(xp.where(soft > 0, soft, 1.0)), 0.0)
+    return own - soft * (shifted - xp.log(s)), (e / s - soft) * (1.0 / t)
+
+
 def one_hot(y, n_classes: int, dtype, xp):
     """(batch, n_classes) array of `dtype` with ones at the integer labels `y`."""
     return xp.astype(y[:, None] == xp.arange(n_classes, dtype=y.dtype), dtype)
@@ -337,17 +368,9 @@ def loss_and_grads(params, x, y, arch: Architecture, xp, label_smoothing: float 
         dz = e / s - target
         if soft is not None:
             a, t = float(distill_weight), float(temperature)
-            zt = z * (1.0 / t)
-            shifted_t = zt - xp.max(zt, axis=1, keepdims=True)
-            et = xp.exp(shifted_t)
-            st = xp.sum(et, axis=1, keepdims=True)
-            # KL(soft || softmax(z/T)): the cross-entropy less the soft targets' own
-            # entropy, so a student that matches its teacher scores 0; same gradient
-            own = xp.where(soft > 0, soft * xp.log(xp.where(soft > 0, soft, 1.0)), 0.0)
-            soft_terms = own - soft * (shifted_t - xp.log(st))
+            soft_terms, soft_dz = distillation_terms(z, soft, t, xp)
             terms = (1.0 - a) * terms + (a * t * t) * soft_terms
-            # d/dz of T^2 CE(soft, softmax(z/T)) is T (softmax(z/T) - soft)
-            dz = (1.0 - a) * dz + (a * t) * (et / st - soft)
+            dz = (1.0 - a) * dz + (a * t * t) * soft_dz
     else:
         out = _sigmoid(z, xp)
         diff = out - target

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ...errors import StopEpoch
-from ...model import dropout_mask
+from ...model import distillation_terms, dropout_mask
 from ...optim import SGD, Adam, state_from_host, state_to_host
 from ...pixels import input_scale
 from .base import Engine, EngineSetup, EpochInputs, beyond_one_layer
@@ -319,18 +319,13 @@ class NumpyLayersEngine(Engine):
             if s.teacher is not None:
                 soft = s.teacher.soft_targets(x, np)  # on the very float batch the student sees
                 a, t = float(s.teacher.weight), float(s.teacher.temperature)
-                # as `loss_and_grads`: the KL term and its gradient T (softmax(z/T) - soft);
-                # (batch, classes) temporaries, small beside the teacher's forward pass
-                zt = z * (1.0 / t)
-                shifted_t = zt - np.max(zt, axis=1, keepdims=True)
-                et = np.exp(shifted_t)
-                st = np.sum(et, axis=1, keepdims=True)
-                own = np.where(soft > 0, soft * np.log(np.where(soft > 0, soft, 1.0)), 0.0)
-                soft_terms = own - soft * (shifted_t - np.log(st))
+                # as `loss_and_grads`; (batch, classes) temporaries, small beside the
+                # teacher's forward pass
+                soft_terms, soft_dz = distillation_terms(z, soft, t, np)
                 terms *= 1.0 - a
                 terms += (a * t * t) * soft_terms
                 dz *= 1.0 - a
-                dz += (a * t) * (et / st - soft)
+                dz += (a * t * t) * soft_dz
         else:
             out = buf.shifted  # the sigmoid outputs, then 1 - outputs
             _sigmoid(z, out=out)
