@@ -105,7 +105,7 @@ def test_a_teacher_must_fit_the_students_data():
     x, y = blobs(n=120)
     teacher = fitted_teacher(x, y)
     student = dict(epochs=1, batch_size=16, device="cpu", teacher=teacher)
-    with pytest.raises(ValueError, match="teacher 1 has classes"):
+    with pytest.raises(ValueError, match="the teacher has classes"):
         mnist_xp.MLPClassifier(**student).fit(x[y < 3], y[y < 3])
     with pytest.raises(ValueError, match="reads 36 pixels"):
         mnist_xp.MLPClassifier(**student).fit(x[:, :25], y)
@@ -114,7 +114,7 @@ def test_a_teacher_must_fit_the_students_data():
     classic = fitted_teacher(x, y, loss="squared_error")
     with pytest.raises(ValueError, match="must be a cross-entropy network"):
         mnist_xp.MLPClassifier(epochs=1, device="cpu", teacher=classic).fit(x, y)
-    with pytest.raises(ValueError, match="a fitted mnist_xp MLPClassifier"):
+    with pytest.raises(ValueError, match="the teacher is not fitted: a teacher must be a fitted"):
         mnist_xp.MLPClassifier(epochs=1, device="cpu",
                                teacher=mnist_xp.MLPClassifier()).fit(x, y)
 
@@ -282,3 +282,41 @@ def test_the_cli_distils_and_a_resumed_run_needs_the_same_teacher_file(tmp_path)
                       "--teacher missing.npz: no such file")
     assert_user_error(run_cli(*base, "--hidden", "5,0", cwd=tmp_path), "--hidden",
                       "each width must be at least 1")
+    assert_user_error(run_cli(*base, "--temperature", "3", cwd=tmp_path),
+                      "--temperature only applies to distillation")
+    # a teacher of other classes, and one of the textbook loss: one line each, before any work
+    other = write_mnist_dir(tmp_path / "other", synthetic_mnist(200, 50, seed=2))
+    assert_ok(run_cli("train", "--data-dir", other, "--device", "cpu", "--quiet", "--epochs", 1,
+                      "--preset", "classic", "--save", "classic.npz", cwd=tmp_path))
+    line = assert_user_error(run_cli(*base, "--teacher", "classic.npz", "--loss",
+                                     "cross_entropy", cwd=tmp_path),
+                             "--teacher", "classic.npz", "must be a cross-entropy network")
+    assert "Traceback" not in line
+    x, y = blobs(n=120)
+    mnist_xp.save(fitted_teacher(x, y), tmp_path / "blobs.npz")
+    assert_user_error(run_cli(*base, "--teacher", "blobs.npz", cwd=tmp_path),
+                      "--teacher", "blobs.npz reads 36 pixels per image")
+
+
+def test_scikit_learn_clone_keeps_the_fitted_teacher_and_set_params_epochs_is_the_run():
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_score
+
+    x, y = blobs(n=120)
+    teacher = fitted_teacher(x, y)
+    student = mnist_xp.MLPClassifier(8, epochs=2, batch_size=16, device="cpu", random_state=0,
+                                     teacher=teacher)
+    assert clone(student).teacher is teacher
+    assert len(cross_val_score(student, x, y, cv=2)) == 2
+    preset = mnist_xp.MLPClassifier.from_preset("default")
+    assert preset.min_steps == 7035
+    assert clone(preset).set_params(epochs=2).min_steps == 0
+    assert clone(preset).set_params(epochs=2, min_steps=10).min_steps == 10
+
+
+def test_the_health_page_names_teacher_files_without_their_directories():
+    from mnist_xp.web.server import _without_paths
+
+    meta = {"estimator_params": {"teacher": ["/home/someone/models/t.npz"], "epochs": 30}}
+    assert _without_paths(meta)["estimator_params"] == {"teacher": ["t.npz"], "epochs": 30}
+    assert _without_paths({"x": 1}) == {"x": 1}

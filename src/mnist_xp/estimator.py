@@ -132,13 +132,32 @@ class MLPClassifier:
         return {name: getattr(self, name) for name in self._get_param_names()}
 
     def set_params(self, **params) -> "MLPClassifier":
-        """Set constructor arguments by name; returns self (scikit-learn protocol)."""
+        """Set constructor arguments by name; returns self (scikit-learn protocol).
+
+        As in `from_preset`, ``epochs`` set without ``min_steps`` turns ``min_steps`` off,
+        so a grid search over ``epochs`` trains the epochs it names.
+        """
         valid = self._get_param_names()
         for name, value in params.items():
             if name not in valid:
                 raise ValueError(f"invalid parameter {name!r} for MLPClassifier; valid: {valid}")
             setattr(self, name, value)
+        if "epochs" in params and "min_steps" not in params:
+            self.min_steps = 0
         return self
+
+    def __sklearn_clone__(self) -> "MLPClassifier":
+        """scikit-learn's ``clone``: unfitted copies of the settings, but the same teacher.
+
+        A teacher is a fitted model the student only reads; ``clone`` would otherwise make
+        it an unfitted copy, and every fit of a cross-validation or grid search would fail.
+        """
+        from sklearn.base import clone
+
+        params = self.get_params()
+        teacher = params.pop("teacher")
+        return type(self)(**{k: clone(v, safe=False) for k, v in params.items()},
+                          teacher=teacher)
 
     def __sklearn_tags__(self):
         from sklearn.utils import ClassifierTags, InputTags, Tags, TargetTags

@@ -50,7 +50,9 @@ def _hidden_tuple(n_hidden) -> tuple:
     """`n_hidden` (an int, or a sequence of ints for several layers) as a tuple."""
     if isinstance(n_hidden, (int, np.integer)) and not isinstance(n_hidden, bool):
         return (int(n_hidden),)
-    if isinstance(n_hidden, (tuple, list)) and n_hidden:
+    if isinstance(n_hidden, np.ndarray) and n_hidden.ndim == 1:
+        n_hidden = n_hidden.tolist()
+    if isinstance(n_hidden, (tuple, list)) and len(n_hidden):
         return tuple(n_hidden)
     raise ValueError(f"n_hidden must be a positive integer or a non-empty sequence of them, "
                      f"got {n_hidden!r}")

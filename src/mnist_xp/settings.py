@@ -75,6 +75,8 @@ INF = math.inf
 #: Steps of one epoch of MNIST's 60,000 training images at batch 128: the presets' epochs
 #: are MNIST's, and their ``min_steps`` keeps that length of training on smaller data.
 MNIST_STEPS_PER_EPOCH = 469
+# A thousand MNIST runs of best: far beyond any use, and a typo's 10**20 is refused.
+MAX_MIN_STEPS = 10**8
 
 
 @dataclass(frozen=True)
@@ -193,7 +195,7 @@ _DISTORTIONS = {
 SETTINGS: tuple[Setting, ...] = (
     # -- the network ---------------------------------------------------------------------
     Setting("n_hidden", "hidden", 100, "width of the hidden layer, or the widths of "
-            "several, input side first (800,800 on the command line, (800, 800) from "
+            "up to 8, input side first (800,800 on the command line, (800, 800) from "
             "Python)", unit="units", interval=_closed(1, MAX_HIDDEN), flag="--hidden",
             metavar="N[,N...]", scope="model"),
     Setting("activation", "str", "relu", "hidden-layer non-linearity", choices=ACTIVATIONS,
@@ -210,7 +212,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("min_steps", "int", 0, "train at least this many steps: on data smaller than "
             "MNIST, more epochs than --epochs (the default and best presets set the steps "
             "their epochs take on MNIST's 60,000 images; giving --epochs alone turns it off); "
-            "0 is off", unit="steps", interval=_NON_NEGATIVE, flag="--min-steps",
+            "0 is off", unit="steps", interval=_closed(0, MAX_MIN_STEPS), flag="--min-steps",
             presets={"default": 15 * MNIST_STEPS_PER_EPOCH, "best": 30 * MNIST_STEPS_PER_EPOCH}),
     Setting("batch_size", "int", 128, "samples per step (at most the training set's)",
             unit="samples",
@@ -239,7 +241,8 @@ SETTINGS: tuple[Setting, ...] = (
             "soft targets and of the student's matching outputs (Hinton et al. 2015)",
             interval=_POSITIVE, flag="--temperature", metavar="T"),
     Setting("distill_weight", "float", 0.9, "with a teacher: the soft targets' share of "
-            "the loss, the labels' being 1 - this", interval=_closed(0, 1),
+            "the loss, the labels' being 1 - this (the loss shown is then (1 - this) x "
+            "cross-entropy + this x T^2 x KL(teacher || student))", interval=_closed(0, 1),
             flag="--distill-weight", metavar="A"),
     Setting("shift", "int", 0, "random translation of whole batches by up to this many "
             "pixels each way; needs square images (0: off)", unit="pixels",
@@ -395,6 +398,8 @@ def check_value(setting: Setting, value, show: Show = python_name) -> None:
                                "finite weight >= 0", setting.name)
         return
     if kind == "hidden":
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = tuple(value.tolist())
         widths = value if isinstance(value, (tuple, list)) else (value,)
         if not widths or len(widths) > MAX_HIDDEN_LAYERS or not all(_is_int(w) for w in widths):
             raise SettingError(f"{where}: must be a whole number, or a sequence of 1 to "

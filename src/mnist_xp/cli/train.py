@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, SettingError, TrainingInterrupted
+from ..errors import DataError, ModelFileError, SettingError, TrainingInterrupted
 from ..estimator import MLPClassifier
 from ..fileio.writing import atomic_write
 from ..model import Architecture
@@ -28,7 +28,7 @@ from ..settings import (
 )
 from ..training import data_fingerprint, load_state, save_state
 from ..training.signals import stop_on_signals
-from ..training.teacher import teacher_models
+from ..training.teacher import resolve_teacher, teacher_models
 from .common import (
     UsageError,
     backend_from,
@@ -52,8 +52,15 @@ def cmd_train(args) -> int:
     check_figure_dir(args.plot, "--plot")
     for path in args.teacher or ():
         if not path.is_file():
-            raise UsageError(f"--teacher {path}: no such file; give a model saved by "
+            what = "is a directory" if path.is_dir() else "no such file"
+            raise UsageError(f"--teacher {path}: {what}; give a model saved by "
                              "'mnist-xp train --save'")
+    if not args.teacher and args.resume is None:
+        given = [f for f in ("temperature", "distill_weight") if getattr(args, f) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UsageError(f"{flag} only applies to distillation; give --teacher MODEL too, "
+                             f"or drop {flag}")
     if args.resume is not None:
         return _train(args, *_resume_settings(args))
     return _train(args, None, None, _flag_settings(args))
@@ -152,6 +159,8 @@ def _train(args, state, info, settings) -> int:
         raise UsageError(str(exc)) from None
     classes = _check_classes(data)
     model = MLPClassifier(**settings, device=backend)
+    _check_teacher_files(model, classes, x_train.shape[1], backend,
+                         f"--resume {args.resume}: its teacher" if state is not None else "--teacher")
     n_train = x_train.shape[0] - validation_size(model.validation_fraction, x_train.shape[0])
     epochs = run_epochs(settings, n_train)
     fingerprint = data_fingerprint(x_train, data.y_train)
@@ -210,6 +219,18 @@ def _train(args, state, info, settings) -> int:
     return 0
 
 
+def _check_teacher_files(model, classes, n_features: int, backend, flag: str) -> None:
+    """Every teacher file loads and fits the data: one line naming it otherwise."""
+    if model.teacher is None:
+        return
+    try:
+        resolve_teacher(model.teacher, classes=classes, n_features=n_features,
+                        dtype=np.dtype(model.dtype), backend=backend,
+                        temperature=model.temperature, weight=model.distill_weight)
+    except (ValueError, ModelFileError) as exc:
+        raise UsageError(f"{flag} {exc}") from None
+
+
 def _teacher_hashes(model) -> list[str] | None:
     """The SHA-256 of each teacher file of the run, or None without a teacher."""
     if model.teacher is None:
@@ -219,7 +240,7 @@ def _teacher_hashes(model) -> list[str] | None:
         try:
             hashes.append(hashlib.sha256(Path(path).read_bytes()).hexdigest())
         except OSError as exc:
-            raise UsageError(f"--teacher {path}: cannot read it ({exc.strerror or exc})") from None
+            raise UsageError(f"teacher {path}: cannot read it ({exc.strerror or exc})") from None
     return hashes
 
 

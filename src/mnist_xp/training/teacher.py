@@ -100,13 +100,15 @@ def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, bac
     from ..model_files import load
 
     networks = []
-    for k, item in enumerate(teacher_models(teacher), start=1):
-        name = os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"teacher {k}"
+    items = teacher_models(teacher)
+    for k, item in enumerate(items, start=1):
+        name = (os.fspath(item) if isinstance(item, (str, os.PathLike))
+                else "the teacher" if len(items) == 1 else f"teacher model {k} of {len(items)}")
         model = load(item, device=backend) if isinstance(item, (str, os.PathLike)) else item
         params = getattr(model, "params_", None)
         if params is None or not hasattr(model, "_arch"):
-            raise ValueError(f"{name}: a teacher must be a fitted mnist_xp MLPClassifier "
-                             "(or its model file)")
+            raise ValueError(f"{name} is not fitted: a teacher must be a fitted mnist_xp "
+                             "MLPClassifier (or its model file)")
         arch: Architecture = model._arch()
         if arch.loss != "cross_entropy":
             raise ValueError(f"{name}: a teacher must be a cross-entropy network; this one "

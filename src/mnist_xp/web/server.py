@@ -163,6 +163,16 @@ def _pixels_from_json(body: bytes, n_features: int) -> np.ndarray:
     return row
 
 
+def _without_paths(metadata: dict) -> dict:
+    """The metadata with a distilled model's teacher files named, not located: the page is
+    public, the training machine's directories are not."""
+    params = metadata.get("estimator_params")
+    if not isinstance(params, dict) or not isinstance(params.get("teacher"), list):
+        return metadata
+    names = [os.path.basename(str(p)) for p in params["teacher"]]
+    return {**metadata, "estimator_params": {**params, "teacher": names}}
+
+
 class _Batch:
     """Rows waiting for the model, answered together at the end of a loop iteration.
 
@@ -229,7 +239,7 @@ class Server:
         self.health = json.dumps(
             {"status": "ok", "mnist_xp": __version__, "device": device,
              "model": {"file": model_name, "n_features": self.n_features,
-                       "classes": self.classes, "metadata": metadata or {}},
+                       "classes": self.classes, "metadata": _without_paths(metadata or {})},
              "max_body_bytes": MAX_BODY}, default=str).encode()
         self.connections = Connections(max_connections or default_cap())
         self.accept_log = RateLimitedLog(log)
