@@ -8,7 +8,9 @@
  *   barrier;
  *   phase 2, each thread on its own rows of the 784 inputs:
  *     dW1[rows] = X[:, rows]^T dh and the update of W1[rows] (every sgemm keeps all
- *     hidden units, so the products stay BLAS-shaped); one thread also does the small
+ *     hidden units, so the products stay BLAS-shaped; SGD's update is the sgemm's
+ *     beta, the other optimizers' runs block by block, each block of the gradient
+ *     applied while it is in L1); one thread also does the small
  *     output layer's gradients and updates; each thread prefetches the source rows it
  *     gathers next step;
  *   barrier.
