@@ -280,8 +280,12 @@ static Update update_for(const Job *j, int64_t s)
 }
 
 /* Input rows per block of W1's gradient: 32 x 100 floats, 12.8 KB, stay in L1 between
- * the sgemm that writes them and the update that reads them. */
+ * the sgemm that writes them and the update that reads them. Only up to BLOCKED_ROWS
+ * rows a batch: each block's sgemm packs dh again, which the products of small batches
+ * skip (OpenBLAS's small-matrix kernels) and those of larger ones do not (at batch 512
+ * the blocks made Nesterov and Adam epochs 5% slower). */
 #define GRAD_BLOCK 32
+#define BLOCKED_ROWS 128
 
 /* Phase 2 of step `s` for input rows [c0, c1): W1's gradient and update; `small`: the
  * thread that also does the output layer and b1. */
@@ -303,8 +307,9 @@ static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, 
              * and back per thread and step, beside W1 and the optimizer's state, and
              * those no longer fit the core's L2 together with the forward pass's W1. */
             float *G = j->G1 + c0 * H;
-            for (int64_t b0 = c0; b0 < c1; b0 += GRAD_BLOCK) {
-                const int64_t b1 = b0 + GRAD_BLOCK < c1 ? b0 + GRAD_BLOCK : c1;
+            const int64_t block = rows <= BLOCKED_ROWS ? GRAD_BLOCK : c1 - c0;
+            for (int64_t b0 = c0; b0 < c1; b0 += block) {
+                const int64_t b1 = b0 + block < c1 ? b0 + block : c1;
                 scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(b1 - b0),
                                   (int)H, (int)rows, (float)j->scale, j->X + b0, (int)n_in,
                                   j->dA, (int)H, 0.0f, G, (int)H);
