@@ -18,7 +18,7 @@
  * Parameters stay in the generic layout (W1 (n_in, H), b1 (H,), W2 (H, O), b2 (O,)),
  * float32, updated in place; the input scale (1/255 for pixels) is the sgemm's alpha.
  * The BLAS is scipy-openblas32 (symbols prefixed `scipy_`), kept at one thread: the
- * parallelism is ours.
+ * parallelism is ours. On Linux the two barriers a step are our own (barrier_wait).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,6 +29,18 @@
 #include <string.h>
 
 #include <omp.h>
+
+#if defined(__linux__)
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#define OWN_BARRIER 1 /* futex and per-thread rusage at hand */
+#else
+#define OWN_BARRIER 0
+#endif
 
 #include "cblas.h"
 
@@ -351,17 +363,99 @@ static void prefetch_rows(const Job *j, int64_t s, int64_t r0, int64_t r1)
     }
 }
 
+/* The team's barrier between the two phases of a step (twice a step). */
+typedef struct {
+    int arrived;     /* threads at the barrier in this round */
+    int generation;  /* rounds completed: the futex word */
+    int sleepers;    /* threads asleep on the futex, or about to be */
+    int64_t busy;    /* the last step at which any thread had been preempted */
+} Barrier;
+
+/* How long a thread spins at a barrier before it sleeps: SPIN_MAX on idle cores,
+ * SPIN_MIN (about GNU OpenMP's 1,000 spins here) for BUSY_STEPS steps after any thread
+ * of the team found itself preempted (checked every SPIN_CHECK steps), which is how a
+ * busy machine shows; see barrier_wait. */
+#define SPIN_MIN 20e-6
+#define SPIN_MAX 200e-6
+#define SPIN_CHECK 16
+#define BUSY_STEPS 256
+
+#if OWN_BARRIER
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Involuntary context switches of the calling thread so far. */
+static long preemptions(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_THREAD, &ru) == 0 ? ru.ru_nivcsw : 0;
+}
+#endif
+
+/* Wait until all `nt` threads have arrived: spin for up to `budget` seconds, then sleep
+ * on the futex.
+ *
+ * Why not GNU OpenMP's barrier with its spin count lowered to 1,000 (about 20 us): at
+ * batch 32 a phase is shorter than a sleeping thread's wake-up on a virtual machine.
+ * Once one thread slept, it came late to the next barrier, where its partner slept in
+ * turn, and the two took turns waking each other at every barrier: whole epochs ran at
+ * 0.38-0.44 s instead of 0.16 s (epoch_time-20261129T175227Z.json). Spinning through
+ * such waits costs nothing on idle cores; on busy ones a spinning thread holds the core
+ * its partner needs (a fixed 100 us spin made batch-32 epochs 1.4x slower there), so
+ * the budget drops to SPIN_MIN while the thread is being preempted. */
+static void barrier_wait(Barrier *b, int nt, double budget)
+{
+#if OWN_BARRIER
+    if (nt == 1) return;
+    const int gen = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_SEQ_CST) == nt) {
+        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->generation, gen + 1, __ATOMIC_SEQ_CST);
+        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
+            syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        return;
+    }
+    const double until = seconds_now() + budget;
+    for (int i = 1;; i++) {
+        if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != gen) return;
+        __builtin_ia32_pause();
+        if ((i & 15) == 0 && seconds_now() > until) break;
+    }
+    /* sleepers is raised before the generation is read again, and the last thread
+     * raises the generation before it reads sleepers (all sequentially consistent):
+     * one of the two sees the other, so no wake-up is lost */
+    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&b->generation, __ATOMIC_SEQ_CST) == gen)
+        syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, gen, NULL, NULL, 0);
+    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+#else
+    (void)b;
+    (void)nt;
+    (void)budget;
+#pragma omp barrier
+#endif
+}
+
 static void run(Job *j)
 {
     const int T = j->threads;
+    Barrier bar = {0, 0, 0, -BUSY_STEPS};
 #pragma omp parallel num_threads(T)
     {
         const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+        double budget = SPIN_MIN;
+#if OWN_BARRIER
+        long switches = preemptions();
+#endif
         for (int64_t s = 0; s < j->n_steps; s++) {
             const int64_t start = s * j->batch;
             const int64_t rows = j->n_order - start < j->batch ? j->n_order - start : j->batch;
             forward_backward(j, s, rows, rows * tid / nt, rows * (tid + 1) / nt);
-#pragma omp barrier
+            barrier_wait(&bar, nt, budget);
             /* issued before the products, so the loads overlap them */
             if (s + 1 < j->n_steps) {
                 const int64_t next = j->n_order - start - rows < j->batch
@@ -370,7 +464,16 @@ static void run(Job *j)
             }
             gradients_update(j, s, rows, j->n_in * tid / nt, j->n_in * (tid + 1) / nt,
                              tid == nt - 1);
-#pragma omp barrier
+            barrier_wait(&bar, nt, budget);
+#if OWN_BARRIER
+            if (s % SPIN_CHECK == SPIN_CHECK - 1) {
+                const long now = preemptions();
+                if (now != switches) __atomic_store_n(&bar.busy, s, __ATOMIC_RELAXED);
+                switches = now;
+                budget = s - __atomic_load_n(&bar.busy, __ATOMIC_RELAXED) < BUSY_STEPS
+                             ? SPIN_MIN : SPIN_MAX;
+            }
+#endif
         }
     }
 }
