@@ -402,8 +402,9 @@ static long preemptions(void)
  * Why not GNU OpenMP's barrier with its spin count lowered to 1,000 (about 20 us): at
  * batch 32 a phase is shorter than a sleeping thread's wake-up on a virtual machine.
  * Once one thread slept, it came late to the next barrier, where its partner slept in
- * turn, and the two took turns waking each other at every barrier: whole epochs ran at
- * 0.38-0.44 s instead of 0.16 s (epoch_time-20261129T175227Z.json). Spinning through
+ * turn, and the two could take turns waking each other at every barrier (the likely
+ * part of whole epochs at 0.38-0.44 s instead of 0.16 s in
+ * epoch_time-20261129T175227Z.json; other jobs on the VM are the rest). Spinning through
  * such waits costs nothing on idle cores; on busy ones a spinning thread holds the core
  * its partner needs (a fixed 100 us spin made batch-32 epochs 1.4x slower there), so
  * the budget drops to SPIN_MIN while the thread is being preempted. */
