@@ -286,6 +286,34 @@ def test_numpys_blas_runs_one_thread_during_compiled_epochs_and_is_restored():
 
 
 @needs_ext
+def test_scoring_between_compiled_epochs_runs_numpys_blas_on_one_thread(monkeypatch):
+    """Held-out scoring keeps NumPy's BLAS threads from spinning into the next epoch."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from mnist_xp.training import loop
+
+    numpy_blas = [p for p in threadpoolctl.threadpool_info()
+                  if p["user_api"] == "blas" and "numpy" in p["filepath"]]
+    if not numpy_blas:
+        pytest.skip("NumPy's BLAS is not visible to threadpoolctl")
+    seen, count_correct = [], loop.count_correct
+
+    def watched(*args, **kw):
+        seen.append({p["num_threads"] for p in threadpoolctl.threadpool_info()
+                     if p["filepath"] == numpy_blas[0]["filepath"]})
+        return count_correct(*args, **kw)
+
+    monkeypatch.setattr(loop, "count_correct", watched)
+    x, y = data(n=120)
+    arch = Architecture(x.shape[1], 8, 4)
+    rng = np.random.default_rng(0)
+    history = train(init_params(arch, np.float32, rng), x, y, arch=arch,
+                    config=TrainConfig(epochs=2, batch_size=16), backend=CPU, rng=rng,
+                    eval_set=(x, y))
+    assert history[0]["engine"] == "compiled"
+    assert len(seen) == 2 and all(s == {1} for s in seen)
+
+
+@needs_ext
 def test_progress_and_stop_run_between_calls(monkeypatch):
     from mnist_xp.errors import StopEpoch
     from mnist_xp.training.engines import compiled_engine

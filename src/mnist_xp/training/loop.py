@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from ..augment import RandomShift, RandomWarp, image_side
-from ..backend import Backend
+from ..backend import Backend, blas_threads
 from ..errors import StopEpoch, TrainingDiverged, TrainingInterrupted
 from ..inference import count_correct
 from ..model import Architecture
@@ -240,7 +240,8 @@ class _Run:
         backend.synchronize()  # sync point: the epoch's work is done before the clock is read
         seconds = time.perf_counter() - t0
         if not backend.is_async and not last:
-            self.pending = self._draw()
+            with blas_threads(self.engine.host_blas_threads):
+                self.pending = self._draw()
         return loss_sum, hits, seconds
 
     def record(self, epoch: int, loss_sum, hits, seconds: float) -> dict:
@@ -259,8 +260,9 @@ class _Run:
         s = self.setup
         for key, scored in (("val_accuracy", self.val_set), ("test_accuracy", self.eval_set)):
             if scored is not None:
-                correct = count_correct(s.params, scored[0], scored[1], s.arch,
-                                        s.params["W1"].dtype, backend)
+                with blas_threads(self.engine.host_blas_threads):
+                    correct = count_correct(s.params, scored[0], scored[1], s.arch,
+                                            s.params["W1"].dtype, backend)
                 record[key] = int(backend.to_numpy(correct)) / scored[0].shape[0]
         return record
 

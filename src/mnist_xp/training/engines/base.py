@@ -172,6 +172,11 @@ class Engine(ABC):
     name: ClassVar[str]
     #: What runs it trains, in a few words (for ``mnist-xp info``).
     covers: ClassVar[str]
+    #: Threads for NumPy's BLAS in the loop's host work between epochs (scoring the
+    #: held-out sets, drawing warps), or None to leave it alone. An engine that runs its
+    #: own threads on every core sets 1: OpenBLAS's threads spin for about 0.1 s after
+    #: a threaded call and would share the cores with the next epoch's first steps.
+    host_blas_threads: ClassVar[int | None] = None
 
     def __init__(self, setup: EngineSetup):
         self.setup = setup
