@@ -118,7 +118,7 @@ def _resume(state, info) -> None:
     """What ``train --resume`` does with a loaded state (cli/train.py), on the tiny data."""
     from mnist_xp.cli.train import _summary
     from mnist_xp.model import Architecture
-    from mnist_xp.settings import ESTIMATOR_SETTINGS, check_against_data
+    from mnist_xp.settings import ESTIMATOR_SETTINGS, check_against_data, run_epochs
 
     x, y = _data()
     known = {s.name for s in ESTIMATOR_SETTINGS}
@@ -130,8 +130,11 @@ def _resume(state, info) -> None:
     model = MLPClassifier(**{**settings, "verbose": False}, device="cpu")
     if not np.array_equal(info["classes"], np.arange(10)):
         return  # the CLI refuses other data before going on
-    _summary(Architecture(x.shape[1], model.n_hidden, 10, model.activation, model.loss), model)
-    if state.epoch >= model.epochs or model.epochs - state.epoch > 2 or model.n_hidden > 64:
+    arch = Architecture(x.shape[1], model.n_hidden, 10, model.activation, model.loss)
+    epochs = run_epochs(settings, x.shape[0])
+    _summary(arch, model, epochs)
+    if (state.epoch >= epochs or epochs - state.epoch > 2 or max(arch.hidden_sizes) > 64
+            or model.teacher is not None):
         return  # finished (a usage error), or too long to train here
     try:
         with quiet_stderr():
