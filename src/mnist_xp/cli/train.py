@@ -215,7 +215,7 @@ def _train(args, state, info, settings) -> int:
             return _interrupted(exc, stop.signum, args, write_checkpoint)
     if model.validation_fraction:
         write_metrics()  # once more: the kept epoch's record now says "best": true
-    _report(args, model, data, records, state, backend)
+    _report(args, model, data, records, state, backend, teacher_hashes)
     return 0
 
 
@@ -254,7 +254,7 @@ def _check_teachers(resume: Path, info: dict, hashes: list[str] | None) -> None:
                          "began; resuming needs the same file to continue exactly")
 
 
-def _report(args, model, data, records, state, backend) -> None:
+def _report(args, model, data, records, state, backend, teacher_hashes) -> None:
     """The result lines, then the model and figures asked for."""
     final = records[model.best_epoch_ - 1]
     n_test = data.x_test.shape[0]
@@ -269,7 +269,7 @@ def _report(args, model, data, records, state, backend) -> None:
             "data": data.source, "test_accuracy": final["test_accuracy"],
             "seed": model.random_state, "engine": model.engine_.name,
             "engine_reason": model.engine_.reason,
-            **({"teacher_sha256": _teacher_hashes(model)} if model.teacher is not None else {}),
+            **({"teacher_sha256": teacher_hashes} if teacher_hashes is not None else {}),
             **({"preset": args.preset} if state is None else {"resumed_from": str(args.resume)})})
         print(f"saved model to {args.save}")
     if args.plot is not None:
