@@ -290,6 +290,8 @@ def main(argv=None) -> int:
                     help="size of the 'tiny' pictures (default 2000x1500; 4000x3000 is 12 MP)")
     ap.add_argument("--photo-size", type=hp.parse_size, default=(4000, 3000), metavar="WxH",
                     help="size of the timed phone photo (default 4000x3000)")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="the model that reads the pictures (default: the shipped one)")
     ap.add_argument("--skip-timing", action="store_true", help="only the accuracy part")
     ap.add_argument("--skip-accuracy", action="store_true", help="only the timing part")
     ap.add_argument("--out", type=Path, default=HERE / "results",
@@ -302,7 +304,7 @@ def main(argv=None) -> int:
     repeats = {"drawing": args.repeats or (20 if q else 200),
                "photo": args.photo_repeats or (3 if q else 15)}
 
-    model = mnist_xp.load(default_model_path(), device="cpu")
+    model = mnist_xp.load(args.model or default_model_path(), device="cpu")
     pipelines = _normalisers(model)
     payload = {"benchmark": "images", "command": "python benchmarks/images.py "
                + " ".join(sys.argv[1:] if argv is None else argv),
@@ -340,7 +342,7 @@ def main(argv=None) -> int:
         print_accuracy(acc)
         payload["accuracy"] = {"seed": args.seed, "per_kind": per_kind,
                                "per_number_kind": per_number, "tiny_size": list(args.tiny_size),
-                               "model": str(default_model_path().name), "rows": acc,
+                               "model": str((args.model or default_model_path()).name), "rows": acc,
                                "seconds": time.perf_counter() - t0}
     if not args.no_save:
         print("wrote", write_result(args.out, "images", payload))

@@ -2,7 +2,9 @@
 
 mnist_xp's ``default`` and ``best`` presets against a strong PyTorch CPU recipe for the
 same 784-100-10 network: Adam with a one-cycle learning rate, batch 128, with and without the random 1-pixel shifts that mnist_xp uses. Only training counts
-toward the time; the test set is scored after every epoch, off the clock. Accuracy is
+toward the time; the test set is scored after every epoch, off the clock. For a recipe
+that deskews (``best``), deskewing the training images is part of training and its
+time comes first in the curve (timed on its own, on the same images). Accuracy is
 read once per epoch, so a threshold is "reached" at the end of the first epoch that
 passes it.
 
@@ -33,12 +35,21 @@ THRESHOLDS = (0.97, 0.98, 0.985, 0.988)
 def run_mnist_xp(data, epochs: int | None, seed: int, preset: str = "default",
                  device: str = "cpu") -> tuple[list[tuple[float, float]], str]:
     """(cumulative training seconds, test accuracy) after each epoch of a preset; the engine."""
+    from mnist_xp.deskew import deskew
+
     extra = {} if epochs is None else {"epochs": epochs}
     clf = mnist_xp.MLPClassifier.from_preset(preset, device=device, random_state=seed, **extra)
+    x_train = data.x_train.reshape(len(data.x_train), -1)
     x_test = data.x_test.reshape(len(data.x_test), -1)
-    clf.fit(data.x_train.reshape(len(data.x_train), -1), data.y_train,
-            eval_set=(x_test, data.y_test))
-    return _cumulative([(r["seconds"], r["test_accuracy"]) for r in clf.history_]), str(clf.engine_)
+    prep = 0.0
+    if clf.deskew:  # fit deskews before its first epoch, outside the epochs' seconds
+        t0 = time.perf_counter()
+        deskew(x_train, np)
+        prep = time.perf_counter() - t0
+    clf.fit(x_train, data.y_train, eval_set=(x_test, data.y_test))
+    curve = _cumulative([(r["seconds"], r["test_accuracy"]) for r in clf.history_], start=prep)
+    engine = str(clf.engine_) + (f"; deskewing {prep:.2f} s" if prep else "")
+    return curve, engine
 
 
 def run_torch(data, epochs: int, seed: int, shift: int) -> tuple[list[tuple[float, float]], str]:
@@ -87,8 +98,8 @@ def run_torch(data, epochs: int, seed: int, shift: int) -> tuple[list[tuple[floa
     return _cumulative(results), f"pytorch {torch.__version__} eager"
 
 
-def _cumulative(per_epoch):
-    total, out = 0.0, []
+def _cumulative(per_epoch, start: float = 0.0):
+    total, out = start, []
     for seconds, acc in per_epoch:
         total += seconds
         out.append((total, acc))

@@ -47,8 +47,8 @@ def test_tune_tries_the_presets_first_and_keeps_the_best_trial(digits):
     # The first two trials are the presets, as the settings say.
     for trial, name in zip(seen, ("default", "best")):
         preset = preset_settings(name)
-        assert {k: trial["settings"][k] for k in ("learning_rate", "epochs", "shift")} == \
-            {k: preset[k] for k in ("learning_rate", "epochs", "shift")}
+        assert {k: trial["settings"][k] for k in ("learning_rate", "epochs", "shift", "deskew")} == \
+            {k: preset[k] for k in ("learning_rate", "epochs", "shift", "deskew")}
         assert bool(trial["settings"]["augment"]) == bool(preset["augment"])
     assert set(result.preset_val_accuracy) == {"default", "best"}
     # Never worse than a preset on the validation split: they are trials too.
@@ -88,9 +88,9 @@ def test_tune_without_optuna_says_how_to_install_it(monkeypatch, digits):
 @pytest.mark.parametrize("settings", [
     {"learning_rate": 0.0734, "epochs": 30, "shift": 0, "label_smoothing": 0.05,
      "augment": {"rotate": 6.5, "zoom": 0.1, "shear": 3.25, "translate": 1.5, "elastic": 12.0,
-                 "sigma": 4.0}},
+                 "sigma": 4.0}, "deskew": True},
     {"learning_rate": 0.2, "epochs": 15, "min_steps": 7035, "shift": 2, "label_smoothing": 0.0,
-     "augment": None},
+     "augment": None, "deskew": False},
 ])
 def test_the_printed_train_flags_give_the_chosen_recipe(settings):
     args = build_parser().parse_args(["train", *train_flags(settings).split()])
@@ -98,6 +98,7 @@ def test_the_printed_train_flags_give_the_chosen_recipe(settings):
     assert args.epochs == settings["epochs"] and args.shift == settings["shift"]
     assert (args.min_steps or 0) == settings.get("min_steps", 0)
     assert (args.label_smoothing or 0.0) == pytest.approx(settings["label_smoothing"])
+    assert args.deskew is settings["deskew"]
     if settings["augment"] is None:
         assert args.no_augment
     else:

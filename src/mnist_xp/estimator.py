@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 
 from .backend import Backend, as_array_of, get_backend, numpy_dtype, to_numpy
+from .deskew import deskew
 from .errors import PixelScaleWarning
 from .inference import predict_scores
 from .model import Architecture, init_params, probabilities
@@ -276,6 +277,7 @@ class MLPClassifier:
         n_samples, n_features = x_dev.shape
         classes, y_index = _encode_labels(y, n_samples)
         check_against_data(settings, n_samples, n_features)
+        x_dev = self._prepared(x_dev, backend)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
         held_out = [None if s is None else self._held_out(s, backend, dtype, classes, n_features)
@@ -333,17 +335,23 @@ class MLPClassifier:
             return None
         return resolve_teacher(self.teacher, classes=classes, n_features=n_features,
                                dtype=dtype, backend=backend, temperature=self.temperature,
-                               weight=self.distill_weight)
+                               weight=self.distill_weight, deskew=self.deskew)
 
-    @staticmethod
-    def _held_out(pair, backend: Backend, dtype, classes, n_features: int):
+    def _held_out(self, pair, backend: Backend, dtype, classes, n_features: int):
         """An (X, y) pair scored after every epoch, on the device; labels among `classes`."""
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2) or isinstance(pair[0], tuple):
             raise ValueError("eval_set and test_set must each be one (X, y) pair")
         x, y = pair
         x_dev = _to_device(x, backend, dtype, n_features)
         labels = check_y(y, x_dev.shape[0])
-        return x_dev, backend.asarray(_class_indices(classes, labels))
+        return self._prepared(x_dev, backend), backend.asarray(_class_indices(classes, labels))
+
+    def _prepared(self, x_dev, backend: Backend):
+        """The images as the network reads them: deskewed on the device with ``deskew``."""
+        if not self.deskew:
+            return x_dev
+        with backend.activate():
+            return deskew(x_dev, backend.xp)
 
     def _initial_params(self, arch: Architecture, dtype, rng, classes) -> dict:
         """New random weights, or with ``warm_start`` the fitted ones (host arrays)."""
@@ -423,6 +431,7 @@ class MLPClassifier:
         y_index = _class_indices(classes, check_y(y, n_samples))
         check_against_data({**settings, "n_iter_no_change": None, "validation_fraction": 0.0},
                            n_samples, n_features)
+        x_dev = self._prepared(x_dev, backend)
         weights = _sample_weights(sample_weight, self.class_weight, classes, y_index)
         arch = self._architecture(n_features, len(classes))
         values = {s.name: getattr(self, s.name) for s in TRAINING_SETTINGS}
@@ -473,7 +482,8 @@ class MLPClassifier:
         self._check_fitted()
         backend = self.backend_
         with backend.activate():
-            x_dev = _to_device(X, backend, self.params_["W1"].dtype, self.n_features_in_)
+            x_dev = self._prepared(_to_device(X, backend, self.params_["W1"].dtype,
+                                              self.n_features_in_), backend)
             return predict_scores(self.params_, x_dev, self._arch(), self.params_["W1"].dtype, backend)
 
     def predict_proba(self, X):
@@ -562,7 +572,7 @@ def _to_device(X, backend: Backend, dtype, n_features: int | None = None):
 # Settings that shape the optimizer's state and the engine's arrays: partial_fit
 # refuses to continue a run when one of them has changed.
 _LAYOUT = ("n_hidden", "activation", "loss", "dtype", "optimizer", "momentum", "shift",
-           "augment", "label_smoothing", "dropout")
+           "augment", "label_smoothing", "dropout", "deskew")
 
 
 def _layout_settings(settings: dict) -> dict:

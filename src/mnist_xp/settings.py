@@ -198,6 +198,10 @@ SETTINGS: tuple[Setting, ...] = (
             "up to 8, input side first (800,800 on the command line, (800, 800) from "
             "Python)", unit="units", interval=_closed(1, MAX_HIDDEN), flag="--hidden",
             metavar="N[,N...]", scope="model"),
+    Setting("deskew", "bool", False, "shear every image upright about its centre of ink "
+            "before the network sees it, in training and in every prediction (LeCun et al. "
+            "1998; square images only)", flag="--deskew", scope="model",
+            presets={"best": True}),
     Setting("activation", "str", "relu", "hidden-layer non-linearity", choices=ACTIVATIONS,
             flag="--activation", presets={"classic": "sigmoid"}, scope="model"),
     Setting("loss", "str", "cross_entropy",
@@ -355,6 +359,8 @@ def flag_name(name: str, value: Any = _BARE) -> str:
         return python_name(name, value)
     if value is _BARE:
         return setting.flag
+    if isinstance(value, bool):  # a switch: --deskew or --no-deskew
+        return setting.flag if value else "--no-" + setting.flag[2:]
     shown = f"{value:g}" if isinstance(value, float) else value
     return f"{setting.flag} {shown}"
 
@@ -566,6 +572,9 @@ def check_against_data(values: Mapping[str, Any], n_samples: int, n_features: in
     if shift and shift >= side:
         raise SettingError(f"{show('shift', shift)} must be less than the image side ({side})",
                            "shift")
+    if v["deskew"] and not square:
+        raise SettingError(f"{show('deskew', True)}: deskewing needs square images; "
+                           f"{n_features} features are not", "deskew")
     if augment_active(augment) and not square:
         raise SettingError(f"distortions need square images; {n_features} features are not",
                            "augment")

@@ -4,7 +4,7 @@
 warps are what make MNIST's digits vary. On other 28×28 data (clothing, letters,
 another script) they may help or hurt, and nothing says which. `tune` chooses the
 learning rate, the augmentation (none, whole-batch shifts, or per-image distortions
-with their strengths), label smoothing and the number of epochs by their accuracy on
+with their strengths), deskewing, label smoothing and the number of epochs by their accuracy on
 a validation split held out from the training data, never the test set, with Optuna's
 TPE sampler (Bergstra, Bardenet, Bengio & Kégl, "Algorithms for hyper-parameter
 optimization", NeurIPS 2011) and its median pruner stopping trials that fall behind
@@ -35,7 +35,7 @@ __all__ = ["TuneResult", "tune", "TUNED_SETTINGS"]
 
 #: The settings `tune` chooses; every other setting is the ``default`` preset's.
 TUNED_SETTINGS = ("learning_rate", "epochs", "min_steps", "shift", "augment",
-                  "label_smoothing")
+                  "label_smoothing", "deskew")
 
 
 @dataclass
@@ -89,6 +89,7 @@ def _preset_trial(name: str, square: bool = True) -> dict:
     s = preset_settings(name)
     params = {"learning_rate": s["learning_rate"], "epochs": s["epochs"],
               "label_smoothing": s["label_smoothing"]}  # min_steps follows epochs
+    params["deskew"] = bool(s["deskew"]) and square
     if not square:
         params["augmentation"] = "none"
     elif s["augment"]:
@@ -111,6 +112,7 @@ def _suggest(trial, square: bool = True) -> dict:
         "shift": 0, "augment": None}
     # as the presets: that many MNIST epochs' steps, on data of any size
     settings["min_steps"] = settings["epochs"] * MNIST_STEPS_PER_EPOCH
+    settings["deskew"] = trial.suggest_categorical("deskew", [False, True]) if square else False
     kinds = ["none", "shift", "distort"] if square else ["none"]
     kind = trial.suggest_categorical("augmentation", kinds)
     if kind == "shift":

@@ -131,6 +131,8 @@ def _setting_help(setting: Setting) -> str:
 
 def _shown(value) -> str:
     """A value as --help shows it (0.1, not 0.1000; 30, not 30.0)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -138,6 +140,10 @@ def _add_setting(group, setting: Setting) -> None:
     """The flag of `setting`; None by default, so that the preset's value applies."""
     kwargs = {"dest": setting.dest, "help": _setting_help(setting),
               "default": setting.cli_default}
+    if setting.kind == "bool":  # --deskew / --no-deskew; neither: the preset's value
+        group.add_argument(setting.flag, *setting.aliases, action=argparse.BooleanOptionalAction,
+                           **kwargs)
+        return
     if setting.choices:
         kwargs["choices"] = setting.choices
     else:

@@ -138,6 +138,7 @@ def _summary(arch: Architecture, model: MLPClassifier, epochs: int) -> str:
     else:
         augment = f"shift {model.shift}"
     extras = f", dropout {model.dropout:g}" if model.dropout else ""
+    extras += ", deskewed" if model.deskew else ""
     longer = f" (at least {model.min_steps:,} steps)" if epochs > model.epochs else ""
     if model.teacher is not None:
         extras += (f"; distilled from {plural(len(teacher_models(model.teacher)), 'teacher')} "
@@ -226,7 +227,8 @@ def _check_teacher_files(model, classes, n_features: int, backend, flag: str) ->
     try:
         resolve_teacher(model.teacher, classes=classes, n_features=n_features,
                         dtype=np.dtype(model.dtype), backend=backend,
-                        temperature=model.temperature, weight=model.distill_weight)
+                        temperature=model.temperature, weight=model.distill_weight,
+                        deskew=model.deskew)
     except (ValueError, ModelFileError) as exc:
         raise UsageError(f"{flag} {exc}") from None
 

@@ -17,6 +17,7 @@ def train_flags(settings: dict) -> str:
     """The ``mnist-xp train`` flags that give a tuned recipe (`mnist_xp.tuning.TUNED_SETTINGS`)."""
     flags = [f"--learning-rate {settings['learning_rate']:.4g}", f"--epochs {settings['epochs']}",
              f"--min-steps {settings.get('min_steps', 0)}", f"--shift {settings['shift']}"]
+    flags.append("--deskew" if settings.get("deskew") else "--no-deskew")
     if settings["label_smoothing"]:
         flags.append(f"--label-smoothing {settings['label_smoothing']:.3g}")
     augment = settings["augment"]

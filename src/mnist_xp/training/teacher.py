@@ -70,7 +70,7 @@ def teacher_models(teacher) -> list:
 
 
 def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, backend: Backend,
-                    temperature: float, weight: float) -> Teacher:
+                    temperature: float, weight: float, deskew: bool = False) -> Teacher:
     """Load and check the `teacher` setting for a student; its networks on the student's device.
 
     Parameters
@@ -84,6 +84,9 @@ def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, bac
         The student's float type; the teacher's weights are cast to it.
     backend : Backend
     temperature, weight : float
+    deskew : bool
+        Whether the student deskews its images; the teacher reads the student's batches
+        as they are, so it must have been trained the same way.
 
     Returns
     -------
@@ -93,7 +96,8 @@ def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, bac
     ------
     ValueError
         A teacher that is not fitted, not a cross-entropy `MLPClassifier`, or that reads
-        other images or classes than the student's; the message names it.
+        other images (size, or deskewed or not) or classes than the student's; the
+        message names it.
     ModelFileError
         A teacher file that cannot be loaded.
     """
@@ -116,6 +120,11 @@ def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, bac
         if arch.n_inputs != n_features:
             raise ValueError(f"{name} reads {arch.n_inputs} pixels per image, the training "
                              f"data has {n_features}; a teacher must read the student's images")
+        if bool(getattr(model, "deskew", False)) != bool(deskew):
+            raise ValueError(
+                f"{name} was trained {'without' if deskew else 'with'} deskewing and the "
+                f"student {'deskews' if deskew else 'does not'}; a teacher reads the "
+                "student's batches as they are, so train both with the same deskew setting")
         own = to_numpy(model.classes_)
         if own.shape != classes.shape or not np.array_equal(own, classes):
             raise ValueError(f"{name} has classes {own.tolist()}, the training data "
