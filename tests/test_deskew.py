@@ -175,3 +175,19 @@ def test_cli_deskew_flags(tmp_path):
                   "--teacher", plain)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "deskew" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bytes_are_deskewed_without_a_float_copy_of_the_whole_set():
+    import tracemalloc
+
+    images = np.tile(slanted_bars(50, seed=7), (400, 1))  # 20,000 images, 15.7 MB
+    tracemalloc.start()
+    try:
+        out = deskew(images, np)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8
+    # the result (15.7 MB) and one chunk's temporaries; a float32 copy of the whole set
+    # alone would be 63 MB
+    assert peak < images.nbytes + 25e6

@@ -78,11 +78,12 @@ def deskew(x, xp, *, side: int | None = None):
         raise ValueError(f"deskewing needs square images; {p} features are not")
     is_bytes = x.dtype == xp.uint8
     work = xp.float32 if is_bytes else x.dtype
-    parts = [_deskew_chunk(x[i:min(i + DESKEW_CHUNK, n), :], side, work, xp)
-             for i in range(0, n, DESKEW_CHUNK)]
-    out = xp.concat(parts, axis=0) if len(parts) != 1 else parts[0]
-    if is_bytes:
-        out = xp.astype(xp.clip(xp.round(out), 0, 255), xp.uint8)
+    out = xp.empty((n, p), dtype=x.dtype)
+    for i in range(0, n, DESKEW_CHUNK):
+        j = min(i + DESKEW_CHUNK, n)
+        part = _deskew_chunk(x[i:j, :], side, work, xp)
+        # back to bytes chunk by chunk: a float copy of the whole set would be 4x its size
+        out[i:j, :] = xp.astype(xp.clip(xp.round(part), 0, 255), xp.uint8) if is_bytes else part
     return out
 
 
