@@ -170,6 +170,21 @@ def test_edge_sizes_and_thread_counts_match(shape, threads, monkeypatch):
     assert_matches(fast, slow, fh, sh)
 
 
+@needs_ext
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam", "adamw"])
+def test_several_gradient_blocks_per_thread_match_the_generic_path(optimizer, monkeypatch):
+    # 100 inputs on 2 threads: 50 rows of W1 each, a whole gradient block of 32 and a
+    # partial one, and the forward pass split by inputs; 13 hidden units fill no vector
+    monkeypatch.setenv("MNIST_XP_THREADS", "2")
+    x, y = data(side=10)
+    arch = Architecture(100, 13, 4)
+    config = config_for(optimizer, weight_decay=1e-3)
+    fast, fh = trained(True, x, y, arch, config)
+    slow, sh = trained(False, x, y, arch, config)
+    assert fh[0]["engine"] == "compiled"
+    assert_matches(fast, slow, fh, sh)
+
+
 def setup_for(dtype=np.float32, optimizer="sgd"):
     x, y = data()
     arch = Architecture(36, 7, 4)

@@ -5,6 +5,10 @@
  *
  *   phase 1, each thread on its own rows of the batch (no sharing):
  *     gather + convert (+ shift or warp) its rows, forward, loss, dz, dh;
+ *     (batches of up to SPLIT_ROWS: each thread on its own inputs instead, gathering
+ *     those columns of every row and its share of the hidden layer's product; after the
+ *     barrier every thread sums the shares and runs the rest of the forward and
+ *     backward pass for the whole batch itself, see split_forward)
  *   barrier;
  *   phase 2, each thread on its own rows of the 784 inputs:
  *     dW1[rows] = X[:, rows]^T dh and the update of W1[rows] (every sgemm keeps all
@@ -78,6 +82,9 @@ typedef struct {
     uint8_t *hits;              /* (n_order,) argmax == label out */
     /* workspace */
     float *X, *A, *dA, *Z, *G1, *G2, *gb1, *gb2;
+    /* small batches (split_forward): each thread's share of the hidden pre-activations
+     * (threads, B, H), and its own A, dA (B, H) and Z (B, O); NULL for large batches */
+    float *P, *At, *dAt, *Zt;
 } Job;
 
 typedef struct {
@@ -170,6 +177,44 @@ static void gather_row(const Job *j, int64_t i, const int32_t *shift, float *res
     }
 }
 
+/* Inputs [c0, c1) of row r of the batch (sample `i`): gather_row's values, for one
+ * thread's share of the inputs. */
+DISPATCH
+static void gather_cols(const Job *j, int64_t i, const int32_t *shift, int64_t c0, int64_t c1,
+                        float *restrict out)
+{
+    const int64_t n_in = j->n_in;
+    if (j->warp_index) {
+        const int64_t w = j->warp_ids[i];
+        const int16_t *restrict index = j->warp_index + w * n_in;
+        const uint8_t *restrict keep = j->warp_keep + w * n_in;
+        if (j->x_u8) {
+            const uint8_t *restrict src = j->x_u8 + i * n_in;
+            for (int64_t p = c0; p < c1; p++) out[p] = (float)(uint8_t)(src[index[p]] * keep[p]);
+        } else {
+            const float *restrict src = j->x_f32 + i * n_in;
+            for (int64_t p = c0; p < c1; p++) out[p] = src[index[p]] * (float)keep[p];
+        }
+        return;
+    }
+    if (!shift || (shift[0] == 0 && shift[1] == 0)) {
+        if (j->x_u8) {
+            const uint8_t *restrict src = j->x_u8 + i * n_in;
+            for (int64_t p = c0; p < c1; p++) out[p] = (float)src[p];
+        } else {
+            memcpy(out + c0, j->x_f32 + i * n_in + c0, (size_t)(c1 - c0) * sizeof(float));
+        }
+        return;
+    }
+    const int64_t side = j->side, dy = shift[0], dx = shift[1];
+    for (int64_t p = c0; p < c1; p++) {
+        const int64_t sy = p / side - dy, sx = p % side - dx;
+        if (sy < 0 || sy >= side || sx < 0 || sx >= side) out[p] = 0.0f;
+        else if (j->x_u8) out[p] = (float)j->x_u8[i * n_in + sy * side + sx];
+        else out[p] = j->x_f32[i * n_in + sy * side + sx];
+    }
+}
+
 /* Hidden activation in place; sigmoid in the overflow-free tanh form. */
 DISPATCH
 static void activate(float *restrict a, int64_t n, int act)
@@ -231,23 +276,15 @@ static void output_row(const Job *j, float *restrict z, int64_t label, float coe
     *loss_out = loss;
 }
 
-/* Phase 1 of step `s` for batch rows [r0, r1): gather, forward, loss, backward to dh. */
-static void forward_backward(const Job *j, int64_t s, int64_t rows, int64_t r0, int64_t r1)
+/* From the hidden pre-activations A of batch rows [b0, b0 + m) to dh (dA), through
+ * the output layer; the losses and hits of rows [w0, w1) are written. */
+static void output_backward(const Job *j, int64_t s, int64_t rows, int64_t b0, int64_t m,
+                            float *A, float *Z, float *dA, int64_t w0, int64_t w1)
 {
-    const int64_t n_in = j->n_in, H = j->H, O = j->O, m = r1 - r0;
+    const int64_t H = j->H, O = j->O;
     const int64_t *idx = j->order + s * j->batch;
-    const int32_t *shift = j->shifts ? j->shifts + 2 * s : NULL;
-    if (m <= 0) return;
-    for (int64_t r = r0; r < r1; r++) gather_row(j, idx[r], shift, j->X + r * n_in);
-    float *A = j->A + r0 * H, *Z = j->Z + r0 * O, *dA = j->dA + r0 * H;
-    for (int64_t r = 0; r < m; r++) {
-        memcpy(A + r * H, j->b1, (size_t)H * sizeof(float));
-        memcpy(Z + r * O, j->b2, (size_t)O * sizeof(float));
-    }
-    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)H, (int)n_in,
-                      (float)j->scale, j->X + r0 * n_in, (int)n_in, j->W1, (int)H, 1.0f, A,
-                      (int)H);
     activate(A, m * H, j->act);
+    for (int64_t r = 0; r < m; r++) memcpy(Z + r * O, j->b2, (size_t)O * sizeof(float));
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)O, (int)H, 1.0f,
                       A, (int)H, j->W2, (int)O, 1.0f, Z, (int)O);
     /* each sample's share of the step: 1/rows, or its weight over the batch's total */
@@ -259,14 +296,81 @@ static void forward_backward(const Job *j, int64_t s, int64_t rows, int64_t r0, 
     }
     const int64_t first = s * j->batch;
     for (int64_t r = 0; r < m; r++) {
-        const int64_t i = idx[r0 + r];
+        const int64_t i = idx[b0 + r];
         const float coef = j->sw ? (float)(j->sw[i] / total) : (float)(1.0 / (double)rows);
-        output_row(j, Z + r * O, j->y[i], coef, j->losses + first + r0 + r,
-                   j->hits + first + r0 + r);
+        float loss;
+        uint8_t hit;
+        output_row(j, Z + r * O, j->y[i], coef, &loss, &hit);
+        if (b0 + r >= w0 && b0 + r < w1) {
+            j->losses[first + b0 + r] = loss;
+            j->hits[first + b0 + r] = hit;
+        }
     }
     scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)H, (int)O, 1.0f, Z,
                       (int)O, j->W2, (int)O, 0.0f, dA, (int)H);
     backprop_activation(dA, A, m * H, j->act);
+}
+
+/* Phase 1 of step `s` for batch rows [r0, r1): gather, forward, loss, backward to dh. */
+static void forward_backward(const Job *j, int64_t s, int64_t rows, int64_t r0, int64_t r1)
+{
+    const int64_t n_in = j->n_in, H = j->H, O = j->O, m = r1 - r0;
+    const int64_t *idx = j->order + s * j->batch;
+    const int32_t *shift = j->shifts ? j->shifts + 2 * s : NULL;
+    if (m <= 0) return;
+    for (int64_t r = r0; r < r1; r++) gather_row(j, idx[r], shift, j->X + r * n_in);
+    float *A = j->A + r0 * H, *Z = j->Z + r0 * O, *dA = j->dA + r0 * H;
+    for (int64_t r = 0; r < m; r++) memcpy(A + r * H, j->b1, (size_t)H * sizeof(float));
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)H, (int)n_in,
+                      (float)j->scale, j->X + r0 * n_in, (int)n_in, j->W1, (int)H, 1.0f, A,
+                      (int)H);
+    output_backward(j, s, rows, r0, m, A, Z, dA, r0, r1);
+}
+
+/* Small batches, phase 1: this thread's inputs [c0, c1) of every batch row, and its
+ * share of the hidden pre-activations, P[tid] = scale X[:, c0:c1] W1[c0:c1]. Each
+ * thread then reads and writes only its own rows of W1 and columns of X. With the batch
+ * split by rows instead, both threads read all of W1 every step, and each line of W1
+ * that an update then wrote had first to be taken back from the other core's cache: at
+ * batch 32 that wait made Nesterov's update pass 5x slower than on one thread (26 us of
+ * a thread's step against 5 us with the writes to W1 left out), and SGD's fused product
+ * 1.5x slower; a prefetch for writing a block ahead did not hide it. The price: both
+ * threads' shares are summed (in thread order), so the last bits of a run depend on the
+ * thread count, and each thread repeats the small output layer for the whole batch. */
+static void split_forward(const Job *j, int64_t s, int64_t rows, int64_t c0, int64_t c1, int tid)
+{
+    const int64_t n_in = j->n_in, H = j->H;
+    const int64_t *idx = j->order + s * j->batch;
+    const int32_t *shift = j->shifts ? j->shifts + 2 * s : NULL;
+    float *P = j->P + tid * j->batch * H;
+    if (c1 <= c0) {
+        memset(P, 0, (size_t)(rows * H) * sizeof(float));
+        return;
+    }
+    for (int64_t r = 0; r < rows; r++) gather_cols(j, idx[r], shift, c0, c1, j->X + r * n_in);
+    scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)H,
+                      (int)(c1 - c0), (float)j->scale, j->X + c0, (int)n_in, j->W1 + c0 * H,
+                      (int)H, 0.0f, P, (int)H);
+}
+
+/* Small batches, phase 2's start: the pre-activations of the whole batch, b1 + the
+ * threads' shares in thread order, and the rest of the forward and backward pass, on
+ * every thread into its own buffers (the output layer is too small to be worth a
+ * barrier); this thread's rows [w0, w1) record their losses. */
+static void split_backward(const Job *j, int64_t s, int64_t rows, int nt, int tid, int64_t w0,
+                           int64_t w1)
+{
+    const int64_t H = j->H, B = j->batch;
+    float *A = j->At + tid * B * H, *dA = j->dAt + tid * B * H, *Z = j->Zt + tid * B * j->O;
+    for (int64_t r = 0; r < rows; r++) {
+        float *restrict a = A + r * H;
+        memcpy(a, j->b1, (size_t)H * sizeof(float));
+        for (int t = 0; t < nt; t++) {
+            const float *restrict p = j->P + (t * B + r) * H;
+            for (int64_t k = 0; k < H; k++) a[k] += p[k];
+        }
+    }
+    output_backward(j, s, rows, 0, rows, A, Z, dA, w0, w1);
 }
 
 /* Column sums of a (rows, n) matrix into out (n). */
@@ -297,14 +401,16 @@ static Update update_for(const Job *j, int64_t s)
  * skip (OpenBLAS's small-matrix kernels) and those of larger ones do not (at batch 512
  * the blocks made Nesterov and Adam epochs 5% slower). */
 #define GRAD_BLOCK 32
+/* Batches of up to SPLIT_ROWS rows split the forward pass by inputs (split_forward). */
+#define SPLIT_ROWS 128
 #define BLOCKED_ROWS 128
 
 /* Phase 2 of step `s` for input rows [c0, c1): W1's gradient and update; `small`: the
  * thread that also does the output layer and b1. */
 static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, int64_t c1,
-                             int small)
+                             const float *dA)
 {
-    const int64_t H = j->H, O = j->O, n_in = j->n_in;
+    const int64_t H = j->H, n_in = j->n_in;
     const Update u = update_for(j, s);
     if (c1 > c0) {
         float *W1 = j->W1 + c0 * H;
@@ -312,7 +418,7 @@ static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, 
             /* plain SGD: W1 <- (1 - lr wd) W1 - lr scale X^T dh, in the sgemm itself */
             scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(c1 - c0), (int)H,
                               (int)rows, (float)(-j->lrs[s] * j->scale), j->X + c0, (int)n_in,
-                              j->dA, (int)H, (float)(1.0 - j->lrs[s] * j->wd), W1, (int)H);
+                              dA, (int)H, (float)(1.0 - j->lrs[s] * j->wd), W1, (int)H);
         } else {
             /* The gradient in blocks of GRAD_BLOCK input rows, each applied while it is
              * still in L1: a whole-slice G1 would be one more 157 KB array streamed out
@@ -324,21 +430,27 @@ static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, 
                 const int64_t b1 = b0 + block < c1 ? b0 + block : c1;
                 scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)(b1 - b0),
                                   (int)H, (int)rows, (float)j->scale, j->X + b0, (int)n_in,
-                                  j->dA, (int)H, 0.0f, G, (int)H);
+                                  dA, (int)H, 0.0f, G, (int)H);
                 update(j->W1 + b0 * H, G, j->s1[0] ? j->s1[0] + b0 * H : NULL,
                        j->s2[0] ? j->s2[0] + b0 * H : NULL, (b1 - b0) * H, &u, 1);
             }
         }
     }
-    if (small) {
-        scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)H, (int)O, (int)rows,
-                          1.0f, j->A, (int)H, j->Z, (int)O, 0.0f, j->G2, (int)O);
-        column_sums(j->dA, rows, H, j->gb1);
-        column_sums(j->Z, rows, O, j->gb2);
-        update(j->W2, j->G2, j->s1[2], j->s2[2], H * O, &u, 1);
-        update(j->b1, j->gb1, j->s1[1], j->s2[1], H, &u, 0);
-        update(j->b2, j->gb2, j->s1[3], j->s2[3], O, &u, 0);
-    }
+}
+
+/* The output layer's and b1's gradients and updates of step `s` (one thread). */
+static void output_update(const Job *j, int64_t s, int64_t rows, const float *A, const float *Z,
+                          const float *dA)
+{
+    const int64_t H = j->H, O = j->O;
+    const Update u = update_for(j, s);
+    scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)H, (int)O, (int)rows, 1.0f,
+                      A, (int)H, Z, (int)O, 0.0f, j->G2, (int)O);
+    column_sums(dA, rows, H, j->gb1);
+    column_sums(Z, rows, O, j->gb2);
+    update(j->W2, j->G2, j->s1[2], j->s2[2], H * O, &u, 1);
+    update(j->b1, j->gb1, j->s1[1], j->s2[1], H, &u, 0);
+    update(j->b2, j->gb2, j->s1[3], j->s2[3], O, &u, 0);
 }
 
 /* Bring `bytes` from `p` towards this core's cache. */
@@ -359,6 +471,23 @@ static void prefetch_rows(const Job *j, int64_t s, int64_t r0, int64_t r1)
             const int64_t w = j->warp_ids[idx[r]];
             prefetch(j->warp_index + w * n_in, n_in * 2);
             prefetch(j->warp_keep + w * n_in, n_in);
+        }
+    }
+}
+
+/* Small batches: the inputs [c0, c1) of every row this thread gathers in step `s`. */
+static void prefetch_cols(const Job *j, int64_t s, int64_t rows, int64_t c0, int64_t c1)
+{
+    const int64_t *idx = j->order + s * j->batch;
+    const int64_t n_in = j->n_in, size = j->x_u8 ? 1 : 4;
+    const char *base = j->x_u8 ? (const char *)j->x_u8 : (const char *)j->x_f32;
+    if (c1 <= c0) return;
+    for (int64_t r = 0; r < rows; r++) {
+        prefetch(base + (idx[r] * n_in + c0) * size, (c1 - c0) * size);
+        if (j->warp_index) {
+            const int64_t w = j->warp_ids[idx[r]];
+            prefetch(j->warp_index + w * n_in + c0, (c1 - c0) * 2);
+            prefetch(j->warp_keep + w * n_in + c0, c1 - c0);
         }
     }
 }
@@ -455,17 +584,32 @@ static void run(Job *j)
         for (int64_t s = 0; s < j->n_steps; s++) {
             const int64_t start = s * j->batch;
             const int64_t rows = j->n_order - start < j->batch ? j->n_order - start : j->batch;
-            forward_backward(j, s, rows, rows * tid / nt, rows * (tid + 1) / nt);
-            barrier_wait(&bar, nt, budget);
-            /* issued before the products, so the loads overlap them */
-            if (s + 1 < j->n_steps) {
-                const int64_t next = j->n_order - start - rows < j->batch
-                                         ? j->n_order - start - rows : j->batch;
-                prefetch_rows(j, s + 1, next * tid / nt, next * (tid + 1) / nt);
+            const int64_t next = s + 1 < j->n_steps ? (j->n_order - start - rows < j->batch
+                                                        ? j->n_order - start - rows : j->batch)
+                                                     : 0;
+            const int64_t c0 = j->n_in * tid / nt, c1 = j->n_in * (tid + 1) / nt;
+            if (j->P) {
+                split_forward(j, s, rows, c0, c1, tid);
+                barrier_wait(&bar, nt, budget);
+                if (next) prefetch_cols(j, s + 1, next, c0, c1);
+                split_backward(j, s, rows, nt, tid, rows * tid / nt, rows * (tid + 1) / nt);
+                const int64_t B = j->batch;
+                gradients_update(j, s, rows, c0, c1, j->dAt + tid * B * j->H);
+                barrier_wait(&bar, nt, budget);
+                /* after the barrier: the other threads' split_backward read b1 and W2;
+                 * they read them next after the next step's first barrier */
+                if (tid == nt - 1)
+                    output_update(j, s, rows, j->At + tid * B * j->H, j->Zt + tid * B * j->O,
+                                  j->dAt + tid * B * j->H);
+            } else {
+                forward_backward(j, s, rows, rows * tid / nt, rows * (tid + 1) / nt);
+                barrier_wait(&bar, nt, budget);
+                /* issued before the products, so the loads overlap them */
+                if (next) prefetch_rows(j, s + 1, next * tid / nt, next * (tid + 1) / nt);
+                gradients_update(j, s, rows, c0, c1, j->dA);
+                if (tid == nt - 1) output_update(j, s, rows, j->A, j->Z, j->dA);
+                barrier_wait(&bar, nt, budget);
             }
-            gradients_update(j, s, rows, j->n_in * tid / nt, j->n_in * (tid + 1) / nt,
-                             tid == nt - 1);
-            barrier_wait(&bar, nt, budget);
 #if OWN_BARRIER
             if (s % SPIN_CHECK == SPIN_CHECK - 1) {
                 const long now = preemptions();
@@ -609,9 +753,13 @@ static PyObject *train_steps(PyObject *self, PyObject *args, PyObject *kw)
             goto done;
         }
     }
-    /* workspace: X (B, n_in), A, dA (B, H), Z (B, O), G1 (n_in, H), G2 (H, O), gb1, gb2 */
+    /* workspace: X (B, n_in), A, dA (B, H), Z (B, O), G1 (n_in, H), G2 (H, O), gb1, gb2;
+     * for small batches P, A, dA (T, B, H) and Z (T, B, O) */
     const size_t B = (size_t)batch;
-    const size_t floats = B * n_in + 2 * B * H + B * O + n_in * H + H * O + H + O + 64;
+    const size_t T = (size_t)j.threads;
+    const int split = batch <= SPLIT_ROWS;
+    const size_t floats = B * n_in + 2 * B * H + B * O + n_in * H + H * O + H + O + 64 +
+                          (split ? T * B * (3 * H + O) : 0);
     work = calloc(floats, sizeof(float));
     if (!work) {
         PyErr_NoMemory();
@@ -625,7 +773,13 @@ static PyObject *train_steps(PyObject *self, PyObject *args, PyObject *kw)
     j.G1 = w; w += n_in * H;
     j.G2 = w; w += H * O;
     j.gb1 = w; w += H;
-    j.gb2 = w;
+    j.gb2 = w; w += O + 64;
+    if (split) {
+        j.P = w; w += T * B * H;
+        j.At = w; w += T * B * H;
+        j.dAt = w; w += T * B * H;
+        j.Zt = w;
+    }
     /* again each call: threadpoolctl, restoring limits it found, may have raised it */
     scipy_openblas_set_num_threads(1);
     Py_BEGIN_ALLOW_THREADS
