@@ -132,53 +132,8 @@ static void update(float *restrict p, const float *restrict g, float *restrict s
     }
 }
 
-/* Row r of the batch: sample `i`'s pixels, converted (and shifted or warped). */
-DISPATCH
-static void gather_row(const Job *j, int64_t i, const int32_t *shift, float *restrict out)
-{
-    const int64_t n_in = j->n_in;
-    if (j->warp_index) {
-        const int64_t w = j->warp_ids[i];
-        const int16_t *restrict index = j->warp_index + w * n_in;
-        const uint8_t *restrict keep = j->warp_keep + w * n_in;
-        if (j->x_u8) {
-            const uint8_t *restrict src = j->x_u8 + i * n_in;
-            for (int64_t p = 0; p < n_in; p++) out[p] = (float)(uint8_t)(src[index[p]] * keep[p]);
-        } else {
-            const float *restrict src = j->x_f32 + i * n_in;
-            for (int64_t p = 0; p < n_in; p++) out[p] = src[index[p]] * (float)keep[p];
-        }
-        return;
-    }
-    if (!shift || (shift[0] == 0 && shift[1] == 0)) {
-        if (j->x_u8) {
-            const uint8_t *restrict src = j->x_u8 + i * n_in;
-            for (int64_t p = 0; p < n_in; p++) out[p] = (float)src[p];
-        } else {
-            memcpy(out, j->x_f32 + i * n_in, (size_t)n_in * sizeof(float));
-        }
-        return;
-    }
-    /* out[y][x] = img[y - dy][x - dx], zero where that falls outside */
-    const int64_t side = j->side, dy = shift[0], dx = shift[1];
-    for (int64_t yy = 0; yy < side; yy++) {
-        float *restrict row = out + yy * side;
-        const int64_t sy = yy - dy;
-        if (sy < 0 || sy >= side) {
-            memset(row, 0, (size_t)side * sizeof(float));
-            continue;
-        }
-        for (int64_t xx = 0; xx < side; xx++) {
-            const int64_t sx = xx - dx;
-            if (sx < 0 || sx >= side) row[xx] = 0.0f;
-            else if (j->x_u8) row[xx] = (float)j->x_u8[i * n_in + sy * side + sx];
-            else row[xx] = j->x_f32[i * n_in + sy * side + sx];
-        }
-    }
-}
-
-/* Inputs [c0, c1) of row r of the batch (sample `i`): gather_row's values, for one
- * thread's share of the inputs. */
+/* Inputs [c0, c1) of row r of the batch (sample `i`): its pixels, converted (and
+ * shifted or warped), for one thread's share of the inputs. */
 DISPATCH
 static void gather_cols(const Job *j, int64_t i, const int32_t *shift, int64_t c0, int64_t c1,
                         float *restrict out)
@@ -206,13 +161,29 @@ static void gather_cols(const Job *j, int64_t i, const int32_t *shift, int64_t c
         }
         return;
     }
+    /* out[y][x] = img[y - dy][x - dx], zero where that falls outside; a row at a time */
     const int64_t side = j->side, dy = shift[0], dx = shift[1];
-    for (int64_t p = c0; p < c1; p++) {
-        const int64_t sy = p / side - dy, sx = p % side - dx;
-        if (sy < 0 || sy >= side || sx < 0 || sx >= side) out[p] = 0.0f;
-        else if (j->x_u8) out[p] = (float)j->x_u8[i * n_in + sy * side + sx];
-        else out[p] = j->x_f32[i * n_in + sy * side + sx];
+    for (int64_t p = c0; p < c1;) {
+        const int64_t yy = p / side, stop = (yy + 1) * side < c1 ? (yy + 1) * side : c1;
+        const int64_t sy = yy - dy;
+        if (sy < 0 || sy >= side) {
+            memset(out + p, 0, (size_t)(stop - p) * sizeof(float));
+            p = stop;
+            continue;
+        }
+        for (; p < stop; p++) {
+            const int64_t sx = p - yy * side - dx;
+            if (sx < 0 || sx >= side) out[p] = 0.0f;
+            else if (j->x_u8) out[p] = (float)j->x_u8[i * n_in + sy * side + sx];
+            else out[p] = j->x_f32[i * n_in + sy * side + sx];
+        }
     }
+}
+
+/* Row r of the batch: sample `i`'s pixels, converted (and shifted or warped). */
+static void gather_row(const Job *j, int64_t i, const int32_t *shift, float *restrict out)
+{
+    gather_cols(j, i, shift, 0, j->n_in, out);
 }
 
 /* Hidden activation in place; sigmoid in the overflow-free tanh form. */
