@@ -43,6 +43,8 @@ def slanted_bars(n: int, side: int = 28, seed: int = 0) -> np.ndarray:
 def reference_deskew(image: np.ndarray) -> np.ndarray:
     """One image deskewed the slow way: each output pixel's bilinear sample, one by one."""
     side = image.shape[0]
+    if not image.any():
+        return image.astype(np.float64)  # no ink: nothing to straighten
     cy, cx, slant = (float(v[0]) for v in moments(image[None]))
     slant, c = min(max(slant, -1.0), 1.0), (side - 1) / 2
     f = image.astype(np.float64)
@@ -77,7 +79,8 @@ def test_deskewed_bars_stand_upright_in_the_middle(backend):
 def test_deskew_is_bilinear_resampling_at_the_moments(backend):
     rng = np.random.default_rng(3)
     images = np.concatenate([slanted_bars(6, seed=4),
-                             rng.integers(0, 256, (3, 784)) * (rng.random((3, 784)) < 0.2)])
+                             rng.integers(0, 256, (3, 784)) * (rng.random((3, 784)) < 0.2),
+                             np.zeros((1, 784))])
     images = images.astype(np.float64)
     with backend.activate():
         out = to_numpy(deskew(backend.asarray(images), backend.xp))
@@ -191,3 +194,49 @@ def test_bytes_are_deskewed_without_a_float_copy_of_the_whole_set():
     # the result (15.7 MB) and one chunk's temporaries; a float32 copy of the whole set
     # alone would be 63 MB
     assert peak < images.nbytes + 25e6
+
+
+def test_the_shipped_model_deskews():
+    from mnist_xp.model_files import default_model_path
+
+    assert mnist_xp.load(default_model_path()).deskew is True
+
+
+def test_a_model_file_from_before_deskewing_loads_without_it(tmp_path):
+    import json
+
+    x, y = blobs(n=80, side=8)
+    model = mnist_xp.MLPClassifier(epochs=1, random_state=0).fit(x, y)
+    path = mnist_xp.save(model, tmp_path / "new.npz")
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["metadata"]))
+    del meta["estimator_params"]["deskew"]  # as files written before the setting existed
+    arrays["metadata"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "old.npz", **arrays)
+    old = mnist_xp.load(tmp_path / "old.npz")
+    assert old.deskew is False
+    np.testing.assert_array_equal(old.predict_proba(x), model.predict_proba(x))
+
+
+def test_negative_values_are_refused_not_deskewed():
+    x, y = blobs(n=80, side=8, pixels=False)
+    signed = (x - x.mean(axis=0)) / x.std(axis=0)  # standardized features
+    with pytest.raises(ValueError, match="deskew=True needs pixel intensities >= 0"):
+        mnist_xp.MLPClassifier(deskew=True, epochs=1).fit(signed, y)
+    model = mnist_xp.MLPClassifier(deskew=True, epochs=1, random_state=0).fit(x, y)
+    nearly_cancelling = np.zeros((1, 64), np.float32)
+    nearly_cancelling[0, 0], nearly_cancelling[0, 63] = 1.0, -1.0 + 1e-6
+    with pytest.raises(ValueError, match="negative"):
+        model.predict_proba(nearly_cancelling)
+
+
+@pytest.mark.parametrize("images, error", [
+    (np.zeros((2, 784), np.float16), TypeError),
+    (np.zeros((2, 784), np.int64), TypeError),
+    (np.zeros((2, 784), bool), TypeError),
+    (np.zeros(784, np.uint8), ValueError),
+])
+def test_deskew_refuses_what_it_cannot_straighten(images, error):
+    with pytest.raises(error):
+        deskew(images, np)

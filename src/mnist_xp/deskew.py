@@ -49,8 +49,9 @@ def deskew(x, xp, *, side: int | None = None):
     Parameters
     ----------
     x : device array, shape (n_samples, side * side)
-        uint8 pixels, or floats (any scale: the moments are ratios, and the resampling
-        is linear). Values must be >= 0, which the moments need as weights.
+        uint8 pixels, or float32/float64 values (any scale: the moments are ratios, and
+        the resampling is linear). Values must be >= 0, which the moments need as
+        weights; `MLPClassifier` refuses negative ones before calling this.
     xp : array namespace
         The namespace of `x` (NumPy, CuPy, array_api_strict).
     side : int, optional
@@ -65,18 +66,25 @@ def deskew(x, xp, *, side: int | None = None):
     Raises
     ------
     ValueError
-        The number of features is not a square.
+        `x` is not 2-D, or the number of features is not a square.
+    TypeError
+        `x` is neither uint8 nor float32/float64.
 
     References
     ----------
     LeCun, Bottou, Bengio & Haffner, "Gradient-based learning applied to document
     recognition", Proc. IEEE 86(11), 1998 (the deskewing in the MNIST table).
     """
+    if x.ndim != 2:
+        raise ValueError(f"deskew takes a 2-D array (n_samples, side * side); got shape "
+                         f"{tuple(x.shape)}")
     n, p = x.shape
     side = math.isqrt(p) if side is None else side
     if side * side != p:
         raise ValueError(f"deskewing needs square images; {p} features are not")
     is_bytes = x.dtype == xp.uint8
+    if not (is_bytes or x.dtype == xp.float32 or x.dtype == xp.float64):
+        raise TypeError(f"deskew takes uint8 pixels or float32/float64 values, not {x.dtype}")
     work = xp.float32 if is_bytes else x.dtype
     out = xp.empty((n, p), dtype=x.dtype)
     for i in range(0, n, DESKEW_CHUNK):

@@ -347,11 +347,22 @@ class MLPClassifier:
         return self._prepared(x_dev, backend), backend.asarray(_class_indices(classes, labels))
 
     def _prepared(self, x_dev, backend: Backend):
-        """The images as the network reads them: deskewed on the device with ``deskew``."""
+        """The images as the network reads them: deskewed on the device with ``deskew``.
+
+        Raises ValueError for negative values with ``deskew``: the moments weigh pixels
+        by their values, so standardized features or other signed data have no ink
+        to straighten.
+        """
         if not self.deskew:
             return x_dev
+        xp = backend.xp
         with backend.activate():
-            return deskew(x_dev, backend.xp)
+            # sync point: one device read per fit/predict call, for float input only
+            if x_dev.dtype != xp.uint8 and x_dev.shape[0] and float(xp.min(x_dev)) < 0:
+                raise ValueError("deskew=True needs pixel intensities >= 0 (uint8 0..255, "
+                                 "or floats such as 0..1); X holds negative values. Give "
+                                 "the images unscaled, or deskew=False for other data")
+            return deskew(x_dev, xp)
 
     def _initial_params(self, arch: Architecture, dtype, rng, classes) -> dict:
         """New random weights, or with ``warm_start`` the fitted ones (host arrays)."""

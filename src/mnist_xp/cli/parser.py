@@ -200,7 +200,8 @@ def _add_train(sub) -> None:
                    help="default: ReLU, softmax cross-entropy, momentum SGD with a cosine "
                         "schedule and 1-pixel shifts, 15 epochs (at least 7,035 steps: more "
                         "epochs on smaller data); best: the same with per-image "
-                        "affine and elastic distortions, 30 epochs (at least 14,070 steps); "
+                        "affine and elastic distortions, deskewed images, 30 epochs (at least "
+                        "14,070 steps); "
                         "classic: the textbook "
                         "sigmoid network with squared error and plain SGD (default: default)")
     settings = t.add_argument_group("training settings (override the preset's)")
@@ -288,12 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print a JSON list with all class probabilities, and each "
                         "digit of a number")
 
-    r = sub.add_parser("preprocess", help="write the 28x28 image(s) the model sees for a picture",
+    r = sub.add_parser("preprocess", help="write the 28x28 image(s) the model reads for a picture",
                        description="Normalise a picture like MNIST (white ink on black, "
                                    "fitted to 20x20, centred by mass in 28x28) and write "
                                    "it as a PNG (or the uint8 array as .npy). A picture "
                                    "of a number gives one 28x28 image per digit, side by "
-                                   "side in the PNG, left to right.")
+                                   "side in the PNG, left to right. This is what predict "
+                                   "gives the model; a model that deskews (as the shipped "
+                                   "one does) straightens it before its first layer.")
     r.add_argument("image", metavar="IMAGE", type=Path)
     r.add_argument("-o", "--output", metavar="OUT", type=Path, required=True,
                    help="a .png file (or .npy for the (28, 28) uint8 array; (k, 28, 28) "

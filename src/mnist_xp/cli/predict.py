@@ -2,7 +2,7 @@
 
 ``predict`` classifies arrays (.npy, IDX) and image files (PNG, JPEG, BMP, GIF, TIFF;
 read by `mnist_xp.images.read_digits` as one digit or a number of several, each
-normalised like MNIST); ``preprocess`` writes the 28×28 images the model sees for one
+normalised like MNIST); ``preprocess`` writes the 28×28 images the model reads for one
 picture.
 
 Every answer, one digit or several, has the same JSON keys. For a picture of one
@@ -248,7 +248,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_preprocess(args) -> int:
-    """Write the 28x28 image(s) the model sees for one picture (PNG, or .npy array)."""
+    """Write the 28x28 image(s) the model reads for one picture (PNG, or .npy array)."""
     out = args.output
     kind = out.suffix.lower()
     if kind not in (".png", ".npy"):
@@ -277,8 +277,8 @@ def cmd_preprocess(args) -> int:
             raise DataError(f"{out}: cannot write ({exc.strerror or exc})") from None
         size = "x".join(map(str, array.shape))
     if k == 1:
-        print(f"wrote {out} ({size}): the 28x28 image the model sees for {args.image}")
+        print(f"wrote {out} ({size}): the 28x28 image the model reads for {args.image}")
     else:
-        print(f"wrote {out} ({size}): the {k} 28x28 images the model sees for {args.image}, "
+        print(f"wrote {out} ({size}): the {k} 28x28 images the model reads for {args.image}, "
               "left to right")
     return 0

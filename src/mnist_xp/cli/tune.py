@@ -15,15 +15,19 @@ __all__ = ["cmd_tune", "train_flags"]
 
 def train_flags(settings: dict) -> str:
     """The ``mnist-xp train`` flags that give a tuned recipe (`mnist_xp.tuning.TUNED_SETTINGS`)."""
-    flags = [f"--learning-rate {settings['learning_rate']:.4g}", f"--epochs {settings['epochs']}",
+    # repr: the shortest text that reads back as the same float, so the flags repeat
+    # the chosen recipe exactly
+    flags = [f"--learning-rate {float(settings['learning_rate'])!r}",
+             f"--epochs {settings['epochs']}",
              f"--min-steps {settings.get('min_steps', 0)}", f"--shift {settings['shift']}"]
     flags.append("--deskew" if settings.get("deskew") else "--no-deskew")
     if settings["label_smoothing"]:
-        flags.append(f"--label-smoothing {settings['label_smoothing']:.3g}")
+        flags.append(f"--label-smoothing {float(settings['label_smoothing'])!r}")
     augment = settings["augment"]
     if augment:
-        flags += [f"--{k} {augment[k]:.3g}" for k in ("rotate", "zoom", "shear", "translate",
-                                                         "elastic")]
+        flags += [f"--{k} {float(augment[k])!r}" for k in ("rotate", "zoom", "shear", "translate",
+                                                             "elastic")]
+        flags.append(f"--elastic-sigma {float(augment.get('sigma', 4.0))!r}")
     else:
         flags.append("--no-augment")
     return " ".join(flags)

@@ -124,7 +124,8 @@ def resolve_teacher(teacher, *, classes: np.ndarray, n_features: int, dtype, bac
             raise ValueError(
                 f"{name} was trained {'without' if deskew else 'with'} deskewing and the "
                 f"student {'deskews' if deskew else 'does not'}; a teacher reads the "
-                "student's batches as they are, so train both with the same deskew setting")
+                "student's batches as they are, so train both with the same deskew setting "
+                "(--deskew or --no-deskew; deskew= from Python)")
         own = to_numpy(model.classes_)
         if own.shape != classes.shape or not np.array_equal(own, classes):
             raise ValueError(f"{name} has classes {own.tolist()}, the training data "

@@ -27,7 +27,8 @@ Endpoints
     ``digits`` has one entry per digit, left to right: its class, its probability, all
     its class probabilities (in the order of ``classes``), its ``box`` ``[top, left,
     bottom, right]`` in the decoded picture's pixels (``[0, 0, 28, 28]`` for a JSON
-    array) and ``image``, the 784 uint8 pixels (row-major 28x28) the model saw for it.
+    array) and ``image``, the 784 uint8 pixels (row-major 28x28) the model saw for it
+    (deskewed, for a model that deskews, as the shipped one does).
     ``number`` is the digits' classes joined, always a string ("7", "2026").
 
     For one digit the top-level fields are that digit's, as they were before numbers
@@ -77,6 +78,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import blas_threads, to_numpy
+from ..deskew import deskew
 from ..errors import ImageError
 from ..images.blank import check_ink
 from ..images.decode import has_image_signature
@@ -456,6 +458,8 @@ class Server:
     def _encode(self, proba: np.ndarray, rows: np.ndarray, boxes: list) -> bytes:
         """The answer's JSON bytes for digits of probabilities `proba` and pixels `rows`."""
         digits, images = [], []
+        if getattr(self.model, "deskew", False) and len(rows):
+            rows = deskew(np.asarray(rows), np)  # what the network's first layer saw
         for p, row, box in zip(proba, rows, boxes):
             best = int(np.argmax(p))
             digits.append({"digit": self.classes[best], "probability": float(p[best]),
