@@ -769,7 +769,7 @@ def test_preprocess_writes_the_digits_of_a_number_side_by_side(number, capsys, t
                                       tmp_path / "seen.png", "--scale", 2)
     assert (status, err) == (0, "")
     assert out == (f"wrote {tmp_path / 'seen.png'} (168x56): the 3 28x28 images the model "
-                   f"sees for {picture}, left to right\n")
+                   f"reads for {picture}, left to right\n")
     with Image.open(tmp_path / "seen.png") as im:
         assert im.size == (168, 56)
         np.testing.assert_array_equal(np.asarray(im)[::2, ::2], strip)
