@@ -376,8 +376,8 @@ static Update update_for(const Job *j, int64_t s)
 #define SPLIT_ROWS 128
 #define BLOCKED_ROWS 128
 
-/* Phase 2 of step `s` for input rows [c0, c1): W1's gradient and update; `small`: the
- * thread that also does the output layer and b1. */
+/* Phase 2 of step `s` for input rows [c0, c1): W1's gradient, from the batch's dh `dA`,
+ * and update (output_update does the output layer and b1). */
 static void gradients_update(const Job *j, int64_t s, int64_t rows, int64_t c0, int64_t c1,
                              const float *dA)
 {
