@@ -334,8 +334,33 @@ def _picture_processes(model, n: int):
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(["numpy", "mnist_xp.images", "mnist_xp.estimator"])
+        _start_fork_server()
     return ProcessPoolExecutor(max_workers=n, mp_context=context, initializer=_picture_process,
                                initargs=(type(model), pickle.dumps(state)))
+
+
+def _start_fork_server() -> None:
+    """Start multiprocessing's fork server, if not running, with SIGINT blocked in it.
+
+    A terminal's Ctrl-C reaches the whole process group. The fork server takes the
+    default handler while it imports its preload, and restores it in each process it
+    forks until that process's initializer ignores SIGINT: a Ctrl-C in either window
+    printed a KeyboardInterrupt traceback beside "stopped". A mask blocked at the
+    spawn is inherited by the server and every process it forks, from their first
+    instruction (CPython's resource tracker is started the same way). The calling
+    thread's mask is restored, so a Ctrl-C meanwhile still reaches this process.
+    """
+    import signal
+    from multiprocessing import forkserver, resource_tracker
+
+    # The fork server starts the resource tracker first, which unblocks SIGINT after
+    # its own spawn: start it before blocking.
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _picture_process(model_type, state: bytes) -> None:
