@@ -46,7 +46,7 @@ _DEEP_MEMBERS = tuple(k for k in ALL_PARAM_NAMES if k not in PARAM_NAMES)
 
 
 def default_model_path() -> Path:
-    """The pretrained model shipped inside the package (``--preset best``, full MNIST)."""
+    """The pretrained model shipped inside the package (``--preset best --epochs 200``, full MNIST)."""
     return Path(__file__).resolve().parent / "models" / "default.npz"
 
 

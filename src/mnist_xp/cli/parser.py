@@ -201,7 +201,8 @@ def _add_train(sub) -> None:
                         "schedule and 1-pixel shifts, 15 epochs (at least 7,035 steps: more "
                         "epochs on smaller data); best: the same with per-image "
                         "affine and elastic distortions, deskewed images, 30 epochs (at least "
-                        "14,070 steps); "
+                        "14,070 steps; --epochs 200 is about 0.15 points better on MNIST, "
+                        "in 5 times the time); "
                         "classic: the textbook "
                         "sigmoid network with squared error and plain SGD (default: default)")
     settings = t.add_argument_group("training settings (override the preset's)")
