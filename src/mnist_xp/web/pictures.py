@@ -186,8 +186,8 @@ class PictureLanes:
                 # hand to an idle one.
                 for _ in range(lane.processes):
                     self.warming.append(lane.pool.submit(_warm_up))
-            # Closed or broken meanwhile, or the fork server gone (a terminal's Ctrl-C
-            # reaches it too): a server that is stopping needs no warm processes.
+            # Closed or broken meanwhile, or the fork server gone: a server that is
+            # stopping needs no warm processes.
             except (RuntimeError, BrokenExecutor, OSError):
                 return
 
@@ -319,7 +319,8 @@ def _picture_processes(model, n: int):
 
     Started by a fork server (forking this multi-threaded process directly is unsafe),
     with NumPy, OpenCV and mnist_xp preloaded, when `PictureLanes.warm` (at the
-    server's start) or the first picture submits work.
+    server's start) or the first picture submits work. The fork server itself is
+    started here, when the lanes are built (`_start_fork_server`).
     """
     import multiprocessing
     import pickle
@@ -349,9 +350,17 @@ def _start_fork_server() -> None:
     spawn is inherited by the server and every process it forks, from their first
     instruction (CPython's resource tracker is started the same way). The calling
     thread's mask is restored, so a Ctrl-C meanwhile still reaches this process.
+
+    A fork server already running (started by other code in this process) is left as
+    it is, without the mask. Every process this one forks keeps SIGINT blocked for
+    life; the server stops them with SIGTERM or SIGKILL.
     """
     import signal
     from multiprocessing import forkserver, resource_tracker
+
+    if not hasattr(signal, "pthread_sigmask"):  # no platform with a fork server lacks it
+        forkserver.ensure_running()
+        return
 
     # The fork server starts the resource tracker first, which unblocks SIGINT after
     # its own spawn: start it before blocking.
